@@ -1,0 +1,104 @@
+import { hash32 } from "../cluster/hash.ts";
+import { invalidOption } from "../errors.ts";
+import { _bound, _LinkedStore, type _ListLimits } from "./_linked-store.ts";
+import type { StoreOptions } from "./store.ts";
+
+export interface LRU2StoreOptions<V = Uint8Array> extends StoreOptions<V> {
+  /**
+   * Keys are spread over this many buckets by hash, each with its own two
+   * levels. Rounded up to a power of two, at most 32768, and lowered when
+   * `maxEntries` is too small to give every level of every bucket one entry.
+   * Default: 16.
+   */
+  buckets?: number;
+  /** Fraction of each bucket's entries and bytes given to level 1 (probation). Default: 0.5. */
+  level1Share?: number;
+}
+
+export const DEFAULT_LRU2_OPTIONS = {
+  buckets: 16,
+  level1Share: 0.5,
+} as const;
+
+const MAX_BUCKETS = 1 << 15;
+
+/**
+ * Two-level LRU ("LRU-2"): a new key enters level 1 (probation); a read hit
+ * there promotes it to level 2 (protected). Each level evicts its own least
+ * recently used entry when over its share of the bounds, and a level-2 victim
+ * is dropped rather than demoted. A one-off scan therefore churns level 1 only
+ * and cannot flush the keys that were read twice.
+ *
+ * Updating a key that is already stored keeps it in its level (moved to the
+ * head): an overwritten hot key is still hot, and a key lives in exactly one
+ * level, so `size` counts it once.
+ *
+ * A value must fit the byte share of level 1 of its bucket
+ * (`maxBytes × level1Share / buckets`); larger values are refused by `set`.
+ */
+export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
+  readonly buckets: number;
+  private readonly bucketMask: number;
+
+  constructor(options: LRU2StoreOptions<V>) {
+    const maxEntries = _bound("maxEntries", options.maxEntries, true);
+    const maxBytes = _bound("maxBytes", options.maxBytes, false);
+    if (maxEntries === Infinity && maxBytes === Infinity) {
+      throw invalidOption("LRU2Store needs a bound: set maxEntries, maxBytes or both");
+    }
+    if (maxEntries < 2) throw invalidOption(`LRU2Store needs maxEntries >= 2 (one per level), got ${maxEntries}`);
+    const share = options.level1Share ?? DEFAULT_LRU2_OPTIONS.level1Share;
+    if (!(share > 0 && share < 1)) throw invalidOption(`level1Share must be between 0 and 1 (exclusive), got ${share}`);
+    const buckets = bucketCount(options.buckets ?? DEFAULT_LRU2_OPTIONS.buckets, maxEntries);
+    super(options, levelLimits(buckets, maxEntries, maxBytes, share));
+    this.buckets = buckets;
+    this.bucketMask = buckets - 1;
+  }
+
+  /** 1 or 2 for a stored key, `undefined` otherwise. For tests and diagnostics; does not touch recency. */
+  _levelOf(key: string): 1 | 2 | undefined {
+    if (!this.has(key)) return undefined;
+    return (this.listOf[this.index.get(key)!]! & 1) === 0 ? 1 : 2;
+  }
+
+  protected listForNewKey(key: string): number {
+    return (hash32(key) & this.bucketMask) << 1;
+  }
+
+  protected touch(i: number): void {
+    const list = this.listOf[i]!;
+    if ((list & 1) === 1 || this.sizes[i]! > this.maxListBytes[list + 1]!) {
+      this.moveToHead(i, list);
+    } else {
+      this.moveToList(i, list + 1);
+    }
+  }
+}
+
+function bucketCount(requested: number, maxEntries: number): number {
+  if (!Number.isInteger(requested) || requested < 1 || requested > MAX_BUCKETS) {
+    throw invalidOption(`buckets must be an integer from 1 to ${MAX_BUCKETS}, got ${requested}`);
+  }
+  let buckets = 1;
+  while (buckets < requested) buckets <<= 1;
+  while (buckets > 1 && maxEntries < 2 * buckets) buckets >>= 1;
+  return buckets;
+}
+
+/** Lists are laid out as [bucket0 level1, bucket0 level2, bucket1 level1, …]. */
+function levelLimits(buckets: number, maxEntries: number, maxBytes: number, share: number): _ListLimits[] {
+  const [entries1, entries2] = split(maxEntries, buckets, share, 1);
+  const [bytes1, bytes2] = split(maxBytes, buckets, share, 0);
+  const limits: _ListLimits[] = [];
+  for (let b = 0; b < buckets; b++) {
+    limits.push({ maxEntries: entries1, maxBytes: bytes1 }, { maxEntries: entries2, maxBytes: bytes2 });
+  }
+  return limits;
+}
+
+function split(total: number, buckets: number, share: number, atLeast: number): [number, number] {
+  if (total === Infinity) return [Infinity, Infinity];
+  const perBucket = Math.floor(total / buckets);
+  const level1 = Math.min(Math.max(Math.round(perBucket * share), atLeast), perBucket - atLeast);
+  return [level1, perBucket - level1];
+}
