@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { GCacheError } from "../../src/errors.ts";
-import { createStore, type EvictReason, type Store, type StoreKind, type StoreOptions } from "../../src/store/index.ts";
+import { createStore, type EvictReason, type LRU2StoreOptions, type Store, type StoreKind } from "../../src/store/index.ts";
 import { FakeClock } from "../_support/clock.ts";
 import { randomInt, seededRandom } from "../_support/random.ts";
 
@@ -9,7 +9,7 @@ const text = (value: Uint8Array | undefined) => (value === undefined ? undefined
 
 type Event = [key: string, value: string | undefined, reason: EvictReason];
 
-function make(kind: StoreKind, options: StoreOptions = {}) {
+function make(kind: StoreKind, options: LRU2StoreOptions = {}) {
   const clock = new FakeClock();
   const events: Event[] = [];
   const store: Store = createStore(kind, {

@@ -1,0 +1,391 @@
+/**
+ * Throughput and memory of the in-process stores against lru-cache.
+ *
+ *   bun run bench:store             # capacities 10k and 1M, 2M ops per run, 5 rounds (a couple of minutes)
+ *   bun run bench:store --quick     # capacities 10k and 100k, 500k ops per run, 3 rounds (under 20 s)
+ *
+ * Options (flags win over environment variables):
+ *   --sizes=10000,1000000   BENCH_SIZES    capacities in entries
+ *   --ops=N                 BENCH_OPS      operations per timed run
+ *   --rounds=N              BENCH_ROUNDS   timed rounds per workload (the median is reported)
+ *   --seed=N                BENCH_SEED     trace seed
+ *
+ * Contenders: LRUStore, LRU2Store (default buckets and level-1 share) and
+ * lru-cache `new LRUCache({ max })`, all bounded by entry count, all in this
+ * process. For each capacity C the keys are pre-built strings for 2C ids and
+ * every operation picks its key from the same Zipf(0.99) trace, with the same
+ * shared 64-byte value, so the contenders see identical requests.
+ *
+ * Per capacity:
+ *   - bytes/entry: JS heap growth (after a full GC) from creating a store and
+ *     prefilling it (see `createFilled`), divided by the entries it then
+ *     holds. Key strings and the value exist beforehand, so this is the
+ *     store's own overhead (index, links, slots). Median of 3 fills.
+ *   - get-heavy: stores prefilled with the C hottest keys, then 100 % `get`
+ *     (ids beyond the cache miss; each store's hit ratio is printed too).
+ *   - mixed: 90 % `get`, 10 % `set`, mixed by a seeded draw.
+ *   - set-heavy: 100 % `set`; keys outside the cache cause evictions.
+ * The workloads run in that order on the same store instances. Each contender
+ * runs every workload once untimed (warm-up), then `rounds` timed rounds; the
+ * contenders take turns within a round, starting with a different one each
+ * round, after a full GC. Reported: median ops/s, spread (max-min)/median, and
+ * the ratio to lru-cache (>1 means faster). Every result feeds a checksum
+ * that is printed, so no loop can be optimised away.
+ */
+import { heapStats } from "bun:jsc";
+import { parseArgs } from "node:util";
+import { LRUCache } from "lru-cache";
+import { LRU2Store, LRUStore } from "../../src/store/index.ts";
+import { buildKeys, Rng, Zipf } from "./traces.ts";
+
+type Value = Uint8Array;
+
+/** Everything the loops consume; built once per capacity. */
+interface Workload {
+  keys: readonly string[];
+  ids: Uint32Array;
+  /** Mixed workload: 1 = set, 0 = get. */
+  isSet: Uint8Array;
+  value: Value;
+}
+
+let sink = 0;
+
+// One loop per contender and operation, so every call site in a timed loop
+// sees a single receiver class.
+
+function getLRU(s: LRUStore<Value>, w: Workload): number {
+  const { keys, ids } = w;
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) if (s.get(keys[ids[i]!]!) !== undefined) hits++;
+  return hits;
+}
+function getLRU2(s: LRU2Store<Value>, w: Workload): number {
+  const { keys, ids } = w;
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) if (s.get(keys[ids[i]!]!) !== undefined) hits++;
+  return hits;
+}
+function getLRUCache(s: LRUCache<string, Value>, w: Workload): number {
+  const { keys, ids } = w;
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) if (s.get(keys[ids[i]!]!) !== undefined) hits++;
+  return hits;
+}
+
+function setLRU(s: LRUStore<Value>, w: Workload): number {
+  const { keys, ids, value } = w;
+  for (let i = 0; i < ids.length; i++) s.set(keys[ids[i]!]!, value);
+  return s.size;
+}
+function setLRU2(s: LRU2Store<Value>, w: Workload): number {
+  const { keys, ids, value } = w;
+  for (let i = 0; i < ids.length; i++) s.set(keys[ids[i]!]!, value);
+  return s.size;
+}
+function setLRUCache(s: LRUCache<string, Value>, w: Workload): number {
+  const { keys, ids, value } = w;
+  for (let i = 0; i < ids.length; i++) s.set(keys[ids[i]!]!, value);
+  return s.size;
+}
+
+function mixedLRU(s: LRUStore<Value>, w: Workload): number {
+  const { keys, ids, isSet, value } = w;
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const key = keys[ids[i]!]!;
+    if (isSet[i] === 1) s.set(key, value);
+    else if (s.get(key) !== undefined) hits++;
+  }
+  return hits;
+}
+function mixedLRU2(s: LRU2Store<Value>, w: Workload): number {
+  const { keys, ids, isSet, value } = w;
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const key = keys[ids[i]!]!;
+    if (isSet[i] === 1) s.set(key, value);
+    else if (s.get(key) !== undefined) hits++;
+  }
+  return hits;
+}
+function mixedLRUCache(s: LRUCache<string, Value>, w: Workload): number {
+  const { keys, ids, isSet, value } = w;
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const key = keys[ids[i]!]!;
+    if (isSet[i] === 1) s.set(key, value);
+    else if (s.get(key) !== undefined) hits++;
+  }
+  return hits;
+}
+
+const WORKLOADS = ["get-heavy", "mixed 90/10", "set-heavy"] as const;
+type WorkloadName = (typeof WORKLOADS)[number];
+
+interface Contender {
+  name: string;
+  /**
+   * Creates a store and prefills it with the C hottest keys: set all of them
+   * (coldest first), read the hotter half, set the colder half again. An LRU
+   * ends up holding all C; an LRU-2 holds the hotter half in level 2 and the
+   * colder half in level 1, as after a long read-through warm-up.
+   */
+  createFilled(capacity: number, keys: readonly string[], value: Value): { held: number; close(): void };
+  run: Record<WorkloadName, (w: Workload) => number>;
+  release(): void;
+}
+
+function lruContender(): Contender {
+  let store: LRUStore<Value> | null = null;
+  const s = (): LRUStore<Value> => store ?? fail("store not created");
+  return {
+    name: "LRUStore",
+    createFilled(capacity, keys, value) {
+      const created = new LRUStore<Value>({ maxEntries: capacity, sweepIntervalMs: 0 });
+      const half = capacity >>> 1;
+      for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
+      for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
+      for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
+      store = created;
+      return { held: created.size, close: () => created.close() };
+    },
+    run: {
+      "get-heavy": (w) => getLRU(s(), w),
+      "mixed 90/10": (w) => mixedLRU(s(), w),
+      "set-heavy": (w) => setLRU(s(), w),
+    },
+    release() {
+      store?.close();
+      store = null;
+    },
+  };
+}
+
+function lru2Contender(): Contender {
+  let store: LRU2Store<Value> | null = null;
+  const s = (): LRU2Store<Value> => store ?? fail("store not created");
+  return {
+    name: "LRU2Store",
+    createFilled(capacity, keys, value) {
+      const created = new LRU2Store<Value>({ maxEntries: capacity, sweepIntervalMs: 0 });
+      const half = capacity >>> 1;
+      for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
+      for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
+      for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
+      store = created;
+      return { held: created.size, close: () => created.close() };
+    },
+    run: {
+      "get-heavy": (w) => getLRU2(s(), w),
+      "mixed 90/10": (w) => mixedLRU2(s(), w),
+      "set-heavy": (w) => setLRU2(s(), w),
+    },
+    release() {
+      store?.close();
+      store = null;
+    },
+  };
+}
+
+function lruCacheContender(): Contender {
+  let store: LRUCache<string, Value> | null = null;
+  const s = (): LRUCache<string, Value> => store ?? fail("store not created");
+  return {
+    name: "lru-cache",
+    createFilled(capacity, keys, value) {
+      const created = new LRUCache<string, Value>({ max: capacity });
+      const half = capacity >>> 1;
+      for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
+      for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
+      for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
+      store = created;
+      return { held: created.size, close: () => created.clear() };
+    },
+    run: {
+      "get-heavy": (w) => getLRUCache(s(), w),
+      "mixed 90/10": (w) => mixedLRUCache(s(), w),
+      "set-heavy": (w) => setLRUCache(s(), w),
+    },
+    release() {
+      store?.clear();
+      store = null;
+    },
+  };
+}
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
+/** Heap bytes after a full collection. Includes typed-array storage. */
+function heapBytes(): number {
+  Bun.gc(true);
+  return heapStats().heapSize;
+}
+
+function median(xs: readonly number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >>> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+interface SizeResult {
+  capacity: number;
+  bytesPerEntry: Map<string, number>;
+  /** Entries held after the prefill. */
+  held: Map<string, number>;
+  opsPerSec: Map<WorkloadName, Map<string, number[]>>;
+  getHitRatio: Map<string, number>;
+}
+
+function benchSize(
+  capacity: number,
+  opsPerRun: number,
+  rounds: number,
+  seed: number,
+  contenders: readonly Contender[],
+): SizeResult {
+  const universe = 2 * capacity;
+  const keys = buildKeys(universe, "key:");
+  const rng = new Rng(seed);
+  const ids = new Zipf(universe, 0.99).fill(rng, opsPerRun);
+  const isSet = new Uint8Array(opsPerRun);
+  for (let i = 0; i < opsPerRun; i++) isSet[i] = rng.float() < 0.1 ? 1 : 0;
+  const workload: Workload = { keys, ids, isSet, value: new Uint8Array(64) };
+
+  // Memory: fresh stores, measured one at a time, median of 3 fills.
+  const bytesPerEntry = new Map<string, number>();
+  const samples = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
+  const held = new Map<string, number>();
+  for (let m = 0; m < 3; m++) {
+    for (const c of contenders) {
+      const before = heapBytes();
+      const filled = c.createFilled(capacity, keys, workload.value);
+      const after = heapBytes();
+      samples.get(c.name)!.push((after - before) / filled.held);
+      held.set(c.name, filled.held);
+      filled.close();
+      c.release();
+    }
+  }
+  for (const [name, xs] of samples) bytesPerEntry.set(name, median(xs));
+
+  // Throughput on one prefilled instance per contender.
+  for (const c of contenders) c.createFilled(capacity, keys, workload.value);
+  const opsPerSec = new Map<WorkloadName, Map<string, number[]>>();
+  const getHitRatio = new Map<string, number>();
+  for (const name of WORKLOADS) {
+    const perContender = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
+    opsPerSec.set(name, perContender);
+    for (const c of contenders) sink += c.run[name](workload); // warm-up, untimed
+    for (let r = 0; r < rounds; r++) {
+      Bun.gc(true);
+      for (let k = 0; k < contenders.length; k++) {
+        const c = contenders[(r + k) % contenders.length]!;
+        const t0 = Bun.nanoseconds();
+        const result = c.run[name](workload);
+        const elapsed = Bun.nanoseconds() - t0;
+        sink += result;
+        perContender.get(c.name)!.push((opsPerRun * 1e9) / elapsed);
+        if (name === "get-heavy") getHitRatio.set(c.name, result / opsPerRun);
+      }
+    }
+  }
+  for (const c of contenders) c.release();
+  return { capacity, bytesPerEntry, held, opsPerSec, getHitRatio };
+}
+
+function printSize(result: SizeResult, contenders: readonly Contender[], opsPerRun: number, rounds: number): void {
+  const reference = "lru-cache";
+  const ours = contenders.filter((c) => c.name !== reference).map((c) => c.name);
+  const names = contenders.map((c) => c.name);
+  const header = [
+    "workload".padEnd(12),
+    ...names.map((n) => n.padStart(16)),
+    ...ours.map((n) => `${n}/${reference}`.padStart(20)),
+  ];
+  console.log(
+    `\ncapacity ${fmtInt(result.capacity)} entries; keys: Zipf 0.99 over ${fmtInt(2 * result.capacity)} ids; ` +
+      `${fmtInt(opsPerRun)} ops per run; median of ${rounds} rounds (± spread)`,
+  );
+  console.log(header.join(" "));
+  console.log(header.map((h) => "-".repeat(h.length)).join(" "));
+  for (const name of WORKLOADS) {
+    const per = result.opsPerSec.get(name)!;
+    const med = new Map<string, number>([...per].map(([n, xs]) => [n, median(xs)]));
+    const cells = [
+      name.padEnd(12),
+      ...names.map((n) => {
+        const xs = per.get(n)!;
+        const m = med.get(n)!;
+        const spread = (100 * (Math.max(...xs) - Math.min(...xs))) / m;
+        return `${fmtOps(m)} ±${spread.toFixed(0)}%`.padStart(16);
+      }),
+      ...ours.map((n) => `${(med.get(n)! / med.get(reference)!).toFixed(2)}x`.padStart(20)),
+    ];
+    console.log(cells.join(" "));
+  }
+  const bytes = result.bytesPerEntry;
+  console.log(
+    [
+      "bytes/entry".padEnd(12),
+      ...names.map((n) => bytes.get(n)!.toFixed(1).padStart(16)),
+      ...ours.map((n) => `${(bytes.get(n)! / bytes.get(reference)!).toFixed(2)}x`.padStart(20)),
+    ].join(" "),
+  );
+  console.log(`entries held after prefill: ${names.map((n) => `${n} ${fmtInt(result.held.get(n)!)}`).join(", ")}`);
+  console.log(
+    `get-heavy hit ratio: ${names.map((n) => `${n} ${(100 * result.getHitRatio.get(n)!).toFixed(1)}%`).join(", ")}`,
+  );
+}
+
+function fmtOps(x: number): string {
+  return x >= 1e6 ? `${(x / 1e6).toFixed(2)} M/s` : `${(x / 1e3).toFixed(0)} k/s`;
+}
+
+function fmtInt(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+function intOption(name: string, flag: string | undefined, env: string | undefined, fallback: number): number {
+  const raw = flag ?? env;
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw.replaceAll("_", ""));
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer, got ${raw}`);
+  return n;
+}
+
+function main(): void {
+  const { values } = parseArgs({
+    args: Bun.argv.slice(2),
+    options: {
+      quick: { type: "boolean", default: false },
+      sizes: { type: "string" },
+      ops: { type: "string" },
+      rounds: { type: "string" },
+      seed: { type: "string" },
+    },
+    strict: true,
+  });
+  const quick = values.quick === true;
+  const env = process.env;
+  const sizesRaw = values.sizes ?? env.BENCH_SIZES ?? (quick ? "10000,100000" : "10000,1000000");
+  const sizes = sizesRaw.split(",").map((s) => intOption("sizes", s.trim(), undefined, 0));
+  const opsPerRun = intOption("ops", values.ops, env.BENCH_OPS, quick ? 500_000 : 2_000_000);
+  const rounds = intOption("rounds", values.rounds, env.BENCH_ROUNDS, quick ? 3 : 5);
+  const seed = intOption("seed", values.seed, env.BENCH_SEED, 1);
+
+  console.log(
+    `store throughput and memory: Bun ${Bun.version}, ${process.platform}/${process.arch}` + (quick ? " (quick)" : ""),
+  );
+  const started = performance.now();
+  const contenders = [lruContender(), lru2Contender(), lruCacheContender()];
+  for (const capacity of sizes) {
+    const result = benchSize(capacity, opsPerRun, rounds, seed, contenders);
+    printSize(result, contenders, opsPerRun, rounds);
+  }
+  console.log(`\nchecksum ${sink}; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+if (import.meta.main) main();

@@ -1,0 +1,73 @@
+import { describe, expect, test } from "bun:test";
+import { SingleFlight } from "../src/singleflight.ts";
+
+describe("SingleFlight", () => {
+  test("concurrent calls for one key run the function once and share its result", async () => {
+    const flight = new SingleFlight<string>();
+    const gate = Promise.withResolvers<void>();
+    let runs = 0;
+    const fn = async () => {
+      runs++;
+      await gate.promise;
+      return "value";
+    };
+    const calls = Array.from({ length: 100 }, () => flight.do("k", fn));
+    expect(flight.has("k")).toBe(true);
+    gate.resolve();
+    expect(await Promise.all(calls)).toEqual(Array(100).fill("value"));
+    expect(runs).toBe(1);
+    expect(flight.dedupedCount).toBe(99);
+    expect(flight.size).toBe(0);
+  });
+
+  test("different keys run independently", async () => {
+    const flight = new SingleFlight<string>();
+    const seen: string[] = [];
+    const results = await Promise.all(
+      ["a", "b", "a"].map((key) =>
+        flight.do(key, async () => {
+          seen.push(key);
+          return key.toUpperCase();
+        }),
+      ),
+    );
+    expect(results).toEqual(["A", "B", "A"]);
+    expect(seen.sort()).toEqual(["a", "b"]);
+  });
+
+  test("a rejection reaches every waiter and frees the key", async () => {
+    const flight = new SingleFlight<string>();
+    const gate = Promise.withResolvers<void>();
+    const failing = async () => {
+      await gate.promise;
+      throw new Error("origin down");
+    };
+    const calls = Array.from({ length: 10 }, () => flight.do("k", failing).catch((e: Error) => e.message));
+    gate.resolve();
+    expect(await Promise.all(calls)).toEqual(Array(10).fill("origin down"));
+    expect(flight.has("k")).toBe(false);
+    expect(await flight.do("k", async () => "recovered")).toBe("recovered");
+  });
+
+  test("a synchronous throw behaves like a rejection and never wedges the key", async () => {
+    const flight = new SingleFlight<string>();
+    const thrower = (): string => {
+      throw new Error("sync boom");
+    };
+    const first = flight.do("k", thrower);
+    const second = flight.do("k", thrower);
+    expect(await first.catch((e: Error) => e.message)).toBe("sync boom");
+    expect(await second.catch((e: Error) => e.message)).toBe("sync boom");
+    expect(flight.size).toBe(0);
+    expect(await flight.do("k", () => "fine")).toBe("fine");
+  });
+
+  test("a call that starts after the previous one settled runs again", async () => {
+    const flight = new SingleFlight<number>();
+    let runs = 0;
+    await flight.do("k", async () => ++runs);
+    await flight.do("k", async () => ++runs);
+    expect(runs).toBe(2);
+    expect(flight.dedupedCount).toBe(0);
+  });
+});

@@ -1,0 +1,93 @@
+import { describe, expect, test } from "bun:test";
+import { LRUStore } from "../../src/store/index.ts";
+import { FakeClock } from "../_support/clock.ts";
+
+function recorded(options: ConstructorParameters<typeof LRUStore<Uint8Array>>[0]) {
+  const evicted: string[] = [];
+  const store = new LRUStore<Uint8Array>({
+    sweepIntervalMs: 0,
+    onEvict: (key, _value, reason) => evicted.push(`${key}:${reason}`),
+    ...options,
+  });
+  return { store, evicted };
+}
+
+const one = new Uint8Array(1);
+
+describe("LRUStore", () => {
+  test("evicts the least recently used entry first; reads and writes refresh recency", () => {
+    const { store, evicted } = recorded({ maxEntries: 3 });
+    store.set("a", one);
+    store.set("b", one);
+    store.set("c", one);
+    store.get("a"); // order (old→new): b c a
+    store.set("b", new Uint8Array(1)); // order: c a b
+    store.set("d", one); // evicts c
+    store.set("e", one); // evicts a
+    expect(evicted).toEqual(["b:replaced", "c:capacity", "a:capacity"]);
+    expect([..."abcde"].filter((k) => store.has(k))).toEqual(["b", "d", "e"]);
+  });
+
+  test("peek and has do not refresh recency", () => {
+    const { store, evicted } = recorded({ maxEntries: 2 });
+    store.set("a", one);
+    store.set("b", one);
+    store.peek("a");
+    store.has("a");
+    store.set("c", one);
+    expect(evicted).toEqual(["a:capacity"]);
+  });
+
+  test("a byte bound evicts as many tail entries as a large value needs, and no more", () => {
+    const { store, evicted } = recorded({ maxBytes: 100 });
+    for (const key of ["a", "b", "c", "d", "e"]) store.set(key, new Uint8Array(19)); // 20 bytes each
+    expect(store.bytes).toBe(100);
+    store.set("f", new Uint8Array(49)); // 50 bytes: a, b and c must go
+    expect(evicted).toEqual(["a:capacity", "b:capacity", "c:capacity"]);
+    expect(store.bytes).toBe(90);
+    expect(store.size).toBe(3);
+  });
+
+  test("growing a value in place evicts others, never the value itself", () => {
+    const { store, evicted } = recorded({ maxBytes: 50 });
+    store.set("a", new Uint8Array(9));
+    store.set("b", new Uint8Array(9));
+    store.set("c", new Uint8Array(9));
+    store.set("a", new Uint8Array(39)); // a is now the newest, 40 bytes
+    expect(evicted).toEqual(["b:capacity", "a:replaced"]);
+    expect(store.has("a")).toBe(true);
+    expect(store.has("c")).toBe(true);
+    expect(store.bytes).toBe(50);
+  });
+
+  test("expired entries are evicted before live ones when room is needed", () => {
+    const clock = new FakeClock();
+    const { store, evicted } = recorded({ maxEntries: 3, clock: clock.read });
+    store.set("old-live", one);
+    store.set("mortal", one, { ttlMs: 10 });
+    store.set("newer", one);
+    clock.advance(10);
+    store.set("incoming", one);
+    expect(evicted).toEqual(["mortal:expired"]);
+    expect(store.has("old-live")).toBe(true);
+  });
+
+  test("the slot pool grows past its first allocation when only bytes bound the store", () => {
+    const store = new LRUStore<Uint8Array>({ maxBytes: 10_000_000, sweepIntervalMs: 0 });
+    for (let i = 0; i < 50_000; i++) store.set(`k${i}`, one);
+    expect(store.size).toBe(50_000);
+    for (let i = 0; i < 50_000; i += 997) expect(store.get(`k${i}`)).toBe(one);
+  });
+
+  test("freed slots are reused and never alias a live key", () => {
+    const store = new LRUStore<string>({ maxEntries: 4, sweepIntervalMs: 0 });
+    for (let round = 0; round < 1000; round++) {
+      store.set(`k${round}`, `v${round}`);
+      if (round % 3 === 0) store.delete(`k${round - 1}`);
+      for (let back = 0; back < 4; back++) {
+        const value = store.get(`k${round - back}`);
+        if (value !== undefined) expect(value).toBe(`v${round - back}`);
+      }
+    }
+  });
+});

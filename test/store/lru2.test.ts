@@ -1,0 +1,150 @@
+import { describe, expect, test } from "bun:test";
+import { hash32 } from "../../src/cluster/hash.ts";
+import { LRU2Store, type LRU2StoreOptions } from "../../src/store/index.ts";
+
+function recorded(options: LRU2StoreOptions<string>) {
+  const evicted: string[] = [];
+  const store = new LRU2Store<string>({
+    buckets: 1,
+    sweepIntervalMs: 0,
+    onEvict: (key, _value, reason) => evicted.push(`${key}:${reason}`),
+    ...options,
+  });
+  return { store, evicted };
+}
+
+describe("LRU2Store", () => {
+  test("a new key enters level 1; a read hit promotes it to level 2", () => {
+    const { store } = recorded({ maxEntries: 8 });
+    store.set("k", "v");
+    expect(store._levelOf("k")).toBe(1);
+    expect(store.get("k")).toBe("v");
+    expect(store._levelOf("k")).toBe(2);
+    store.get("k");
+    expect(store._levelOf("k")).toBe(2);
+    expect(store._levelOf("missing")).toBeUndefined();
+  });
+
+  test("peek and has never promote", () => {
+    const { store } = recorded({ maxEntries: 8 });
+    store.set("k", "v");
+    store.peek("k");
+    store.has("k");
+    expect(store._levelOf("k")).toBe(1);
+  });
+
+  test("level 1 evicts its own least recently used entry and leaves level 2 alone", () => {
+    const { store, evicted } = recorded({ maxEntries: 4 }); // 2 + 2
+    store.set("p", "p");
+    store.get("p"); // level 2: p
+    for (const key of ["a", "b", "c", "d"]) store.set(key, key);
+    expect(evicted).toEqual(["a:capacity", "b:capacity"]);
+    expect(store.get("p")).toBe("p");
+    expect(store.size).toBe(3);
+  });
+
+  test("level 2 drops its tail when full; the victim is gone, not demoted", () => {
+    const { store, evicted } = recorded({ maxEntries: 4 }); // 2 + 2
+    for (const key of ["a", "b"]) {
+      store.set(key, key);
+      store.get(key);
+    }
+    store.get("a"); // level 2 order (old→new): b a
+    store.set("c", "c");
+    store.get("c"); // promoting c pushes b out of level 2
+    expect(evicted).toEqual(["b:capacity"]);
+    expect(store.has("b")).toBe(false);
+    expect(store._levelOf("a")).toBe(2);
+    expect(store._levelOf("c")).toBe(2);
+  });
+
+  test("after evictions every key still maps to its own value (the original's wrong-slot bug)", () => {
+    const { store, evicted } = recorded({ maxEntries: 8 }); // 4 + 4
+    for (let i = 1; i <= 5; i++) store.set(`k${i}`, `v${i}`);
+    expect(evicted).toEqual(["k1:capacity"]);
+    expect(store.get("k1")).toBeUndefined();
+    for (let i = 2; i <= 5; i++) expect(store.get(`k${i}`)).toBe(`v${i}`);
+  });
+
+  test("a scan of one-off keys cannot flush keys that were read twice", () => {
+    const { store } = recorded({ maxEntries: 200 }); // 100 + 100
+    for (let i = 0; i < 50; i++) {
+      store.set(`hot${i}`, "h");
+      store.get(`hot${i}`);
+    }
+    for (let i = 0; i < 10_000; i++) store.set(`scan${i}`, "s");
+    for (let i = 0; i < 50; i++) expect(store.get(`hot${i}`)).toBe("h");
+  });
+
+  test("updating a key keeps it in its level and counts it once", () => {
+    const { store, evicted } = recorded({ maxEntries: 8 });
+    store.set("k", "v1");
+    store.get("k");
+    store.set("k", "v2");
+    expect(store._levelOf("k")).toBe(2);
+    expect(store.get("k")).toBe("v2");
+    expect(store.size).toBe(1);
+    expect(evicted).toEqual(["k:replaced"]);
+  });
+
+  test("bucket count is rounded up to a power of two and lowered for tiny stores", () => {
+    expect(new LRU2Store({ maxEntries: 10_000, buckets: 10 }).buckets).toBe(16);
+    expect(new LRU2Store({ maxEntries: 10_000 }).buckets).toBe(16);
+    expect(new LRU2Store({ maxEntries: 9 }).buckets).toBe(4);
+    expect(new LRU2Store({ maxEntries: 2 }).buckets).toBe(1);
+    expect(new LRU2Store({ maxBytes: 1 << 20 }).buckets).toBe(16);
+    expect(() => new LRU2Store({ maxEntries: 1 })).toThrow("maxEntries >= 2");
+    expect(() => new LRU2Store({ maxEntries: 100, buckets: 0 })).toThrow("buckets");
+    expect(() => new LRU2Store({ maxEntries: 100, level1Share: 1 })).toThrow("level1Share");
+  });
+
+  test("keys are spread over buckets by hash; each bucket level holds its share", () => {
+    const buckets = 4;
+    const { store } = recorded({ maxEntries: 4 * buckets, buckets }); // 2 + 2 per bucket
+    const byBucket = new Map<number, string[]>();
+    for (let i = 0; byBucket.size < buckets || [...byBucket.values()].some((k) => k.length < 5); i++) {
+      const key = `key${i}`;
+      const bucket = hash32(key) & (buckets - 1);
+      const keys = byBucket.get(bucket) ?? [];
+      keys.push(key);
+      byBucket.set(bucket, keys);
+    }
+    for (const keys of byBucket.values()) for (const key of keys.slice(0, 5)) store.set(key, key);
+    // Five keys entered each bucket's level 1 of two slots: the last two of each bucket survive.
+    for (const keys of byBucket.values()) {
+      expect(keys.slice(0, 5).filter((k) => store.has(k))).toEqual(keys.slice(3, 5));
+    }
+    expect(store.size).toBe(2 * buckets);
+  });
+
+  test("byte bounds apply per level: level 1 gets level1Share of each bucket's bytes", () => {
+    const sized = new LRU2Store<Uint8Array>({ maxBytes: 1000, buckets: 1, level1Share: 0.25, sweepIntervalMs: 0 });
+    // Level 1 holds 250 bytes, level 2 750.
+    expect(sized.set("big", new Uint8Array(300))).toBe(false);
+    expect(sized.set("a", new Uint8Array(199))).toBe(true); // 200 bytes
+    expect(sized.set("b", new Uint8Array(99))).toBe(true); // pushes a out of level 1
+    expect(sized.has("a")).toBe(false);
+    sized.get("b"); // promoted: level 2 now holds b
+    for (const key of ["c", "d"]) {
+      sized.set(key, new Uint8Array(199));
+      sized.get(key);
+    }
+    expect(sized.bytes).toBeLessThanOrEqual(1000);
+    expect(sized._levelOf("b")).toBe(2);
+    sized.set("e", new Uint8Array(199));
+    sized.get("e"); // level 2 would hold 100 + 200 * 3 = 700: fits
+    sized.set("f", new Uint8Array(199));
+    sized.get("f"); // 900 > 750: b (least recent) and then c go
+    expect(sized.has("b")).toBe(false);
+    expect(sized.has("c")).toBe(false);
+    expect(sized.has("f")).toBe(true);
+    expect(sized.bytes).toBe(600);
+  });
+
+  test("an entry too large for level 2 stays in level 1 instead of being lost on a read", () => {
+    const sized = new LRU2Store<Uint8Array>({ maxBytes: 1000, buckets: 1, level1Share: 0.75, sweepIntervalMs: 0 });
+    expect(sized.set("big", new Uint8Array(499))).toBe(true); // 500 bytes: fits level 1 (750), not level 2 (250)
+    expect(sized.get("big")?.length).toBe(499);
+    expect(sized._levelOf("big")).toBe(1);
+  });
+});
