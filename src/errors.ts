@@ -9,8 +9,30 @@ export type ErrorCode =
   | "ERR_INVALID_OPTION"
   /** An argument to a call is invalid (bad key, bad TTL, …). */
   | "ERR_INVALID_ARGUMENT"
+  /** The key does not exist: the loader said so, or nobody set it. */
+  | "ERR_NOT_FOUND"
+  /** No group of that name on the node. */
+  | "ERR_UNKNOWN_GROUP"
+  /** A value is larger than the configured maximum. */
+  | "ERR_VALUE_TOO_LARGE"
+  /** The loader failed (the error is the cause). Not cached; a later call loads again. */
+  | "ERR_LOAD_FAILED"
+  /** A node could not be reached or is shutting down. */
+  | "ERR_UNAVAILABLE"
+  /** The caller's deadline passed. */
+  | "ERR_DEADLINE_EXCEEDED"
+  /** The caller cancelled. */
+  | "ERR_CANCELLED"
   /** The object was closed and the call cannot proceed. */
-  | "ERR_CLOSED";
+  | "ERR_CLOSED"
+  /** A bug or an unexpected failure; the message says what. */
+  | "ERR_INTERNAL";
+
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "ERR_LOAD_FAILED",
+  "ERR_UNAVAILABLE",
+  "ERR_DEADLINE_EXCEEDED",
+]);
 
 export class GCacheError extends Error {
   override readonly name = "GCacheError";
@@ -20,8 +42,22 @@ export class GCacheError extends Error {
   constructor(code: ErrorCode, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.retryable = options.retryable ?? false;
+    this.retryable = options.retryable ?? RETRYABLE.has(code);
   }
+}
+
+/**
+ * What a loader throws when the key does not exist at the source. The caller
+ * gets `ERR_NOT_FOUND` (gRPC NOT_FOUND, HTTP 404) and no other node retries it.
+ */
+export class NotFoundError extends GCacheError {
+  constructor(message = "not found") {
+    super("ERR_NOT_FOUND", message);
+  }
+}
+
+export function isGCacheError(error: unknown, code?: ErrorCode): error is GCacheError {
+  return error instanceof GCacheError && (code === undefined || error.code === code);
 }
 
 export function invalidOption(message: string): GCacheError {

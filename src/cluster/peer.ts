@@ -1,0 +1,86 @@
+/**
+ * A remote node as a group sees it: the four things a group asks of another
+ * node. `GrpcPeer` is the real one; tests may pass in-process fakes.
+ */
+import { invalidArgument } from "../errors.ts";
+import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
+import { GCACHE_SERVICE } from "../wire/messages.ts";
+
+/** A value with its absolute expiry (epoch ms; 0 = never). */
+export interface Entry {
+  value: Uint8Array;
+  expiresAt: number;
+}
+
+export interface Peer {
+  /** Member name on the ring. */
+  readonly name: string;
+  /** Address it is reached at (host:port). */
+  readonly address: string;
+  /** Fetch a key the peer owns; it loads it if needed and never forwards. */
+  get(group: string, key: string, context: CallContext): Promise<Entry>;
+  /** Store a value at the owner. */
+  set(group: string, key: string, value: Uint8Array, expiresAt: number, context: CallContext): Promise<void>;
+  /** Delete a key at the owner; `true` when it held the key. */
+  delete(group: string, key: string, context: CallContext): Promise<boolean>;
+  /** Drop local copies of a key, or of the whole group when `key` is null. */
+  invalidate(group: string, key: string | null, context: CallContext): Promise<void>;
+  close(): void;
+}
+
+/** What a group needs from the cluster: who owns a key, and who else is there. */
+export interface Membership {
+  /** The owner of `key`, or `null` when this node owns it. */
+  ownerOf(key: string): Peer | null;
+  /** Every other live member. */
+  peers(): readonly Peer[];
+}
+
+const EMPTY = new Uint8Array(0);
+
+export class GrpcPeer implements Peer {
+  readonly name: string;
+  readonly address: string;
+  private readonly connection: _Connection;
+
+  constructor(name: string, address: string, options: ConnectionOptions = {}) {
+    if (name === "" || address === "") throw invalidArgument("a peer needs a name and an address");
+    this.name = name;
+    this.address = address;
+    this.connection = new _Connection(address, options);
+  }
+
+  async get(group: string, key: string, context: CallContext): Promise<Entry> {
+    const response = await this.connection.unary(
+      GCACHE_SERVICE.Get,
+      { group, key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true },
+      context,
+    );
+    return { value: response.value, expiresAt: response.expiresAtMs };
+  }
+
+  async set(group: string, key: string, value: Uint8Array, expiresAt: number, context: CallContext): Promise<void> {
+    await this.connection.unary(
+      GCACHE_SERVICE.Set,
+      { group, key, value, ttlMs: 0, expiresAtMs: expiresAt, fromPeer: true },
+      context,
+    );
+  }
+
+  async delete(group: string, key: string, context: CallContext): Promise<boolean> {
+    const response = await this.connection.unary(
+      GCACHE_SERVICE.Delete,
+      { group, key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true },
+      context,
+    );
+    return response.value;
+  }
+
+  async invalidate(group: string, key: string | null, context: CallContext): Promise<void> {
+    await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key: key ?? "", all: key === null }, context);
+  }
+
+  close(): void {
+    this.connection.close();
+  }
+}

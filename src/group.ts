@@ -1,0 +1,528 @@
+/**
+ * A named, read-through cache spread over the cluster. Each key has one owner
+ * (by the consistent-hash ring); the owner loads misses through the loader,
+ * exactly once however many callers ask; other nodes ask the owner and keep
+ * what they fetched in a small "hot" cache that writes invalidate.
+ */
+import { Cache, type CacheStats } from "./cache.ts";
+import { _startCall, type CallOptions } from "./call.ts";
+import type { Entry, Membership, Peer } from "./cluster/peer.ts";
+import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
+import { SingleFlight } from "./singleflight.ts";
+import type { StoreKind } from "./store/index.ts";
+import { utf8Length } from "./store/_size.ts";
+import type { Clock } from "./store/store.ts";
+import type { CallContext } from "./wire/connection.ts";
+import { isServerVerdict } from "./wire/status.ts";
+
+export interface LoadContext {
+  /** Aborts when every caller waiting for this load has given up, or at the load's deadline. */
+  signal: AbortSignal;
+  /** Absolute deadline (epoch ms) of the caller that started the load. */
+  deadline: number;
+  /** Name of the group loading. */
+  group: string;
+}
+
+/** A loaded value with its own lifetime; a plain Uint8Array uses the group's TTL. */
+export interface LoadedValue {
+  value: Uint8Array;
+  /** Time to live in ms; 0 means never expire. */
+  ttlMs?: number;
+  /** Absolute expiry (epoch ms); wins over `ttlMs`. */
+  expiresAt?: number;
+}
+
+/** Fills a miss. Throw `NotFoundError` when the key does not exist at the source. */
+export type Loader = (key: string, context: LoadContext) => Uint8Array | LoadedValue | Promise<Uint8Array | LoadedValue>;
+
+export interface GroupOptions {
+  /** Group name, the same on every node. Required. */
+  name: string;
+  /** Fills misses on the owner. Default: none (a miss on a key nobody set is ERR_NOT_FOUND). */
+  loader?: Loader;
+  /** Store algorithm for the main cache. Default: "lru2". */
+  store?: StoreKind;
+  /** Bytes for this group on this node, hot cache included. Default: 64 MiB. */
+  maxBytes?: number;
+  /** Share of `maxBytes` for copies of values other nodes own (0 disables). Default: 0.125. */
+  hotCacheShare?: number;
+  /** Default time to live of values in ms; 0 means never expire. Default: 0. */
+  ttlMs?: number;
+  /** Largest value accepted, in bytes. Default: 1 MiB. */
+  maxValueBytes?: number;
+  /** Longest key accepted, in UTF-8 bytes. Default: 4096. */
+  maxKeyBytes?: number;
+  /** Time limit of a get (loader and peer hop included) when the caller sets none, in ms. Default: 10000. */
+  timeoutMs?: number;
+  /** Time limit of one set/delete/invalidate call to a peer when the caller sets none, in ms. Default: 5000. */
+  peerTimeoutMs?: number;
+  /** Time source for expiry. Default: `Date.now`. */
+  clock?: Clock;
+}
+
+export const DEFAULT_GROUP_OPTIONS = {
+  store: "lru2",
+  maxBytes: 64 * 1024 * 1024,
+  hotCacheShare: 0.125,
+  ttlMs: 0,
+  maxValueBytes: 1024 * 1024,
+  maxKeyBytes: 4096,
+  timeoutMs: 10_000,
+  peerTimeoutMs: 5_000,
+} as const satisfies Partial<GroupOptions>;
+
+export interface SetOptions extends CallOptions {
+  /** Time to live in ms. Unset or 0: the group's `ttlMs` (whose 0 means never expire), as on the wire. */
+  ttlMs?: number;
+  /** Absolute expiry (epoch ms); wins over `ttlMs`. Unset or 0: use `ttlMs`. */
+  expiresAt?: number;
+}
+
+/** Outcome of a write: which peers could not be told to drop their copies (they may serve a stale value). */
+export interface WriteResult {
+  unreachablePeers: string[];
+}
+
+export interface DeleteResult extends WriteResult {
+  /** Whether the owner held the key. */
+  deleted: boolean;
+}
+
+export interface GroupStats {
+  /** Every get, from callers and from peers. */
+  gets: number;
+  /** Gets answered from the main or hot cache. */
+  cacheHits: number;
+  /** Of those, answered from the hot cache. */
+  hotHits: number;
+  /** Gets that missed both caches. */
+  loads: number;
+  /** Loads that actually ran after concurrent ones for the same key were merged. */
+  loadsDeduped: number;
+  /** Values fetched from the owning peer. */
+  peerLoads: number;
+  /** Failed fetches from peers. */
+  peerErrors: number;
+  /** Successful loader calls on this node. */
+  localLoads: number;
+  /** Failed loader calls on this node (not-found included). */
+  localLoadErrors: number;
+  /** Local loads made because the owning peer could not answer. */
+  fallbackLoads: number;
+  /** Gets that arrived from peers. */
+  serverRequests: number;
+  caches: { main: CacheStats; hot: CacheStats };
+}
+
+type Counters = Omit<GroupStats, "caches">;
+
+export class Group {
+  readonly name: string;
+  readonly maxValueBytes: number;
+  readonly maxKeyBytes: number;
+  private readonly loader: Loader | null;
+  private readonly main: Cache;
+  private readonly hot: Cache | null;
+  private readonly ttlMs: number;
+  private readonly timeoutMs: number;
+  private readonly peerTimeoutMs: number;
+  private readonly clock: Clock;
+  private readonly flight = new SingleFlight<Entry>();
+  private membership: Membership | null = null;
+  /**
+   * Loads in flight, by key. A write or invalidation of the key marks the
+   * load stale: its result, read before the write, is returned to the callers
+   * that asked before the write but never cached over the newer state.
+   */
+  private readonly pending = new Map<string, { stale: boolean }>();
+  private closed = false;
+  private readonly counters: Counters = {
+    gets: 0,
+    cacheHits: 0,
+    hotHits: 0,
+    loads: 0,
+    loadsDeduped: 0,
+    peerLoads: 0,
+    peerErrors: 0,
+    localLoads: 0,
+    localLoadErrors: 0,
+    fallbackLoads: 0,
+    serverRequests: 0,
+  };
+
+  constructor(options: GroupOptions) {
+    if (typeof options.name !== "string" || options.name === "") throw invalidOption("a group needs a non-empty name");
+    this.name = options.name;
+    this.loader = options.loader ?? null;
+    const maxBytes = positive("maxBytes", options.maxBytes ?? DEFAULT_GROUP_OPTIONS.maxBytes);
+    const share = options.hotCacheShare ?? DEFAULT_GROUP_OPTIONS.hotCacheShare;
+    if (!(share >= 0 && share < 1)) throw invalidOption(`hotCacheShare must be at least 0 and below 1, got ${share}`);
+    this.ttlMs = nonNegative("ttlMs", options.ttlMs ?? DEFAULT_GROUP_OPTIONS.ttlMs);
+    this.maxValueBytes = positive("maxValueBytes", options.maxValueBytes ?? DEFAULT_GROUP_OPTIONS.maxValueBytes);
+    this.maxKeyBytes = positive("maxKeyBytes", options.maxKeyBytes ?? DEFAULT_GROUP_OPTIONS.maxKeyBytes);
+    this.timeoutMs = positive("timeoutMs", options.timeoutMs ?? DEFAULT_GROUP_OPTIONS.timeoutMs);
+    this.peerTimeoutMs = positive("peerTimeoutMs", options.peerTimeoutMs ?? DEFAULT_GROUP_OPTIONS.peerTimeoutMs);
+    this.clock = options.clock ?? Date.now;
+    const hotBytes = Math.floor(maxBytes * share);
+    const mainBytes = maxBytes - hotBytes;
+    const store = options.store ?? DEFAULT_GROUP_OPTIONS.store;
+    const largestEntry = this.maxValueBytes + this.maxKeyBytes;
+    if (largestEntry > mainBytes / 2) {
+      throw invalidOption(
+        `group ${this.name}: maxBytes (${maxBytes}) must leave room for at least two of the largest entries ` +
+          `(maxValueBytes + maxKeyBytes = ${largestEntry}) in the main cache`,
+      );
+    }
+    this.main = new Cache({ store, maxBytes: mainBytes, buckets: bucketsFitting(mainBytes, largestEntry), clock: this.clock });
+    // The hot cache is small and sees peer-owned keys only: plain LRU, no buckets to fragment it.
+    this.hot = hotBytes > 0 ? new Cache({ store: "lru", maxBytes: hotBytes, clock: this.clock }) : null;
+  }
+
+  /**
+   * The value of `key`: from this node's caches, else from its owner, else
+   * loaded. Rejects with ERR_NOT_FOUND when the loader says so, ERR_DEADLINE_EXCEEDED
+   * or ERR_CANCELLED per `options`, ERR_LOAD_FAILED when the loader fails.
+   */
+  async get(key: string, options?: CallOptions): Promise<Uint8Array> {
+    return (await this.getEntry(key, options)).value;
+  }
+
+  /** Like `get`, with the value's absolute expiry (epoch ms; 0 = never). */
+  getEntry(key: string, options?: CallOptions, fromPeer = false): Promise<Entry> {
+    try {
+      this.checkKey(key);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const cached = this.cachedEntry(key, fromPeer);
+    if (cached !== undefined) return Promise.resolve(cached);
+    return this.load(key, options, fromPeer);
+  }
+
+  /**
+   * Looks only in this node's caches and counts the get. For the server's hot
+   * path: a hit is answered without a promise.
+   */
+  cachedEntry(key: string, fromPeer = false): Entry | undefined {
+    const c = this.counters;
+    c.gets++;
+    if (fromPeer) c.serverRequests++;
+    let value = this.main.get(key);
+    if (value !== undefined) {
+      c.cacheHits++;
+      return { value, expiresAt: this.main.expiresAt(key) ?? 0 };
+    }
+    if (this.hot !== null) {
+      value = this.hot.get(key);
+      if (value !== undefined) {
+        c.cacheHits++;
+        c.hotHits++;
+        return { value, expiresAt: this.hot.expiresAt(key) ?? 0 };
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Stores `value` at the key's owner and drops every other copy in the
+   * cluster. Resolves once the owner stored it and every reachable peer
+   * dropped its copy; peers that could not be reached are listed.
+   */
+  async set(key: string, value: Uint8Array, options?: SetOptions, fromPeer = false): Promise<WriteResult> {
+    this.checkKey(key);
+    this.checkValue(value);
+    const expiresAt = this.expiryFor(options?.ttlMs, options?.expiresAt, fromPeer);
+    const owner = fromPeer ? null : this.ownerOf(key);
+    if (owner === null) {
+      this.storeOwned(key, value, expiresAt);
+      if (fromPeer) return { unreachablePeers: [] };
+    }
+    const call = _startCall(options, this.peerTimeoutMs);
+    try {
+      if (owner !== null) {
+        await owner.set(this.name, key, value, expiresAt, call);
+        this.dropLocal(key);
+      }
+      return { unreachablePeers: await this.broadcastInvalidate(key, owner, call) };
+    } finally {
+      call.dispose();
+    }
+  }
+
+  /** Deletes `key` at its owner and drops every copy in the cluster. */
+  async delete(key: string, options?: CallOptions, fromPeer = false): Promise<DeleteResult> {
+    this.checkKey(key);
+    const owner = fromPeer ? null : this.ownerOf(key);
+    if (owner === null && fromPeer) return { deleted: this.dropLocal(key), unreachablePeers: [] };
+    const call = _startCall(options, this.peerTimeoutMs);
+    try {
+      const deleted = owner === null ? this.dropLocal(key) : await owner.delete(this.name, key, call);
+      if (owner !== null) this.dropLocal(key);
+      return { deleted, unreachablePeers: await this.broadcastInvalidate(key, owner, call) };
+    } finally {
+      call.dispose();
+    }
+  }
+
+  /** Empties this group on every node. */
+  async clear(options?: CallOptions, fromPeer = false): Promise<WriteResult> {
+    this.invalidateLocal(null);
+    if (fromPeer) return { unreachablePeers: [] };
+    const call = _startCall(options, this.peerTimeoutMs);
+    try {
+      return { unreachablePeers: await this.broadcastInvalidate(null, null, call) };
+    } finally {
+      call.dispose();
+    }
+  }
+
+  /** Drops this node's copies of `key` (or of everything when null). What a peer's invalidation does here. */
+  invalidateLocal(key: string | null): void {
+    if (key === null) {
+      for (const load of this.pending.values()) load.stale = true;
+      this.main.clear();
+      this.hot?.clear();
+    } else {
+      this.dropLocal(key);
+    }
+  }
+
+  stats(): GroupStats {
+    return {
+      ...this.counters,
+      caches: { main: this.main.stats(), hot: this.hot?.stats() ?? EMPTY_CACHE_STATS },
+    };
+  }
+
+  /** Routes keys through `membership` (set by the node that hosts the group); `null` serves everything locally. */
+  _attach(membership: Membership | null): void {
+    this.membership = membership;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.main.close();
+    this.hot?.close();
+  }
+
+  private ownerOf(key: string): Peer | null {
+    return this.membership === null ? null : this.membership.ownerOf(key);
+  }
+
+  private async load(key: string, options: CallOptions | undefined, fromPeer: boolean): Promise<Entry> {
+    if (this.closed) throw new GCacheError("ERR_CLOSED", `group ${this.name} is closed`);
+    this.counters.loads++;
+    const call = _startCall(options, this.timeoutMs);
+    try {
+      return await this.flight.do(key, (signal) => this.loadOnce(key, fromPeer, call.deadline, signal), call.signal);
+    } finally {
+      call.dispose();
+    }
+  }
+
+  /** Runs once per key however many callers wait: ask the owner, or load here. */
+  private async loadOnce(key: string, fromPeer: boolean, deadline: number, signal: AbortSignal): Promise<Entry> {
+    this.counters.loadsDeduped++;
+    // Another flight may have filled the cache between our miss and now.
+    const again = this.main.peek(key) ?? this.hot?.peek(key);
+    if (again !== undefined) {
+      return { value: again, expiresAt: this.main.expiresAt(key) ?? this.hot?.expiresAt(key) ?? 0 };
+    }
+    const load = { stale: false };
+    this.pending.set(key, load);
+    try {
+      const owner = fromPeer ? null : this.ownerOf(key);
+      if (owner === null) {
+        const entry = await this.loadLocally(key, deadline, signal);
+        if (!load.stale) this.main.set(key, entry.value, { expiresAt: entry.expiresAt });
+        return entry;
+      }
+      try {
+        const entry = await owner.get(this.name, key, { deadline, signal });
+        this.counters.peerLoads++;
+        if (!load.stale) this.hot?.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
+        return entry;
+      } catch (error) {
+        this.counters.peerErrors++;
+        if (!shouldFallBack(error, signal, deadline)) throw error;
+      }
+      // The owner could not answer: serve the caller anyway, and keep the copy
+      // where writes will find and drop it.
+      this.counters.fallbackLoads++;
+      const entry = await this.loadLocally(key, deadline, signal);
+      if (!load.stale) this.hot?.set(key, entry.value, { expiresAt: entry.expiresAt });
+      return entry;
+    } finally {
+      if (this.pending.get(key) === load) this.pending.delete(key);
+    }
+  }
+
+  private async loadLocally(key: string, deadline: number, signal: AbortSignal): Promise<Entry> {
+    if (this.loader === null) {
+      this.counters.localLoadErrors++;
+      throw new GCacheError("ERR_NOT_FOUND", `key not found in group ${this.name}`);
+    }
+    let loaded: Uint8Array | LoadedValue;
+    try {
+      loaded = await raceSignal(this.loader(key, { signal, deadline, group: this.name }), signal);
+    } catch (error) {
+      this.counters.localLoadErrors++;
+      if (isGCacheError(error)) throw error;
+      throw new GCacheError("ERR_LOAD_FAILED", `loader failed for group ${this.name}: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
+    const entry = this.entryOf(loaded);
+    this.counters.localLoads++;
+    return entry;
+  }
+
+  private entryOf(loaded: Uint8Array | LoadedValue): Entry {
+    const isBytes = loaded instanceof Uint8Array;
+    const value = isBytes ? loaded : loaded?.value;
+    if (!(value instanceof Uint8Array)) {
+      this.counters.localLoadErrors++;
+      throw new GCacheError("ERR_LOAD_FAILED", `loader for group ${this.name} returned no Uint8Array value`);
+    }
+    if (value.byteLength > this.maxValueBytes) {
+      this.counters.localLoadErrors++;
+      throw new GCacheError(
+        "ERR_VALUE_TOO_LARGE",
+        `loaded value of ${value.byteLength} bytes exceeds the maximum of ${this.maxValueBytes} for group ${this.name}`,
+      );
+    }
+    const expiresAt = isBytes ? this.expiryFor(undefined, undefined, false) : this.expiryFor(loaded.ttlMs, loaded.expiresAt, false);
+    return { value, expiresAt };
+  }
+
+  private storeOwned(key: string, value: Uint8Array, expiresAt: number): void {
+    this.markStale(key);
+    this.hot?.delete(key);
+    // Own the bytes: a view into a network buffer would pin the whole buffer.
+    if (!this.main.set(key, copyOf(value), { expiresAt }) && (expiresAt === 0 || expiresAt > this.clock())) {
+      throw new GCacheError("ERR_INTERNAL", `group ${this.name} could not store a value it accepted`);
+    }
+  }
+
+  private markStale(key: string): void {
+    const load = this.pending.get(key);
+    if (load !== undefined) load.stale = true;
+  }
+
+  private dropLocal(key: string): boolean {
+    this.markStale(key);
+    const inMain = this.main.delete(key);
+    const inHot = this.hot?.delete(key) ?? false;
+    return inMain || inHot;
+  }
+
+  /** Tells every peer but `except` to drop its copies; returns the names of those that did not confirm. */
+  private async broadcastInvalidate(key: string | null, except: Peer | null, context: CallContext): Promise<string[]> {
+    const peers = this.membership?.peers() ?? [];
+    const unreachable: string[] = [];
+    await Promise.all(
+      peers.map(async (peer) => {
+        if (peer === except) return;
+        try {
+          await peer.invalidate(this.name, key, context);
+        } catch {
+          unreachable.push(peer.name);
+        }
+      }),
+    );
+    return unreachable.sort();
+  }
+
+  private expiryFor(ttlMs: number | undefined, expiresAt: number | undefined, exact: boolean): number {
+    if (expiresAt !== undefined && (expiresAt !== 0 || exact)) {
+      if (!(expiresAt >= 0) || !Number.isFinite(expiresAt)) throw invalidArgument(`expiresAt must be a finite time >= 0, got ${expiresAt}`);
+      return expiresAt;
+    }
+    if (exact) return 0;
+    const ttl = ttlMs === undefined || ttlMs === 0 ? this.ttlMs : ttlMs;
+    if (!(ttl >= 0) || !Number.isFinite(ttl)) throw invalidArgument(`ttlMs must be a finite number >= 0, got ${ttl}`);
+    return ttl === 0 ? 0 : this.clock() + ttl;
+  }
+
+  private checkKey(key: string): void {
+    if (typeof key !== "string" || key === "") throw invalidArgument("key must be a non-empty string");
+    if (key.length > this.maxKeyBytes || utf8Length(key) > this.maxKeyBytes) {
+      throw invalidArgument(`key is longer than the maximum of ${this.maxKeyBytes} bytes`);
+    }
+  }
+
+  private checkValue(value: Uint8Array): void {
+    if (!(value instanceof Uint8Array)) throw invalidArgument("value must be a Uint8Array");
+    if (value.byteLength > this.maxValueBytes) {
+      throw new GCacheError(
+        "ERR_VALUE_TOO_LARGE",
+        `value of ${value.byteLength} bytes exceeds the maximum of ${this.maxValueBytes} for group ${this.name}`,
+      );
+    }
+  }
+}
+
+const EMPTY_CACHE_STATS: CacheStats = { gets: 0, hits: 0, misses: 0, evictions: 0, expirations: 0, bytes: 0, items: 0 };
+
+/**
+ * A failed peer fetch falls back to a local load when the peer, not the key
+ * or the caller, is the problem: not for not-found, not for an owner whose
+ * loader failed (that would double the load on a failing origin), not when
+ * our own caller gave up.
+ */
+function shouldFallBack(error: unknown, signal: AbortSignal, deadline: number): boolean {
+  if (signal.aborted || Date.now() >= deadline) return false;
+  if (!isGCacheError(error)) return true;
+  if (error.code === "ERR_NOT_FOUND") return false;
+  return !isServerVerdict(error) || FALLBACK_VERDICTS.has(error.code);
+}
+
+/** Answers from a live owner that still justify loading here: it is draining, or runs another configuration. */
+const FALLBACK_VERDICTS: ReadonlySet<string> = new Set(["ERR_UNAVAILABLE", "ERR_CLOSED", "ERR_UNKNOWN_GROUP", "ERR_INTERNAL"]);
+
+/** LRU-2 splits bytes over buckets and levels; use no more buckets than keep the largest entry storable. */
+function bucketsFitting(mainBytes: number, largestEntry: number): number {
+  let buckets = 16;
+  while (buckets > 1 && (mainBytes / buckets) * 0.5 < largestEntry) buckets >>= 1;
+  return buckets;
+}
+
+/** Settles with the signal's reason as soon as it aborts, even if the loader ignores the signal. */
+function raceSignal<T>(work: T | Promise<T>, signal: AbortSignal): Promise<T> {
+  if (!(work instanceof Promise)) return Promise.resolve(work);
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+function copyOf(value: Uint8Array): Uint8Array {
+  return new Uint8Array(value);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function positive(name: string, value: number): number {
+  if (!(value > 0) || !Number.isFinite(value)) throw invalidOption(`${name} must be a positive number, got ${value}`);
+  return value;
+}
+
+function nonNegative(name: string, value: number): number {
+  if (!(value >= 0) || !Number.isFinite(value)) throw invalidOption(`${name} must be a finite number >= 0, got ${value}`);
+  return value;
+}

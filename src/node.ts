@@ -1,0 +1,252 @@
+/**
+ * A cache node: groups, the gRPC server that exposes them, and the peer
+ * picker that routes keys to their owners. Several nodes can live in one
+ * process (that is how the tests build clusters): nothing here is global.
+ */
+import { Server, ServerCredentials, type ChannelCredentials, type ServiceDefinition } from "@grpc/grpc-js";
+import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
+import { GrpcPeer, type Peer } from "./cluster/peer.ts";
+import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
+import type { RingOptions } from "./cluster/ring.ts";
+import { GCacheError, invalidArgument, invalidOption } from "./errors.ts";
+import { Group, type GroupOptions, type GroupStats } from "./group.ts";
+import { HealthService } from "./server/health.ts";
+import { cacheServiceHandlers, InvalidMessage } from "./server/service.ts";
+import { GCACHE_SERVICE, HEALTH_SERVICE, ServingStatus } from "./wire/messages.ts";
+
+export interface NodeOptions {
+  /** Name on the ring. Default: the advertised address. */
+  name?: string;
+  /** Interface the gRPC server listens on. Default: "127.0.0.1". */
+  host?: string;
+  /** gRPC port; 0 picks a free one. Default: 8001. */
+  port?: number;
+  /** Address peers and clients use to reach this node. Default: host:port (after binding). */
+  advertise?: string;
+  /** Static membership (this node may be listed or not; it is always a member). Default: this node alone. */
+  peers?: readonly MemberSpec[];
+  /** Groups to create at start; more can be added with `addGroup`. */
+  groups?: readonly GroupOptions[];
+  /** How long `close()` waits for in-flight calls, in ms. Default: 5000. */
+  drainTimeoutMs?: number;
+  /** Server credentials. Default: insecure. */
+  serverCredentials?: ServerCredentials;
+  /** Credentials for connections to peers. Default: insecure. */
+  peerCredentials?: ChannelCredentials;
+  /** Ring tuning (virtual nodes, hash). Must be the same on every node. */
+  ring?: RingOptions;
+  /** Builds the connection to a peer. Default: a gRPC peer. For tests. */
+  createPeer?: (name: string, address: string) => Peer;
+}
+
+export const DEFAULT_NODE_OPTIONS = {
+  host: "127.0.0.1",
+  port: 8001,
+  drainTimeoutMs: 5_000,
+} as const;
+
+/** Protobuf framing and the request's other fields around the largest value. */
+const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
+
+type State = "new" | "starting" | "serving" | "closing" | "closed";
+
+export class CacheNode {
+  private readonly options: NodeOptions;
+  private readonly groups = new Map<string, Group>();
+  private readonly health = new HealthService();
+  private server: Server | null = null;
+  private picker: PeerPicker | null = null;
+  private self: SelfAddress | null = null;
+  private nodeName: string | null = null;
+  private state: State = "new";
+  private inFlight = 0;
+  private drained: (() => void) | null = null;
+
+  constructor(options: NodeOptions = {}) {
+    this.options = options;
+    const port = options.port ?? DEFAULT_NODE_OPTIONS.port;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidOption(`port must be 0-65535, got ${port}`);
+    for (const group of options.groups ?? []) this.addGroup(group);
+  }
+
+  /** Creates a group on this node. Names are unique per node. */
+  addGroup(options: GroupOptions): Group {
+    if (this.groups.has(options.name)) throw invalidOption(`group ${JSON.stringify(options.name)} already exists`);
+    if (this.state === "closing" || this.state === "closed") throw new GCacheError("ERR_CLOSED", "node is closed");
+    const group = new Group(options);
+    this.groups.set(group.name, group);
+    if (this.picker !== null) group._attach(this.picker);
+    return group;
+  }
+
+  group(name: string): Group | undefined {
+    return this.groups.get(name);
+  }
+
+  /** Binds the server and starts serving. Resolves once health reports SERVING. */
+  async start(): Promise<void> {
+    if (this.state !== "new") throw new GCacheError("ERR_INVALID_ARGUMENT", `node cannot start: it is ${this.state}`);
+    this.state = "starting";
+    const host = this.options.host ?? DEFAULT_NODE_OPTIONS.host;
+    const maxMessage = this.maxValueBytes() + MESSAGE_OVERHEAD_BYTES;
+    const server = new Server({
+      "grpc.max_receive_message_length": maxMessage,
+      "grpc.max_send_message_length": maxMessage,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+    });
+    server.addService(
+      validatingService(GCACHE_SERVICE),
+      cacheServiceHandlers((name) => this.groups.get(name), {
+        accepting: () => this.state === "serving",
+        begin: () => this.inFlight++,
+        end: () => this.callEnded(),
+      }),
+    );
+    server.addService(HEALTH_SERVICE as unknown as ServiceDefinition, this.health.handlers);
+    const listen = formatAddress({ host, port: this.options.port ?? DEFAULT_NODE_OPTIONS.port });
+    const port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(listen, this.options.serverCredentials ?? ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(new GCacheError("ERR_UNAVAILABLE", `cannot listen on ${listen}: ${error.message}`)) : resolve(bound),
+      );
+    });
+    this.server = server;
+    const advertise = this.options.advertise ?? formatAddress({ host: host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host, port });
+    parseAddress(advertise);
+    this.self = new SelfAddress({ host: parseAddress(listen).host, port }, advertise);
+    this.nodeName = this.options.name ?? advertise;
+    const peerCredentials = this.options.peerCredentials;
+    const createPeer =
+      this.options.createPeer ??
+      ((name: string, address: string) =>
+        new GrpcPeer(name, address, {
+          maxMessageBytes: maxMessage,
+          ...(peerCredentials === undefined ? {} : { credentials: peerCredentials }),
+        }));
+    this.picker = new PeerPicker(this.nodeName, this.self, createPeer, this.options.ring);
+    if (this.options.peers !== undefined) this.picker.setMembers(this.options.peers);
+    for (const group of this.groups.values()) group._attach(this.picker);
+    this.state = "serving";
+    this.health.set(ServingStatus.SERVING);
+  }
+
+  /** Replaces the membership; in-flight requests finish on the view they started with. */
+  setPeers(members: readonly MemberSpec[]): void {
+    this.requirePicker().setMembers(members);
+  }
+
+  /** The advertised address (host:port). */
+  get address(): string {
+    return this.requireSelf().address;
+  }
+
+  get port(): number {
+    return parseAddress(this.address).port;
+  }
+
+  /** This node's name on the ring. */
+  get name(): string {
+    return this.picker?.ringName ?? this.nodeName ?? this.options.name ?? "";
+  }
+
+  get serving(): boolean {
+    return this.state === "serving";
+  }
+
+  members(): readonly MemberSpec[] {
+    return this.requirePicker().members();
+  }
+
+  /** Name of the member that owns `key`. */
+  ownerOf(key: string): string {
+    return this.requirePicker().ownerName(key);
+  }
+
+  stats(): Record<string, GroupStats> {
+    const out: Record<string, GroupStats> = {};
+    for (const [name, group] of this.groups) out[name] = group.stats();
+    return out;
+  }
+
+  /**
+   * Drains and stops: health turns NOT_SERVING, new calls are refused with
+   * UNAVAILABLE, calls in flight get up to `drainTimeoutMs` to finish, then
+   * the server, peer connections and groups close.
+   */
+  async close(): Promise<void> {
+    if (this.state === "closed" || this.state === "closing") return;
+    const wasServing = this.state === "serving";
+    this.state = "closing";
+    this.health.set(ServingStatus.NOT_SERVING);
+    if (wasServing && this.inFlight > 0) {
+      const timeout = this.options.drainTimeoutMs ?? DEFAULT_NODE_OPTIONS.drainTimeoutMs;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeout);
+        this.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.health.endWatches();
+    const server = this.server;
+    if (server !== null) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 1_000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    this.picker?.close();
+    for (const group of this.groups.values()) group.close();
+    this.state = "closed";
+  }
+
+  private callEnded(): void {
+    if (--this.inFlight === 0 && this.drained !== null) {
+      const drained = this.drained;
+      this.drained = null;
+      drained();
+    }
+  }
+
+  private maxValueBytes(): number {
+    let max = 0;
+    for (const group of this.groups.values()) max = Math.max(max, group.maxValueBytes + group.maxKeyBytes);
+    return Math.max(max, 1024 * 1024);
+  }
+
+  private requirePicker(): PeerPicker {
+    if (this.picker === null) throw new GCacheError("ERR_INVALID_ARGUMENT", "node is not started");
+    return this.picker;
+  }
+
+  private requireSelf(): SelfAddress {
+    if (this.self === null) throw invalidArgument("node is not started: it has no address yet");
+    return this.self;
+  }
+}
+
+/** The cache service with decoders that turn garbage into INVALID_ARGUMENT instead of grpc-js's INTERNAL. */
+function validatingService(service: typeof GCACHE_SERVICE): ServiceDefinition {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(service)) {
+    const decode = method.requestDeserialize as (bytes: Buffer) => unknown;
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return decode(bytes);
+        } catch (error) {
+          return new InvalidMessage(error);
+        }
+      },
+    };
+  }
+  return out as ServiceDefinition;
+}

@@ -1,0 +1,139 @@
+/**
+ * The pb.GCache service: decodes requests, finds the group, and maps every
+ * outcome to a gRPC status. Requests marked `from_peer` are served here and
+ * never forwarded again, which is what makes forwarding loops impossible.
+ */
+import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
+import type { CallOptions } from "../call.ts";
+import { GCacheError } from "../errors.ts";
+import type { Group } from "../group.ts";
+import type {
+  ClearRequest,
+  ClearResponse,
+  InvalidateRequest,
+  InvalidateResponse,
+  Request,
+  ResponseForDelete,
+  ResponseForGet,
+} from "../wire/messages.ts";
+import { toStatus } from "../wire/status.ts";
+
+export type GroupLookup = (name: string) => Group | undefined;
+
+type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
+
+const NO_PEERS: string[] = [];
+const EMPTY = new Uint8Array(0);
+
+export interface CacheServiceHooks {
+  /** Whether the node accepts new work (false while draining). */
+  accepting(): boolean;
+  /** Brackets every call so the node can wait for in-flight calls at shutdown. */
+  begin(): void;
+  end(): void;
+}
+
+export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHooks) {
+  function groupOf(name: string): Group {
+    const group = lookup(name);
+    if (group === undefined) {
+      throw new GCacheError("ERR_UNKNOWN_GROUP", `unknown group ${JSON.stringify(name)}`);
+    }
+    return group;
+  }
+
+  /** Runs `work` with the call's deadline and cancellation, answering exactly once. */
+  function serve<Req, Res>(work: (request: Req, options: CallOptions) => Res | Promise<Res>): Unary<Req, Res> {
+    return (call, callback) => {
+      if (!hooks.accepting()) {
+        callback(toStatus(new GCacheError("ERR_UNAVAILABLE", "node is shutting down")));
+        return;
+      }
+      hooks.begin();
+      const done = (error: unknown, response?: Res) => {
+        hooks.end();
+        if (error === null) callback(null, response);
+        else callback(toStatus(error));
+      };
+      let result: Res | Promise<Res>;
+      try {
+        const request = call.request as Req | InvalidMessage;
+        if (request instanceof InvalidMessage) throw request.error;
+        result = work(request, callOptions(call));
+      } catch (error) {
+        done(error);
+        return;
+      }
+      if (result instanceof Promise) result.then((response) => done(null, response), done);
+      else done(null, result);
+    };
+  }
+
+  return {
+    Get: serve<Request, ResponseForGet>((request, options) => {
+      const group = groupOf(request.group);
+      return group.getEntry(request.key, options, request.fromPeer).then((entry) => ({
+        value: entry.value,
+        expiresAtMs: entry.expiresAt,
+        unreachablePeers: NO_PEERS,
+      }));
+    }),
+    Set: serve<Request, ResponseForGet>(async (request, options) => {
+      const group = groupOf(request.group);
+      const ttlMs = request.ttlMs;
+      if (ttlMs < 0) throw new GCacheError("ERR_INVALID_ARGUMENT", `ttl_ms must be >= 0, got ${ttlMs}`);
+      const result = await group.set(
+        request.key,
+        request.value,
+        { ...options, ttlMs, expiresAt: request.expiresAtMs },
+        request.fromPeer,
+      );
+      return { value: EMPTY, expiresAtMs: 0, unreachablePeers: result.unreachablePeers };
+    }),
+    Delete: serve<Request, ResponseForDelete>(async (request, options) => {
+      const result = await groupOf(request.group).delete(request.key, options, request.fromPeer);
+      return { value: result.deleted, unreachablePeers: result.unreachablePeers };
+    }),
+    Clear: serve<ClearRequest, ClearResponse>(async (request, options) => {
+      const result = await groupOf(request.group).clear(options, request.fromPeer);
+      return { unreachablePeers: result.unreachablePeers };
+    }),
+    Invalidate: serve<InvalidateRequest, InvalidateResponse>((request) => {
+      const group = groupOf(request.group);
+      if (!request.all && request.key === "") throw new GCacheError("ERR_INVALID_ARGUMENT", "key must be non-empty");
+      group.invalidateLocal(request.all ? null : request.key);
+      return {};
+    }),
+  };
+}
+
+/** What the server-side decoder yields for bytes that are not a valid message. */
+export class InvalidMessage {
+  readonly error: GCacheError;
+  constructor(cause: unknown) {
+    this.error = new GCacheError(
+      "ERR_INVALID_ARGUMENT",
+      `malformed request message: ${cause instanceof Error ? cause.message : String(cause)}`,
+    );
+  }
+}
+
+function callOptions(call: ServerUnaryCall<unknown, unknown>): CallOptions {
+  const deadline = call.getDeadline();
+  const given = typeof deadline === "number" ? deadline : deadline.getTime();
+  let controller: AbortController | null = null;
+  return {
+    deadline: Number.isFinite(given) ? given : undefined,
+    // Built on first use: a cache hit never asks for it, so hits pay nothing for cancellation.
+    get signal(): AbortSignal {
+      if (controller === null) {
+        const created = new AbortController();
+        const cancel = () => created.abort(new GCacheError("ERR_CANCELLED", "the caller cancelled"));
+        if (call.cancelled) cancel();
+        else call.once("cancelled", cancel);
+        controller = created;
+      }
+      return controller.signal;
+    },
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * One gRPC channel to one node, shared by every call to it. Used by peers
+ * (node to node) and by `GCacheClient` (application to node).
+ */
+import { Client, credentials as grpcCredentials, type ChannelCredentials, type ClientOptions } from "@grpc/grpc-js";
+import { GCacheError } from "../errors.ts";
+import type { MethodDefinition } from "@grpc/grpc-js";
+import { fromServiceError } from "./status.ts";
+
+export interface ConnectionOptions {
+  /** Largest message accepted or sent, in bytes. Default: 4 MiB + 64 KiB (a 4 MiB value plus framing). */
+  maxMessageBytes?: number;
+  /** Channel credentials. Default: insecure (loopback and private networks). */
+  credentials?: ChannelCredentials;
+  /** Extra grpc-js channel options (merged over ours). */
+  channelOptions?: ClientOptions;
+}
+
+export const DEFAULT_CONNECTION_OPTIONS = {
+  maxMessageBytes: 4 * 1024 * 1024 + 64 * 1024,
+} as const;
+
+/**
+ * Bun's http2 server starves most streams on a connection when responses are
+ * 4 KB or more and several calls are in flight, until load stops; a 16 MiB
+ * flow-control window on the client side removes it. Every channel we open
+ * must carry it (a test guards this).
+ */
+const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024;
+
+/** Per-call context: an absolute deadline (epoch ms) and an optional cancellation signal. */
+export interface CallContext {
+  deadline: number;
+  signal?: AbortSignal;
+}
+
+export class _Connection {
+  readonly address: string;
+  private readonly client: Client;
+  private closed = false;
+
+  constructor(address: string, options: ConnectionOptions = {}) {
+    this.address = address;
+    const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes;
+    this.client = new Client(address, options.credentials ?? grpcCredentials.createInsecure(), {
+      "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.max_receive_message_length": maxMessageBytes,
+      "grpc.max_send_message_length": maxMessageBytes,
+      // Reconnect quickly after a peer restarts; calls fail fast meanwhile (no wait-for-ready).
+      "grpc.initial_reconnect_backoff_ms": 200,
+      "grpc.max_reconnect_backoff_ms": 2_000,
+      ...options.channelOptions,
+    });
+  }
+
+  /** One unary call. Rejects with a `GCacheError`; never waits past `context.deadline`. */
+  unary<Req, Res>(method: MethodDefinition<Req, Res>, request: Req, context: CallContext): Promise<Res> {
+    if (this.closed) {
+      return Promise.reject(new GCacheError("ERR_CLOSED", `connection to ${this.address} is closed`));
+    }
+    const signal = context.signal;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return new Promise<Res>((resolve, reject) => {
+      const call = this.client.makeUnaryRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        { deadline: context.deadline },
+        (error, response) => {
+          if (signal !== undefined) signal.removeEventListener("abort", onAbort);
+          if (error) reject(signal?.aborted ? abortError(signal) : fromServiceError(error, `${method.path} on ${this.address}`));
+          else resolve(response as Res);
+        },
+      );
+      const onAbort = () => call.cancel();
+      if (signal !== undefined) signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Closes the channel; calls already in flight finish. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+}
+
+function abortError(signal: AbortSignal): GCacheError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof GCacheError) return reason;
+  return new GCacheError("ERR_CANCELLED", "call cancelled by the caller", { cause: reason });
+}

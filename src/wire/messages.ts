@@ -1,0 +1,154 @@
+/**
+ * Message codecs and gRPC service definitions, built with protobufjs from the
+ * embedded .proto text (nothing is read from disk at run time).
+ */
+import type { MethodDefinition } from "@grpc/grpc-js";
+import protobuf from "protobufjs";
+import { GCACHE_PROTO, HEALTH_PROTO } from "./_proto-text.ts";
+
+export interface Request {
+  group: string;
+  key: string;
+  value: Uint8Array;
+  ttlMs: number;
+  expiresAtMs: number;
+  fromPeer: boolean;
+}
+
+export interface ResponseForGet {
+  value: Uint8Array;
+  expiresAtMs: number;
+  unreachablePeers: string[];
+}
+
+export interface ResponseForDelete {
+  value: boolean;
+  unreachablePeers: string[];
+}
+
+export interface InvalidateRequest {
+  group: string;
+  key: string;
+  all: boolean;
+}
+
+export type InvalidateResponse = Record<string, never>;
+
+export interface ClearRequest {
+  group: string;
+  fromPeer: boolean;
+}
+
+export interface ClearResponse {
+  unreachablePeers: string[];
+}
+
+export interface HealthCheckRequest {
+  service: string;
+}
+
+export const ServingStatus = { UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } as const;
+export type ServingStatus = (typeof ServingStatus)[keyof typeof ServingStatus];
+
+export interface HealthCheckResponse {
+  status: ServingStatus;
+}
+
+const root = new protobuf.Root();
+protobuf.parse(GCACHE_PROTO, root);
+protobuf.parse(HEALTH_PROTO, root);
+
+/** int64 fields decode as Long objects when the `long` package is present; we only need doubles. */
+function int64(value: unknown): number {
+  if (typeof value === "number") return value;
+  if (value !== null && typeof value === "object" && "toNumber" in value) {
+    return (value as { toNumber(): number }).toNumber();
+  }
+  return 0;
+}
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export interface Codec<T> {
+  encode(message: T): Buffer;
+  decode(bytes: Uint8Array): T;
+}
+
+function codec<T>(typeName: string, normalize: (decoded: Record<string, unknown>) => T): Codec<T> {
+  const type = root.lookupType(typeName);
+  return {
+    encode: (message) => toBuffer(type.encode(message as object).finish()),
+    decode: (bytes) => normalize(type.decode(bytes) as unknown as Record<string, unknown>),
+  };
+}
+
+const EMPTY = new Uint8Array(0);
+
+export const codecs = {
+  Request: codec<Request>("pb.Request", (m) => ({
+    group: m.group as string,
+    key: m.key as string,
+    value: (m.value as Uint8Array | undefined) ?? EMPTY,
+    ttlMs: int64(m.ttlMs),
+    expiresAtMs: int64(m.expiresAtMs),
+    fromPeer: m.fromPeer as boolean,
+  })),
+  ResponseForGet: codec<ResponseForGet>("pb.ResponseForGet", (m) => ({
+    value: (m.value as Uint8Array | undefined) ?? EMPTY,
+    expiresAtMs: int64(m.expiresAtMs),
+    unreachablePeers: m.unreachablePeers as string[],
+  })),
+  ResponseForDelete: codec<ResponseForDelete>("pb.ResponseForDelete", (m) => ({
+    value: m.value as boolean,
+    unreachablePeers: m.unreachablePeers as string[],
+  })),
+  InvalidateRequest: codec<InvalidateRequest>("pb.InvalidateRequest", (m) => ({
+    group: m.group as string,
+    key: m.key as string,
+    all: m.all as boolean,
+  })),
+  InvalidateResponse: codec<InvalidateResponse>("pb.InvalidateResponse", () => ({})),
+  ClearRequest: codec<ClearRequest>("pb.ClearRequest", (m) => ({
+    group: m.group as string,
+    fromPeer: m.fromPeer as boolean,
+  })),
+  ClearResponse: codec<ClearResponse>("pb.ClearResponse", (m) => ({
+    unreachablePeers: m.unreachablePeers as string[],
+  })),
+  HealthCheckRequest: codec<HealthCheckRequest>("grpc.health.v1.HealthCheckRequest", (m) => ({
+    service: m.service as string,
+  })),
+  HealthCheckResponse: codec<HealthCheckResponse>("grpc.health.v1.HealthCheckResponse", (m) => ({
+    status: m.status as ServingStatus,
+  })),
+} as const;
+
+function unary<Req, Res>(path: string, req: Codec<Req>, res: Codec<Res>): MethodDefinition<Req, Res> {
+  return {
+    path,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: req.encode,
+    requestDeserialize: req.decode,
+    responseSerialize: res.encode,
+    responseDeserialize: res.decode,
+  };
+}
+
+export const GCACHE_SERVICE = {
+  Get: unary("/pb.GCache/Get", codecs.Request, codecs.ResponseForGet),
+  Set: unary("/pb.GCache/Set", codecs.Request, codecs.ResponseForGet),
+  Delete: unary("/pb.GCache/Delete", codecs.Request, codecs.ResponseForDelete),
+  Clear: unary("/pb.GCache/Clear", codecs.ClearRequest, codecs.ClearResponse),
+  Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
+} as const;
+
+export const HEALTH_SERVICE = {
+  Check: unary("/grpc.health.v1.Health/Check", codecs.HealthCheckRequest, codecs.HealthCheckResponse),
+  Watch: {
+    ...unary("/grpc.health.v1.Health/Watch", codecs.HealthCheckRequest, codecs.HealthCheckResponse),
+    responseStream: true,
+  },
+} as const;
