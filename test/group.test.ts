@@ -1,0 +1,232 @@
+/** Group logic with in-process fake peers: routing decisions, load bookkeeping, errors. */
+import { describe, expect, test } from "bun:test";
+import type { Entry, Membership, Peer } from "../src/cluster/peer.ts";
+import { GCacheError, NotFoundError } from "../src/errors.ts";
+import { Group, type GroupOptions } from "../src/group.ts";
+import { FakeClock } from "./_support/clock.ts";
+import { bytes, text } from "./_support/cluster.ts";
+
+class FakePeer implements Peer {
+  readonly address: string;
+  gets = 0;
+  invalidations: (string | null)[] = [];
+  constructor(
+    readonly name: string,
+    private readonly answer: (key: string) => Promise<Entry>,
+  ) {
+    this.address = `${name}:1`;
+  }
+  get(_group: string, key: string): Promise<Entry> {
+    this.gets++;
+    return this.answer(key);
+  }
+  async set(): Promise<void> {}
+  async delete(): Promise<boolean> {
+    return true;
+  }
+  async invalidate(_group: string, key: string | null): Promise<void> {
+    this.invalidations.push(key);
+  }
+  close(): void {}
+}
+
+function routeAllTo(peer: Peer | null, others: Peer[] = peer === null ? [] : [peer]): Membership {
+  return { ownerOf: () => peer, peers: () => others };
+}
+
+function group(options: Partial<GroupOptions> = {}): Group {
+  return new Group({ name: "g", maxBytes: 8 * 1024 * 1024, ...options });
+}
+
+const errorOf = async (promise: Promise<unknown>) => {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(GCacheError);
+  return error as GCacheError;
+};
+
+describe("Group", () => {
+  test("loads a miss once, caches it, and serves hits without the loader", async () => {
+    let loads = 0;
+    const g = group({ loader: async (key) => bytes(`v:${key}:${++loads}`) });
+    expect(text(await g.get("a"))).toBe("v:a:1");
+    expect(text(await g.get("a"))).toBe("v:a:1");
+    const stats = g.stats();
+    expect(stats).toMatchObject({ gets: 2, cacheHits: 1, loads: 1, loadsDeduped: 1, localLoads: 1 });
+    expect(stats.caches.main.items).toBe(1);
+  });
+
+  test("without a loader, a key nobody set is ERR_NOT_FOUND", async () => {
+    const g = group();
+    expect((await errorOf(g.get("a"))).code).toBe("ERR_NOT_FOUND");
+    await g.set("a", bytes("1"));
+    expect(text(await g.get("a"))).toBe("1");
+  });
+
+  test("loader failures are not cached; sync throws, rejections and bad values all become ERR_LOAD_FAILED", async () => {
+    let calls = 0;
+    const behaviours: (() => unknown)[] = [
+      () => {
+        throw new Error("sync boom");
+      },
+      () => Promise.reject(new Error("async boom")),
+      () => "not bytes",
+      () => bytes("finally"),
+    ];
+    const g = group({ loader: () => behaviours[calls++]!() as Uint8Array });
+    expect((await errorOf(g.get("k"))).message).toContain("sync boom");
+    expect((await errorOf(g.get("k"))).message).toContain("async boom");
+    expect((await errorOf(g.get("k"))).message).toContain("no Uint8Array");
+    expect(text(await g.get("k"))).toBe("finally");
+    expect(g.stats()).toMatchObject({ localLoadErrors: 3, localLoads: 1 });
+  });
+
+  test("a loader's NotFoundError reaches the caller as ERR_NOT_FOUND and is not cached", async () => {
+    let calls = 0;
+    const g = group({
+      loader: () => {
+        calls++;
+        throw new NotFoundError("no such user");
+      },
+    });
+    const error = await errorOf(g.get("u"));
+    expect(error.code).toBe("ERR_NOT_FOUND");
+    expect(error.message).toBe("no such user");
+    await errorOf(g.get("u"));
+    expect(calls).toBe(2);
+  });
+
+  test("a load that a write overtook returns its value to its callers but never caches it", async () => {
+    const gate = Promise.withResolvers<void>();
+    const started = Promise.withResolvers<void>();
+    const g = group({
+      loader: async () => {
+        started.resolve();
+        await gate.promise;
+        return bytes("old-from-origin");
+      },
+    });
+    const pending = g.get("k");
+    await started.promise;
+    await g.set("k", bytes("new"));
+    gate.resolve();
+    expect(text(await pending)).toBe("old-from-origin");
+    expect(text(await g.get("k"))).toBe("new");
+  });
+
+  test("loaded values carry their own TTL; the group's TTL applies otherwise", async () => {
+    const clock = new FakeClock();
+    const g = group({
+      clock: clock.read,
+      ttlMs: 1000,
+      loader: async (key) => (key === "short" ? { value: bytes("s"), ttlMs: 10 } : bytes("l")),
+    });
+    expect((await g.getEntry("short")).expiresAt).toBe(clock.now + 10);
+    expect((await g.getEntry("long")).expiresAt).toBe(clock.now + 1000);
+    clock.advance(10);
+    expect(g.cachedEntry("short")).toBeUndefined();
+    expect(g.cachedEntry("long")).toBeDefined();
+  });
+
+  test("when every caller gives up, the loader's signal aborts and nothing is cached", async () => {
+    const aborted = Promise.withResolvers<unknown>();
+    const g = group({
+      loader: (_key, { signal }) =>
+        new Promise<Uint8Array>((_resolve, reject) => {
+          signal.addEventListener("abort", () => {
+            aborted.resolve(signal.reason);
+            reject(signal.reason);
+          });
+        }),
+    });
+    const first = new AbortController();
+    const a = g.get("k", { signal: first.signal });
+    const b = g.get("k", { timeoutMs: 30 });
+    first.abort();
+    expect((await errorOf(a)).code).toBe("ERR_CANCELLED");
+    expect((await errorOf(b)).code).toBe("ERR_DEADLINE_EXCEEDED");
+    expect(await aborted.promise).toBeInstanceOf(GCacheError);
+    expect(g.stats().caches.main.items).toBe(0);
+  });
+
+  test("a loader that ignores its signal still cannot hold the caller past the deadline", async () => {
+    const g = group({ loader: () => new Promise<Uint8Array>(() => {}), timeoutMs: 40 });
+    const started = performance.now();
+    expect((await errorOf(g.get("k"))).code).toBe("ERR_DEADLINE_EXCEEDED");
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  test("a peer-owned key is fetched from the owner once, kept hot with the owner's expiry", async () => {
+    const peer = new FakePeer("B", async (key) => ({ value: bytes(`from-B:${key}`), expiresAt: 4_000_000_000_000 }));
+    const g = group({ loader: async () => bytes("local") });
+    g._attach(routeAllTo(peer));
+    const results = await Promise.all(Array.from({ length: 20 }, () => g.getEntry("k")));
+    expect(new Set(results.map((r) => text(r.value)))).toEqual(new Set(["from-B:k"]));
+    expect(results[0]!.expiresAt).toBe(4_000_000_000_000);
+    expect(peer.gets).toBe(1);
+    expect(text(await g.get("k"))).toBe("from-B:k");
+    expect(peer.gets).toBe(1);
+    expect(g.stats()).toMatchObject({ peerLoads: 1, hotHits: 1, localLoads: 0 });
+    expect(g.stats().caches.hot.items).toBe(1);
+    expect(g.stats().caches.main.items).toBe(0);
+  });
+
+  test("an unreachable owner means a local fallback load; a not-found or failed owner does not", async () => {
+    let loads = 0;
+    const loader = async () => bytes(`local-${++loads}`);
+    const down = new FakePeer("B", () => Promise.reject(new GCacheError("ERR_UNAVAILABLE", "connection refused")));
+    const g = group({ loader });
+    g._attach(routeAllTo(down));
+    expect(text(await g.get("k"))).toBe("local-1");
+    expect(g.stats()).toMatchObject({ peerErrors: 1, fallbackLoads: 1, localLoads: 1 });
+
+    const notFound = new FakePeer("B", () => Promise.reject(new GCacheError("ERR_NOT_FOUND", "gone")));
+    const h = group({ loader });
+    h._attach(routeAllTo(notFound));
+    expect((await errorOf(h.get("k"))).code).toBe("ERR_NOT_FOUND");
+    expect(h.stats().fallbackLoads).toBe(0);
+  });
+
+  test("requests from peers are served locally, never forwarded", async () => {
+    const peer = new FakePeer("B", async () => ({ value: bytes("remote"), expiresAt: 0 }));
+    const g = group({ loader: async () => bytes("local") });
+    g._attach(routeAllTo(peer));
+    expect(text((await g.getEntry("k", undefined, true)).value)).toBe("local");
+    expect(peer.gets).toBe(0);
+    expect(g.stats()).toMatchObject({ serverRequests: 1, localLoads: 1 });
+    await g.delete("k", undefined, true);
+    await g.set("k2", bytes("v"), undefined, true);
+    expect(peer.invalidations).toEqual([]);
+  });
+
+  test("writes invalidate every other peer and report the ones that did not answer", async () => {
+    const good = new FakePeer("B", async () => ({ value: bytes("x"), expiresAt: 0 }));
+    const bad = new FakePeer("C", async () => ({ value: bytes("x"), expiresAt: 0 }));
+    bad.invalidate = () => Promise.reject(new GCacheError("ERR_UNAVAILABLE", "down"));
+    const g = group();
+    g._attach(routeAllTo(null, [good, bad]));
+    expect(await g.set("k", bytes("v"))).toEqual({ unreachablePeers: ["C"] });
+    expect(await g.delete("k")).toEqual({ deleted: true, unreachablePeers: ["C"] });
+    expect(await g.clear()).toEqual({ unreachablePeers: ["C"] });
+    expect(good.invalidations).toEqual(["k", "k", null]);
+  });
+
+  test("bad keys, values and options are clear errors", async () => {
+    const g = group({ maxValueBytes: 100, maxKeyBytes: 8 });
+    expect((await errorOf(g.get(""))).code).toBe("ERR_INVALID_ARGUMENT");
+    expect((await errorOf(g.get("123456789"))).message).toContain("maximum of 8 bytes");
+    expect((await errorOf(g.set("k", new Uint8Array(101)))).code).toBe("ERR_VALUE_TOO_LARGE");
+    expect((await errorOf(g.set("k", bytes("v"), { ttlMs: -1 }))).code).toBe("ERR_INVALID_ARGUMENT");
+    expect(() => group({ name: "" })).toThrow("non-empty name");
+    expect(() => group({ maxBytes: 1000, maxValueBytes: 1000 })).toThrow("room for at least two");
+    expect(() => group({ hotCacheShare: 1 })).toThrow("hotCacheShare");
+  });
+
+  test("a value as large as maxValueBytes is always storable, even in a small group", async () => {
+    const g = group({ maxBytes: 64 * 1024, maxValueBytes: 16 * 1024, maxKeyBytes: 64 });
+    for (let i = 0; i < 20; i++) await g.set(`k${i}`, new Uint8Array(16 * 1024));
+    expect((await g.get("k19")).length).toBe(16 * 1024);
+  });
+});
