@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { SingleFlight } from "../src/singleflight.ts";
+import { waitFor } from "./_support/wait.ts";
 
 describe("SingleFlight", () => {
   test("concurrent calls for one key run the function once and share its result", async () => {
@@ -69,5 +70,63 @@ describe("SingleFlight", () => {
     await flight.do("k", async () => ++runs);
     expect(runs).toBe(2);
     expect(flight.dedupedCount).toBe(0);
+  });
+
+  test("a caller that aborts leaves at once; the shared call goes on for the others", async () => {
+    const flight = new SingleFlight<string>();
+    const gate = Promise.withResolvers<void>();
+    let sharedSignal: AbortSignal | undefined;
+    const fn = async (signal: AbortSignal) => {
+      sharedSignal = signal;
+      await gate.promise;
+      return "done";
+    };
+    const leaving = new AbortController();
+    const first = flight.do("k", fn, leaving.signal);
+    const second = flight.do("k", fn, new AbortController().signal);
+    leaving.abort(new Error("caller went away"));
+    expect(await first.catch((e: Error) => e.message)).toBe("caller went away");
+    gate.resolve();
+    expect(await second).toBe("done");
+    expect(sharedSignal?.aborted).toBe(false);
+  });
+
+  test("when every caller has left, the call's signal aborts and the key is free for a fresh call", async () => {
+    const flight = new SingleFlight<string>();
+    const seen: AbortSignal[] = [];
+    const hang = (signal: AbortSignal) => {
+      seen.push(signal);
+      return new Promise<string>(() => {});
+    };
+    const a = new AbortController();
+    const b = new AbortController();
+    const calls = [flight.do("k", hang, a.signal), flight.do("k", hang, b.signal)];
+    await waitFor(() => seen.length === 1);
+    a.abort();
+    expect(seen[0]!.aborted).toBe(false);
+    b.abort();
+    await Promise.allSettled(calls);
+    expect(seen[0]!.aborted).toBe(true);
+    expect(flight.has("k")).toBe(false);
+    expect(await flight.do("k", () => "fresh")).toBe("fresh");
+  });
+
+  test("a caller without a signal keeps the call alive", async () => {
+    const flight = new SingleFlight<string>();
+    const gate = Promise.withResolvers<void>();
+    let sharedSignal: AbortSignal | undefined;
+    const fn = async (signal: AbortSignal) => {
+      sharedSignal = signal;
+      await gate.promise;
+      return "kept";
+    };
+    const patient = flight.do("k", fn);
+    const impatient = new AbortController();
+    const leaving = flight.do("k", fn, impatient.signal);
+    impatient.abort();
+    await leaving.catch(() => {});
+    gate.resolve();
+    expect(await patient).toBe("kept");
+    expect(sharedSignal?.aborted).toBe(false);
   });
 });

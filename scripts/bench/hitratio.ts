@@ -1,8 +1,8 @@
 /**
  * Hit ratio of the store policies against the offline optimum.
  *
- *   bun run bench:hitratio            # full: 1M-item universe, 2M requests per trace (about a minute)
- *   bun run bench:hitratio --quick    # 200k-item universe, 400k requests (a few seconds)
+ *   bun run bench:hitratio            # full: 1M-item universe, 2M requests per trace (70-80 s)
+ *   bun run bench:hitratio --quick    # 200k-item universe, 400k requests (under 10 s)
  *
  * Options: --universe=N  --length=N  --seed=N  (override the mode's defaults).
  *
@@ -15,8 +15,9 @@
  *   - Bélády's optimum (farthest next use leaves; may decline to admit),
  *     computed offline on the same trace. No policy can beat it.
  * Traces: Zipf 0.8, Zipf 0.99, Zipf 0.99 with periodic sequential scans
- * (scan-polluted: ids never seen again, and a walk over the cold half of the
- * universe), and a loop over slightly more items than the cache holds.
+ * (scan-polluted: after every 5 %-of-universe Zipf requests, a scan of 2 % of
+ * the universe, either over ids never seen again or walking the cold half of
+ * the universe), and a loop over 10 % more items than the cache holds.
  * Cache sizes: 0.1 %, 1 % and 10 % of the Zipf universe (loop: per size).
  * Hit ratio counts every request, cold-start misses included.
  *
@@ -271,7 +272,7 @@ function loopSize(capacity: number): number {
 }
 
 const COLUMNS = [
-  ["trace", 32],
+  ["trace", 22],
   ["cache", 16],
   ["LRU", 7],
   ["LRU-2", 7],

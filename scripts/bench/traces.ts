@@ -203,7 +203,7 @@ export function zipfWithScans(n: number, s: number, length: number, options: Sca
     }
   }
   const universe = kind === "fresh" ? nextFresh : n;
-  return { name: `zipf${s}+scan(${kind},${scanLength}/${every})`, ids, universe };
+  return { name: `zipf${s}+scan(${kind})`, ids, universe };
 }
 
 /** Cyclic access 0, 1, ..., k-1, 0, 1, ... (LRU's worst case once k exceeds the cache). */

@@ -14,6 +14,7 @@ import {
 /** "No slot" in the typed-array links. Slot indices stay below it. */
 const NIL = 0xffffffff;
 const MAX_SLOTS = NIL - 1;
+const MAX_ENTRY_BYTES = 0xffffffff;
 /** Slots preallocated up front when `maxEntries` is known; beyond this the pool doubles on demand. */
 const MAX_PREALLOCATED_SLOTS = 1 << 20;
 const UNBOUNDED_INITIAL_SLOTS = 1024;
@@ -44,8 +45,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
   protected readonly maxListBytes: Float64Array;
   protected next: Uint32Array;
   protected prev: Uint32Array;
-  protected sizes: Float64Array;
-  protected listOf: Uint16Array;
+  /** Entry bytes (key + value); entries are capped below 4 GiB. */
+  protected sizes: Uint32Array;
+  /** List of each slot; absent (all zero) when there is a single list. */
+  protected listOf: Uint16Array | null;
   protected keys: (string | undefined)[];
   protected vals: (V | undefined)[];
 
@@ -55,8 +58,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private liveWithTtl = 0;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
 
-  private freeSlots: Uint32Array;
-  private freeTop = 0;
+  /** Freed slots form a stack threaded through `next`, so free-slot bookkeeping costs no memory. */
+  private freeHead = NIL;
   private neverUsed = 0;
   private capacity: number;
   private readonly slotLimit: number;
@@ -94,9 +97,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
       : UNBOUNDED_INITIAL_SLOTS;
     this.next = new Uint32Array(this.capacity);
     this.prev = new Uint32Array(this.capacity);
-    this.sizes = new Float64Array(this.capacity);
-    this.listOf = new Uint16Array(this.capacity);
-    this.freeSlots = new Uint32Array(this.capacity);
+    this.sizes = new Uint32Array(this.capacity);
+    this.listOf = lists > 1 ? new Uint16Array(this.capacity) : null;
     this.keys = new Array<string | undefined>(this.capacity).fill(undefined);
     this.vals = new Array<V | undefined>(this.capacity).fill(undefined);
   }
@@ -149,7 +151,6 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (valueSize !== valueSize >>> 0) {
       throw invalidArgument(`sizeOf must return a whole number of bytes below 2^32, got ${valueSize}`);
     }
-    const size = utf8Length(key) + valueSize;
     const expiry = this.expiryFor(options);
     const existing = this.index.get(key);
     if (expiry !== 0 && expiry <= this.clock()) {
@@ -157,7 +158,20 @@ export abstract class _LinkedStore<V> implements Store<V> {
       if (existing !== undefined) this.removeSlot(existing, "replaced");
       return false;
     }
-    if (existing !== undefined) return this.update(existing, key, value, size, expiry);
+    if (existing !== undefined) {
+      const old = this.vals[existing] as V;
+      if (old === value) {
+        // Same value again: only recency and expiry change.
+        this.setExpiry(existing, expiry);
+        this.moveToHead(existing, this.listOf === null ? 0 : this.listOf[existing]!);
+        return true;
+      }
+      // The key is unchanged, so its byte count is the entry size minus the old value's.
+      const size = this.sizes[existing]! - this.sizeOf(old) + valueSize;
+      return this.update(existing, key, value, size, expiry);
+    }
+    const size = utf8Length(key) + valueSize;
+    if (size > MAX_ENTRY_BYTES) throw invalidArgument(`entry of ${size} bytes is too large (limit ${MAX_ENTRY_BYTES})`);
     return this.insert(key, value, size, expiry);
   }
 
@@ -186,7 +200,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.counts.fill(0);
     this.listBytes.fill(0);
     this.totalBytes = 0;
-    this.freeTop = 0;
+    this.freeHead = NIL;
     this.neverUsed = 0;
     this.expires?.fill(0);
     this.heap?.clear();
@@ -299,8 +313,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   private update(i: number, key: string, value: V, size: number, expiry: number): boolean {
-    const list = this.listOf[i]!;
-    if (size > this.maxListBytes[list]!) {
+    const list = this.listOf === null ? 0 : this.listOf[i]!;
+    if (size > this.maxListBytes[list]! || size > MAX_ENTRY_BYTES) {
       // Too large for the list it lives in: start over as a new key (which may not fit either).
       this.removeSlot(i, "replaced");
       return this.insert(key, value, size, expiry);
@@ -332,7 +346,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (head === NIL) this.tails[list] = i;
     else this.prev[head] = i;
     this.heads[list] = i;
-    this.listOf[i] = list;
+    if (this.listOf !== null) this.listOf[i] = list;
     this.counts[list]!++;
     const size = this.sizes[i]!;
     this.listBytes[list] = this.listBytes[list]! + size;
@@ -340,7 +354,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   private unlink(i: number): void {
-    const list = this.listOf[i]!;
+    const list = this.listOf === null ? 0 : this.listOf[i]!;
     const p = this.prev[i]!;
     const n = this.next[i]!;
     if (p === NIL) this.heads[list] = n;
@@ -368,12 +382,17 @@ export abstract class _LinkedStore<V> implements Store<V> {
       // Invalidates any heap entry still pointing at this slot.
       this.gens![i]!++;
     }
-    this.freeSlots[this.freeTop++] = i;
+    this.next[i] = this.freeHead;
+    this.freeHead = i;
     if (this.onEvict !== null) this.onEvict(key, value, reason);
   }
 
   private allocSlot(): number {
-    if (this.freeTop > 0) return this.freeSlots[--this.freeTop]!;
+    const free = this.freeHead;
+    if (free !== NIL) {
+      this.freeHead = this.next[free]!;
+      return free;
+    }
     if (this.neverUsed === this.capacity) this.grow();
     return this.neverUsed++;
   }
@@ -384,8 +403,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.next = resized(this.next, capacity);
     this.prev = resized(this.prev, capacity);
     this.sizes = resized(this.sizes, capacity);
-    this.listOf = resized(this.listOf, capacity);
-    this.freeSlots = resized(this.freeSlots, capacity);
+    if (this.listOf !== null) this.listOf = resized(this.listOf, capacity);
     if (this.expires !== null) this.expires = resized(this.expires, capacity);
     if (this.gens !== null) this.gens = resized(this.gens, capacity);
     for (let i = this.capacity; i < capacity; i++) {

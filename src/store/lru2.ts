@@ -58,7 +58,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   /** 1 or 2 for a stored key, `undefined` otherwise. For tests and diagnostics; does not touch recency. */
   _levelOf(key: string): 1 | 2 | undefined {
     if (!this.has(key)) return undefined;
-    return (this.listOf[this.index.get(key)!]! & 1) === 0 ? 1 : 2;
+    return (this.listOf![this.index.get(key)!]! & 1) === 0 ? 1 : 2;
   }
 
   protected listForNewKey(key: string): number {
@@ -66,7 +66,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   }
 
   protected touch(i: number): void {
-    const list = this.listOf[i]!;
+    const list = this.listOf![i]!;
     if ((list & 1) === 1 || this.sizes[i]! > this.maxListBytes[list + 1]!) {
       this.moveToHead(i, list);
     } else {

@@ -59,7 +59,7 @@ export interface StoreOptions<V = Uint8Array> {
   maxEntries?: number;
   /** Upper bound on `bytes`. Default: none (then `maxEntries` is required). */
   maxBytes?: number;
-  /** Size of a value in bytes. Default: `byteLength` for binary values, UTF-8 length for strings. */
+  /** Size of a value in bytes; must give the same answer for the same value. Default: `byteLength` for binary values, UTF-8 length for strings. */
   sizeOf?: (value: V) => number;
   /** Called after an entry left the store. Default: none. */
   onEvict?: EvictListener<V>;

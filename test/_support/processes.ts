@@ -14,8 +14,8 @@ const PROJECT_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 type Child = Subprocess<"pipe", "pipe", "pipe">;
 
 interface Waiter {
+  /** Settles the waiter if it can; true once settled. */
   test: () => boolean;
-  resolve: () => void;
 }
 
 /** Resolves once `condition()` holds, rejects after `timeoutMs` with `what` in the message. */
@@ -125,7 +125,6 @@ export class NodeProcess {
           }
           return false;
         },
-        resolve: () => {},
       };
       const timer = setTimeout(() => {
         finish();

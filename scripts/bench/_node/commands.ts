@@ -85,3 +85,16 @@ export function sampleProcess(pid: number): ProcSample {
     return { cpuMs: 0, rssBytes: 0 };
   }
 }
+
+/** Busy and total CPU time of the whole machine so far, in ticks, from /proc/stat (zeros without /proc). */
+export function sampleMachine(): { busy: number; total: number } {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
+    // cpu user nice system idle iowait irq softirq steal (guest time is already in user)
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1, 9).map(Number) as number[];
+    const busy = user! + nice! + system! + irq! + softirq! + steal!;
+    return { busy, total: busy + idle! + iowait! };
+  } catch {
+    return { busy: 0, total: 0 };
+  }
+}

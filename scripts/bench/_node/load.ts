@@ -1,0 +1,239 @@
+/**
+ * The load generator of the node benchmark, in its own process: keeps a fixed
+ * number of unary `/pb.GCache/Get` calls in flight over one gRPC channel per
+ * target and measures calls/s and latency.
+ *
+ *   bun scripts/bench/_node/load.ts
+ *
+ * Prints `READY -`, then takes commands on stdin (see commands.ts):
+ *   { op: "connect", target, address }              -> opens the channel and waits until it is ready
+ *   { op: "keys", name, group, keys }               -> stores a key set (requests are encoded once, here)
+ *   { op: "run", target, keys, concurrency, warmupMs, durationMs, pids, valueBytes }
+ *       -> runs `concurrency` closed loops for warmupMs + durationMs; only the
+ *          last durationMs count. Reports calls/s, latency percentiles, errors,
+ *          and the CPU time and RSS of every process in `pids` over the window.
+ *   { op: "exit" }
+ *
+ * Each request is encoded with the project's codec once, up front, and sent
+ * as those bytes: the wire carries exactly what the client would send, but
+ * the generator spends no CPU re-encoding it (on a small machine the
+ * generator shares cores with the servers). Responses are passed through as
+ * bytes; every 64th is decoded with the project's codec and its value length
+ * checked, and every response's framing is checked for a value field.
+ */
+import { Client, credentials, type ServiceError } from "@grpc/grpc-js";
+import { codecs, GCACHE_SERVICE } from "../../../src/wire/messages.ts";
+import { sampleMachine, sampleProcess, serveCommands, type ProcSample } from "./commands.ts";
+
+const GET_PATH = GCACHE_SERVICE.Get.path;
+const CALL_TIMEOUT_MS = 5_000;
+const EMPTY = new Uint8Array(0);
+
+const channels = new Map<string, Client>();
+const keySets = new Map<string, Buffer[]>();
+
+const passThrough = (bytes: Buffer): Buffer => bytes;
+
+function connect(target: string, address: string): Promise<void> {
+  channels.get(target)?.close();
+  const client = new Client(address, credentials.createInsecure(), {
+    // The options every channel of the project carries, the flow-control window first.
+    "grpc-node.flow_control_window": 16 * 1024 * 1024,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.max_receive_message_length": 4 * 1024 * 1024 + 64 * 1024,
+    "grpc.max_send_message_length": 4 * 1024 * 1024 + 64 * 1024,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 2_000,
+  });
+  channels.set(target, client);
+  return new Promise((resolve, reject) =>
+    client.waitForReady(Date.now() + 10_000, (error) => (error ? reject(error) : resolve())),
+  );
+}
+
+interface RunSpec {
+  target: string;
+  keys: string;
+  concurrency: number;
+  warmupMs: number;
+  durationMs: number;
+  pids: number[];
+  valueBytes: number;
+}
+
+export interface RunResult {
+  calls: number;
+  seconds: number;
+  callsPerSecond: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  errors: number;
+  firstError: string | null;
+  /** Responses whose value did not have the expected length. */
+  badValues: number;
+  /** Per pid in `pids`: CPU ms used during the window and RSS at its end. */
+  processes: { pid: number; cpuMs: number; rssBytes: number }[];
+  /** CPU ms this generator used during the window. */
+  generatorCpuMs: number;
+  /** CPUs the whole machine kept busy during the window, on average (all processes, ours included). */
+  machineBusyCpus: number;
+}
+
+function run(spec: RunSpec): Promise<RunResult> {
+  const client = channels.get(spec.target);
+  if (client === undefined) throw new Error(`not connected to ${spec.target}`);
+  const requests = keySets.get(spec.keys);
+  if (requests === undefined || requests.length === 0) throw new Error(`no key set ${spec.keys}`);
+
+  let measuring = false;
+  let stopping = false;
+  let latencies = new Float64Array(1 << 16);
+  let count = 0;
+  let errors = 0;
+  let badValues = 0;
+  let firstError: string | null = null;
+  let next = 0;
+  let inFlight = 0;
+  let responses = 0;
+  let t0 = 0;
+  let t1 = 0;
+  let before: ProcSample[] = [];
+  let after: ProcSample[] = [];
+  let cpu0: NodeJS.CpuUsage = process.cpuUsage();
+  let generatorCpuMs = 0;
+  let machine0 = sampleMachine();
+  let machineBusyCpus = NaN;
+
+  return new Promise<RunResult>((resolve) => {
+    const finish = () => {
+      const sorted = latencies.subarray(0, count).sort();
+      const at = (q: number) => (count === 0 ? NaN : sorted[Math.min(count - 1, Math.floor(q * count))]!);
+      const seconds = (t1 - t0) / 1000;
+      resolve({
+        calls: count,
+        seconds,
+        callsPerSecond: count / seconds,
+        p50Ms: at(0.5),
+        p90Ms: at(0.9),
+        p99Ms: at(0.99),
+        maxMs: count === 0 ? NaN : sorted[count - 1]!,
+        errors,
+        firstError,
+        badValues,
+        processes: spec.pids.map((pid, i) => ({
+          pid,
+          cpuMs: after[i]!.cpuMs - before[i]!.cpuMs,
+          rssBytes: after[i]!.rssBytes,
+        })),
+        generatorCpuMs,
+        machineBusyCpus,
+      });
+    };
+
+    const issue = () => {
+      const request = requests[next++ % requests.length]!;
+      const start = performance.now();
+      inFlight++;
+      client.makeUnaryRequest<Buffer, Buffer>(
+        GET_PATH,
+        passThrough,
+        passThrough,
+        request,
+        { deadline: Date.now() + CALL_TIMEOUT_MS },
+        (error: ServiceError | null, response?: Buffer) => {
+          inFlight--;
+          const end = performance.now();
+          if (error !== null || response === undefined) {
+            if (measuring) errors++;
+            firstError ??= error?.message ?? "no response";
+          } else {
+            if (!plausible(response, spec.valueBytes) || ((++responses & 63) === 0 && !exact(response, spec.valueBytes))) badValues++;
+            if (measuring) {
+              if (count === latencies.length) {
+                const grown = new Float64Array(latencies.length * 2);
+                grown.set(latencies);
+                latencies = grown;
+              }
+              latencies[count++] = end - start;
+            }
+          }
+          if (!stopping) issue();
+          else if (inFlight === 0) finish();
+        },
+      );
+    };
+
+    for (let i = 0; i < spec.concurrency; i++) issue();
+    setTimeout(() => {
+      before = spec.pids.map(sampleProcess);
+      machine0 = sampleMachine();
+      cpu0 = process.cpuUsage();
+      t0 = performance.now();
+      measuring = true;
+      setTimeout(() => {
+        t1 = performance.now();
+        measuring = false;
+        stopping = true;
+        const cpu = process.cpuUsage(cpu0);
+        generatorCpuMs = (cpu.user + cpu.system) / 1000;
+        after = spec.pids.map(sampleProcess);
+        const machine = sampleMachine();
+        const total = machine.total - machine0.total;
+        if (total > 0) machineBusyCpus = ((machine.busy - machine0.busy) / total) * navigator.hardwareConcurrency;
+      }, spec.durationMs);
+    }, spec.warmupMs);
+  });
+}
+
+/** Field 1 (value, length-delimited) comes first with the expected length. */
+function plausible(response: Buffer, valueBytes: number): boolean {
+  if (valueBytes === 0) return true;
+  if (response[0] !== 0x0a) return false;
+  let length = 0;
+  let shift = 0;
+  for (let i = 1; i < response.length && i < 6; i++) {
+    const byte = response[i]!;
+    length |= (byte & 0x7f) << shift;
+    if ((byte & 0x80) === 0) return length === valueBytes;
+    shift += 7;
+  }
+  return false;
+}
+
+function exact(response: Buffer, valueBytes: number): boolean {
+  try {
+    return codecs.ResponseForGet.decode(response).value.byteLength === valueBytes;
+  } catch {
+    return false;
+  }
+}
+
+serveCommands(
+  "-",
+  async (command) => {
+    switch (command.op) {
+      case "connect":
+        await connect(String(command.target), String(command.address));
+        return null;
+      case "keys": {
+        const group = String(command.group);
+        const encoded = (command.keys as string[]).map((key) =>
+          codecs.Request.encode({ group, key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: false }),
+        );
+        keySets.set(String(command.name), encoded);
+        return encoded.length;
+      }
+      case "run":
+        return run(command as unknown as RunSpec);
+      default:
+        throw new Error(`unknown command ${command.op}`);
+    }
+  },
+  async () => {
+    for (const client of channels.values()) client.close();
+  },
+);

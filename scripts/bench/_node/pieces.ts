@@ -1,0 +1,117 @@
+/**
+ * Per-call cost of the pieces of a node's Get path, in one process, without
+ * the network: what the cache node does on top of what a bare grpc-js
+ * handler does, to set against the whole per-call CPU that bench:node
+ * measures.
+ *
+ *   bun scripts/bench/_node/pieces.ts [--calls=200000] [--reps=7]
+ *
+ * Each piece runs `reps` times over `calls` calls; the best rep is reported
+ * (the least disturbed by the rest of the machine), in ns per call.
+ *   - request decode / response encode: the protobufjs codecs (both servers run them)
+ *   - cachedEntry: Group.cachedEntry on a prefilled key (main-cache lookup + expiry lookup + counters)
+ *   - getEntry: Group.getEntry on the same keys (key check + cachedEntry + a resolved promise), awaited
+ *   - handler (ours): the real Get handler from cacheServiceHandlers, called as grpc-js calls it,
+ *     until its callback runs (64 in flight, like the benchmark)
+ *   - handler (bare): `callback(null, RESPONSE)` in the same harness
+ */
+import { parseArgs } from "node:util";
+import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import { Group } from "../../../src/group.ts";
+import { cacheServiceHandlers } from "../../../src/server/service.ts";
+import { codecs, type Request, type ResponseForGet } from "../../../src/wire/messages.ts";
+
+const { values: args } = parseArgs({
+  options: { calls: { type: "string", default: "200000" }, reps: { type: "string", default: "7" } },
+});
+const CALLS = Number(args.calls);
+const REPS = Number(args.reps);
+const KEYS = 10_000;
+const IN_FLIGHT = 64;
+const EMPTY = new Uint8Array(0);
+
+const keys = Array.from({ length: KEYS }, (_, i) => `owned:${i}`);
+const group = new Group({ name: "bench", loader: () => new Uint8Array(100).fill(1) });
+for (const key of keys) await group.get(key);
+const encodedRequests = keys.map((key) =>
+  codecs.Request.encode({ group: "bench", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: false }),
+);
+const RESPONSE: ResponseForGet = { value: new Uint8Array(100).fill(7), expiresAtMs: 0, unreachablePeers: [] };
+let sink = 0;
+
+function best(name: string, run: () => number | Promise<number>): Promise<void> {
+  return (async () => {
+    let min = Infinity;
+    for (let rep = 0; rep < REPS; rep++) {
+      const start = Bun.nanoseconds();
+      sink += await run();
+      min = Math.min(min, (Bun.nanoseconds() - start) / CALLS);
+    }
+    console.log(`${name.padEnd(44)} ${min.toFixed(0).padStart(6)} ns/call`);
+  })();
+}
+
+/** Drives a unary handler the way grpc-js does: a call object and a callback, `IN_FLIGHT` at a time. */
+function drive(handler: (call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) => void): Promise<number> {
+  const requests = keys.map(
+    (key): Request => ({ group: "bench", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: false }),
+  );
+  return new Promise((resolve) => {
+    let issued = 0;
+    let done = 0;
+    let bytes = 0;
+    const issue = () => {
+      const request = requests[issued++ % KEYS]!;
+      const call = {
+        request,
+        cancelled: false,
+        getDeadline: () => Infinity,
+        once: () => call,
+      } as unknown as ServerUnaryCall<Request, ResponseForGet>;
+      handler(call, (error, response) => {
+        if (error) throw new Error(String(error.details));
+        bytes += response!.value.byteLength;
+        if (++done === CALLS) resolve(bytes);
+        else if (issued < CALLS) queueMicrotask(issue); // the next call arrives on its own tick, as from the socket
+      });
+    };
+    for (let i = 0; i < IN_FLIGHT; i++) issue();
+  });
+}
+
+const handlers = cacheServiceHandlers((name) => (name === "bench" ? group : undefined), {
+  accepting: () => true,
+  begin: () => {},
+  end: () => {},
+});
+const bareHandler = (_call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) =>
+  callback(null, RESPONSE);
+
+console.log(`pieces of the Get path, ${CALLS} calls per rep, best of ${REPS} reps, Bun ${Bun.version}`);
+await best("request decode (both)", () => {
+  let n = 0;
+  for (let i = 0; i < CALLS; i++) n += codecs.Request.decode(encodedRequests[i % KEYS]!).key.length;
+  return n;
+});
+await best("response encode (both)", () => {
+  let n = 0;
+  for (let i = 0; i < CALLS; i++) n += codecs.ResponseForGet.encode(RESPONSE).length;
+  return n;
+});
+await best("Group.cachedEntry (ours)", () => {
+  let n = 0;
+  for (let i = 0; i < CALLS; i++) n += group.cachedEntry(keys[i % KEYS]!)!.value.length;
+  return n;
+});
+await best("Group.getEntry, 64 awaited at a time (ours)", async () => {
+  let n = 0;
+  for (let i = 0; i < CALLS; i += IN_FLIGHT) {
+    const batch: Promise<{ value: Uint8Array }>[] = [];
+    for (let j = 0; j < IN_FLIGHT && i + j < CALLS; j++) batch.push(group.getEntry(keys[(i + j) % KEYS]!));
+    for (const entry of await Promise.all(batch)) n += entry.value.length;
+  }
+  return n;
+});
+await best("Get handler, to its callback (ours)", () => drive(handlers.Get));
+await best("Get handler, to its callback (bare)", () => drive(bareHandler));
+if (sink === 0) console.log("(no work done?)");
