@@ -3,13 +3,14 @@
  * picker that routes keys to their owners. Several nodes can live in one
  * process (that is how the tests build clusters): nothing here is global.
  */
-import { Server, ServerCredentials, type ChannelCredentials, type ServiceDefinition } from "@grpc/grpc-js";
+import { ServerCredentials, type ChannelCredentials, type Server, type ServiceDefinition } from "@grpc/grpc-js";
 import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
 import { GrpcPeer, type Peer } from "./cluster/peer.ts";
 import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
 import type { RingOptions } from "./cluster/ring.ts";
 import { GCacheError, invalidArgument, invalidOption } from "./errors.ts";
 import { Group, type GroupOptions, type GroupStats } from "./group.ts";
+import { _createGrpcServer } from "./server/grpc-server.ts";
 import { HealthService } from "./server/health.ts";
 import { cacheServiceHandlers, InvalidMessage } from "./server/service.ts";
 import { GCACHE_SERVICE, HEALTH_SERVICE, ServingStatus } from "./wire/messages.ts";
@@ -61,6 +62,8 @@ export class CacheNode {
   private state: State = "new";
   private inFlight = 0;
   private drained: (() => void) | null = null;
+  /** Fixed when the server starts; later groups must fit it. */
+  private maxMessageBytes = 0;
 
   constructor(options: NodeOptions = {}) {
     this.options = options;
@@ -74,6 +77,13 @@ export class CacheNode {
     if (this.groups.has(options.name)) throw invalidOption(`group ${JSON.stringify(options.name)} already exists`);
     if (this.state === "closing" || this.state === "closed") throw new GCacheError("ERR_CLOSED", "node is closed");
     const group = new Group(options);
+    if (this.maxMessageBytes > 0 && group.maxValueBytes + group.maxKeyBytes + MESSAGE_OVERHEAD_BYTES > this.maxMessageBytes) {
+      group.close();
+      throw invalidOption(
+        `group ${JSON.stringify(group.name)}: maxValueBytes + maxKeyBytes exceed what this running node's messages carry ` +
+          `(${this.maxMessageBytes - MESSAGE_OVERHEAD_BYTES} bytes); declare the group before start()`,
+      );
+    }
     this.groups.set(group.name, group);
     if (this.picker !== null) group._attach(this.picker);
     return group;
@@ -89,7 +99,8 @@ export class CacheNode {
     this.state = "starting";
     const host = this.options.host ?? DEFAULT_NODE_OPTIONS.host;
     const maxMessage = this.maxValueBytes() + MESSAGE_OVERHEAD_BYTES;
-    const server = new Server({
+    this.maxMessageBytes = maxMessage;
+    const server = _createGrpcServer({
       "grpc.max_receive_message_length": maxMessage,
       "grpc.max_send_message_length": maxMessage,
       "grpc.keepalive_permit_without_calls": 1,

@@ -18,15 +18,6 @@ interface Waiter {
   test: () => boolean;
 }
 
-/** Resolves once `condition()` holds, rejects after `timeoutMs` with `what` in the message. */
-export async function waitUntil(condition: () => boolean, what: string, timeoutMs = 5_000, everyMs = 10): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() >= end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(everyMs);
-  }
-}
-
 export class NodeProcess {
   readonly name: string;
   /** Every stdout line so far, in order. */

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client, credentials, status, type ServiceError } from "@grpc/grpc-js";
+import { isGCacheError } from "../../src/errors.ts";
 import { CacheNode } from "../../src/node.ts";
 import { GCACHE_SERVICE, type Request } from "../../src/wire/messages.ts";
 import { ERROR_CODE_METADATA } from "../../src/wire/status.ts";
@@ -195,5 +196,45 @@ describe("bad input", () => {
     const error = await expectStatus(send("Invalidate", { group: "g", key: "", all: false }), status.INVALID_ARGUMENT);
     expect(error.details).toContain("key");
     await expectServing();
+  });
+});
+
+describe("message size limits follow the groups", () => {
+  // The server's receive limit is sized from the groups at start(). A group
+  // added later with larger values must either be refused by addGroup or be
+  // served: never accept a value in process that the wire then refuses.
+  test("a group added after start is refused or accepts values up to its own maxValueBytes over the wire", async () => {
+    const late = new CacheNode({ port: 0, groups: [{ name: "g" }] });
+    await late.start();
+    const lateClient = new Client(late.address, credentials.createInsecure(), { "grpc.max_send_message_length": -1 });
+    try {
+      let refusal: unknown = null;
+      try {
+        late.addGroup({ name: "big", maxValueBytes: 2 * 1024 * 1024 });
+      } catch (error) {
+        refusal = error;
+      }
+      if (refusal !== null) {
+        expect(isGCacheError(refusal, "ERR_INVALID_OPTION")).toBe(true);
+        return;
+      }
+      const value = new Uint8Array(1536 * 1024).fill(9);
+      expect(await late.group("big")!.set("in-process", value)).toEqual({ unreachablePeers: [] });
+      const definition = GCACHE_SERVICE.Set;
+      const result = await new Promise<ServiceError | null>((resolve) => {
+        lateClient.makeUnaryRequest(
+          definition.path,
+          definition.requestSerialize,
+          definition.responseDeserialize,
+          request({ group: "big", key: "over-the-wire", value }),
+          { deadline: Date.now() + 5_000 },
+          (error) => resolve(error),
+        );
+      });
+      expect(result === null ? "OK" : `${status[result.code]}: ${result.details}`).toBe("OK");
+    } finally {
+      lateClient.close();
+      await late.close();
+    }
   });
 });

@@ -11,6 +11,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import { CacheNode } from "../../src/node.ts";
 import { keyOwnedBy, startCluster, type TestCluster } from "../_support/cluster.ts";
+import { waitFor } from "../_support/wait.ts";
 
 const ORIGINAL_PROTO = fileURLToPath(new URL("../fixtures/original-gcache.proto", import.meta.url));
 
@@ -197,6 +198,39 @@ describe("original clients on a two-node cluster", () => {
 });
 
 describe("health while a node drains", () => {
+  test("Watch streams SERVING, then NOT_SERVING when close() starts, then ends", async () => {
+    const node = new CacheNode({ port: 0, groups: [{ name: "g" }] });
+    await node.start();
+    const client = new grpc.Client(node.address, grpc.credentials.createInsecure());
+    const seen: string[] = [];
+    let ended: grpc.StatusObject | null = null;
+    try {
+      const stream = client.makeServerStreamRequest(
+        "/grpc.health.v1.Health/Watch",
+        (request: { service: string }) => Buffer.from(HealthCheckRequest.encode(request).finish()),
+        (bytes: Buffer) => HealthCheckResponse.toObject(HealthCheckResponse.decode(bytes)) as { status?: number },
+        { service: "pb.GCache" },
+        { deadline: Date.now() + 10_000 },
+      );
+      stream.on("data", (message: { status?: number }) => seen.push(ServingStatus.valuesById[message.status ?? 0] ?? "?"));
+      stream.on("status", (status: grpc.StatusObject) => {
+        ended = status;
+      });
+      stream.on("error", () => {});
+      await waitFor(() => seen.length > 0, 5_000, "the first Watch message");
+      expect(seen).toEqual(["SERVING"]);
+
+      await node.close();
+      await waitFor(() => ended !== null, 5_000, "the end of the Watch stream");
+      expect(seen).toEqual(["SERVING", "NOT_SERVING"]);
+      expect(ended!.code).toBe(grpc.status.OK);
+    } finally {
+      client.close();
+      await node.close();
+    }
+  });
+
+
   test("Check turns NOT_SERVING once close() starts; in-flight calls finish; then the server is gone", async () => {
     const gate = Promise.withResolvers<void>();
     const loading = Promise.withResolvers<void>();

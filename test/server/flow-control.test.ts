@@ -55,24 +55,39 @@ async function timedGets(client: GCacheClient, keys: string[]): Promise<number[]
 }
 
 /**
- * `keys.length` workers, each getting its key again and again until
+ * `keys.length` workers, each running `call(key)` again and again until
  * SUSTAIN_MS have passed, so that many calls stay in flight all along.
  * Returns every call's latency in ms.
  */
-async function sustainedGets(client: GCacheClient, keys: string[]): Promise<number[]> {
+async function sustained(keys: string[], call: (key: string) => Promise<void>): Promise<number[]> {
   const latencies: number[] = [];
   const end = performance.now() + SUSTAIN_MS;
   await Promise.all(
     keys.map(async (key) => {
       while (performance.now() < end) {
         const started = performance.now();
-        const value = await client.get("g", key, { timeoutMs: 10_000 });
+        await call(key);
         latencies.push(performance.now() - started);
-        if (!sameBytes(value, valueOf(key))) throw new Error(`wrong value for ${key}`);
       }
     }),
   );
   return latencies;
+}
+
+function sustainedGets(client: GCacheClient, keys: string[]): Promise<number[]> {
+  return sustained(keys, async (key) => {
+    const value = await client.get("g", key, { timeoutMs: 10_000 });
+    if (!sameBytes(value, valueOf(key))) throw new Error(`wrong value for ${key}`);
+  });
+}
+
+/** Sets (10 KB requests, tiny responses) kept in flight, then checks the last value of every key. */
+async function expectSetsProgress(client: GCacheClient, keys: string[]): Promise<void> {
+  const latencies = await sustained(keys, async (key) => {
+    await client.set("g", key, valueOf(`set-${key}`), { timeoutMs: 10_000 });
+  });
+  for (const key of keys) expect(sameBytes(await client.get("g", key), valueOf(`set-${key}`))).toBe(true);
+  expectNoStarvation(latencies);
 }
 
 function summary(latencies: number[]): string {
@@ -127,6 +142,12 @@ describe("64 concurrent gets of 10 KB values on one channel", () => {
     const keys = Array.from({ length: CONCURRENCY }, (_, i) => `sustained-${i}`);
     await expectSteadyProgress(client, keys);
   });
+
+  // The same starvation in the other direction: 10 KB requests, tiny responses.
+  test("64 sets of 10 KB values kept in flight for 2 s: the slowest call finishes within 1 s", async () => {
+    const keys = Array.from({ length: CONCURRENCY }, (_, i) => `set-${i}`);
+    await expectSetsProgress(client, keys);
+  });
 });
 
 describe("64 concurrent gets of 10 KB values across the peer hop", () => {
@@ -157,6 +178,12 @@ describe("64 concurrent gets of 10 KB values across the peer hop", () => {
     await expectSteadyProgress(client, keys);
     expect(entry.stats().g!.fallbackLoads).toBe(0);
     expect(entry.stats().g!.localLoads).toBe(0);
+  });
+
+  test("64 sets of 10 KB values forwarded to the owner, kept in flight for 2 s: the slowest finishes within 1 s", async () => {
+    const [entry, owner] = cluster.nodes as [CacheNode, CacheNode, CacheNode];
+    const keys = Array.from({ length: CONCURRENCY }, (_, i) => keyOwnedBy(entry, owner.name, `peer-set-${i}`));
+    await expectSetsProgress(cluster.clients[0]!, keys);
   });
 
   test("keys owned by both other nodes, 64 in flight on each of the three clients at once", async () => {

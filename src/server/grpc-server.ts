@@ -1,0 +1,34 @@
+import { Server, type ServerOptions } from "@grpc/grpc-js";
+import type { Http2Server, ServerHttp2Session } from "node:http2";
+
+/**
+ * Connection-level receive window for every HTTP/2 session the server
+ * accepts. Bun's http2 starves most streams of a connection when large
+ * messages (about 4 KB and up) flow while many calls are in flight; a client
+ * channel's 16 MiB window covers responses, and this covers requests (large
+ * Sets, forwarded Sets). grpc-js has no option for it, hence the hook below.
+ */
+const SESSION_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/** A grpc-js server whose sessions get the large receive window. Per instance: nothing global is patched. */
+export function _createGrpcServer(options: ServerOptions): Server {
+  const server = new Server(options);
+  const hooks = server as unknown as { createHttp2Server: (credentials: unknown) => Http2Server };
+  const create = hooks.createHttp2Server;
+  if (typeof create !== "function") {
+    // A grpc-js upgrade moved the hook: fail loudly rather than silently losing the fix.
+    throw new Error("grpc-js Server.createHttp2Server is missing: the session window hook needs updating");
+  }
+  hooks.createHttp2Server = function (this: unknown, credentials: unknown) {
+    const http2Server = create.call(this, credentials);
+    http2Server.on("session", (session: ServerHttp2Session) => {
+      try {
+        session.setLocalWindowSize(SESSION_WINDOW_BYTES);
+      } catch {
+        // A session that closed before we got to it needs no window.
+      }
+    });
+    return http2Server;
+  };
+  return server;
+}
