@@ -8,6 +8,11 @@ import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
 import { GrpcPeer, type Peer } from "./cluster/peer.ts";
 import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
 import type { RingOptions } from "./cluster/ring.ts";
+import { EtcdDiscovery } from "./cluster/discovery.ts";
+import { _createEtcdClient, type EtcdOptions } from "./registry/etcd.ts";
+import { Registry } from "./registry/registry.ts";
+import { SILENT_LOGGER, type Logger } from "./log.ts";
+import type { Etcd3 } from "etcd3";
 import { GCacheError, invalidArgument, invalidOption } from "./errors.ts";
 import { Group, type GroupOptions, type GroupStats } from "./group.ts";
 import { _createGrpcServer } from "./server/grpc-server.ts";
@@ -30,6 +35,11 @@ export interface NodeOptions {
   groups?: readonly GroupOptions[];
   /** How long `close()` waits for in-flight calls, in ms. Default: 5000. */
   drainTimeoutMs?: number;
+  /**
+   * How long `close()` keeps accepting calls after health turned NOT_SERVING
+   * and the node left etcd, so load balancers and peers move away first, in ms. Default: 0.
+   */
+  drainGraceMs?: number;
   /** Server credentials. Default: insecure. */
   serverCredentials?: ServerCredentials;
   /** Credentials for connections to peers. Default: insecure. */
@@ -38,6 +48,28 @@ export interface NodeOptions {
   ring?: RingOptions;
   /** Builds the connection to a peer. Default: a gRPC peer. For tests. */
   createPeer?: (name: string, address: string) => Peer;
+  /**
+   * Membership from etcd instead of `peers`: the node registers under
+   * `<prefix>/<service>/<name>` with a lease and follows the member set.
+   */
+  etcd?: NodeEtcdOptions;
+  /** Relative share of keys this node takes (published in etcd). Default: 1. */
+  weight?: number;
+  /** HTTP gateway address, published in etcd for operators. */
+  httpAddress?: string;
+  /** Version published in etcd. Default: the package version. */
+  version?: string;
+  /** Default: silent. */
+  logger?: Logger;
+}
+
+export interface NodeEtcdOptions extends EtcdOptions {
+  /** Key prefix. Default: "/services". */
+  prefix?: string;
+  /** Service name under the prefix. Default: "gcache". */
+  service?: string;
+  /** Lease TTL in seconds: how long a vanished node stays a member. Default: 10. */
+  leaseTtlSeconds?: number;
 }
 
 export const DEFAULT_NODE_OPTIONS = {
@@ -62,6 +94,11 @@ export class CacheNode {
   private state: State = "new";
   private inFlight = 0;
   private drained: (() => void) | null = null;
+  private etcdClient: Etcd3 | null = null;
+  /** While closing, calls are still accepted until this time (epoch ms). */
+  private graceUntil = 0;
+  private discovery: EtcdDiscovery | null = null;
+  private registry: Registry | null = null;
   /** Fixed when the server starts; later groups must fit it. */
   private maxMessageBytes = 0;
 
@@ -69,6 +106,9 @@ export class CacheNode {
     this.options = options;
     const port = options.port ?? DEFAULT_NODE_OPTIONS.port;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidOption(`port must be 0-65535, got ${port}`);
+    if (options.etcd !== undefined && options.peers !== undefined) {
+      throw invalidOption("peers and etcd are alternatives: give a static member list or etcd endpoints, not both");
+    }
     for (const group of options.groups ?? []) this.addGroup(group);
   }
 
@@ -109,7 +149,7 @@ export class CacheNode {
     server.addService(
       validatingService(GCACHE_SERVICE),
       cacheServiceHandlers((name) => this.groups.get(name), {
-        accepting: () => this.state === "serving",
+        accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
         begin: () => this.inFlight++,
         end: () => this.callEnded(),
       }),
@@ -134,11 +174,71 @@ export class CacheNode {
           maxMessageBytes: maxMessage,
           ...(peerCredentials === undefined ? {} : { credentials: peerCredentials }),
         }));
-    this.picker = new PeerPicker(this.nodeName, this.self, createPeer, this.options.ring);
-    if (this.options.peers !== undefined) this.picker.setMembers(this.options.peers);
-    for (const group of this.groups.values()) group._attach(this.picker);
+    const picker = new PeerPicker(this.nodeName, this.self, createPeer, {
+      ...(this.options.ring === undefined ? {} : { ring: this.options.ring }),
+      selfAlwaysMember: this.options.etcd === undefined,
+    });
+    this.picker = picker;
+    if (this.options.peers !== undefined) picker.setMembers(this.options.peers);
+    for (const group of this.groups.values()) group._attach(picker);
+    if (this.options.etcd !== undefined) {
+      try {
+        await this.joinEtcd(this.options.etcd, picker, advertise);
+      } catch (error) {
+        this.state = "serving";
+        await this.close();
+        throw error;
+      }
+    }
     this.state = "serving";
     this.health.set(ServingStatus.SERVING);
+  }
+
+  /** Follow etcd's member set, then register; this node joins its own ring as soon as registration succeeds. */
+  private async joinEtcd(etcd: NodeEtcdOptions, picker: PeerPicker, advertise: string): Promise<void> {
+    const logger = this.options.logger ?? SILENT_LOGGER;
+    const client = _createEtcdClient(etcd);
+    this.etcdClient = client;
+    const where = {
+      ...(etcd.prefix === undefined ? {} : { prefix: etcd.prefix }),
+      ...(etcd.service === undefined ? {} : { service: etcd.service }),
+    };
+    const discovery = new EtcdDiscovery({
+      client,
+      logger,
+      ...where,
+      onMembers: (members) => {
+        try {
+          picker.setMembers(members);
+          logger.info("membership changed", { members: members.map((m) => m.name) });
+        } catch (error) {
+          logger.error("ignored an unusable member set", { error: String(error) });
+        }
+      },
+    });
+    this.discovery = discovery;
+    await discovery.start();
+    const registry = new Registry({
+      client,
+      logger,
+      ...where,
+      name: this.nodeName!,
+      addr: advertise,
+      ...(this.options.httpAddress === undefined ? {} : { httpAddr: this.options.httpAddress }),
+      ...(this.options.weight === undefined ? {} : { weight: this.options.weight }),
+      ...(this.options.version === undefined ? {} : { version: this.options.version }),
+      ...(etcd.leaseTtlSeconds === undefined ? {} : { ttlSeconds: etcd.leaseTtlSeconds }),
+    });
+    this.registry = registry;
+    await registry.register();
+    const self = { name: this.nodeName!, address: advertise, ...(this.options.weight === undefined ? {} : { weight: this.options.weight }) };
+    picker.setMembers([...discovery.members().filter((m) => m.name !== self.name), self]);
+  }
+
+  /** Whether the node is registered in etcd (always true without etcd once serving). */
+  get registered(): boolean {
+    if (this.state !== "serving") return false;
+    return this.registry === null || this.registry.state === "registered";
   }
 
   /** Replaces the membership; in-flight requests finish on the view they started with. */
@@ -189,6 +289,13 @@ export class CacheNode {
     const wasServing = this.state === "serving";
     this.state = "closing";
     this.health.set(ServingStatus.NOT_SERVING);
+    // Leave etcd first: peers drop this node at once and stop sending it work.
+    await this.registry?.close().catch(() => {});
+    const grace = this.options.drainGraceMs ?? 0;
+    if (wasServing && grace > 0) {
+      this.graceUntil = Date.now() + grace;
+      await new Promise((resolve) => setTimeout(resolve, grace));
+    }
     if (wasServing && this.inFlight > 0) {
       const timeout = this.options.drainTimeoutMs ?? DEFAULT_NODE_OPTIONS.drainTimeoutMs;
       await new Promise<void>((resolve) => {
@@ -213,6 +320,8 @@ export class CacheNode {
         });
       });
     }
+    await this.discovery?.close().catch(() => {});
+    this.etcdClient?.close();
     this.picker?.close();
     for (const group of this.groups.values()) group.close();
     this.state = "closed";

@@ -1,20 +1,85 @@
-import { defineCommand, runMain } from "citty";
+/**
+ * gcache-node: serve (the default command) or talk to a node (get/set/del).
+ */
+import { defineCommand, renderUsage, runCommand, runMain, type ArgsDef, type CommandDef } from "citty";
 import packageJson from "../../package.json" with { type: "json" };
+import { isGCacheError } from "../errors.ts";
+import { delCommand, EXIT_ERROR, getCommand, setCommand } from "./client-commands.ts";
+import { describeFlag, resolveServeConfig, SERVE_FLAGS, UsageError, type ServeFlag } from "./config.ts";
+import { exitOnSignals, startServing } from "./serve.ts";
+
+/** Replaced at build time by the version being built. */
+declare const GCACHE_VERSION: string | undefined;
+const version = typeof GCACHE_VERSION === "string" ? GCACHE_VERSION : packageJson.version;
+
+const serveArgs = Object.fromEntries(
+  (Object.keys(SERVE_FLAGS) as ServeFlag[]).map((flag) => [
+    flag,
+    { type: "string", description: describeFlag(flag), valueHint: SERVE_FLAGS[flag].valueHint },
+  ]),
+) as ArgsDef;
+
+const serveCommand = defineCommand({
+  meta: { name: "serve", description: "run a cache node (the default command)" },
+  args: serveArgs,
+  async run({ args, rawArgs }) {
+    try {
+      rejectUnknownFlags(rawArgs);
+      const config = resolveServeConfig(args as Record<string, string | undefined>, process.env);
+      exitOnSignals(await startServing(config, version));
+    } catch (error) {
+      if (error instanceof UsageError || isGCacheError(error, "ERR_INVALID_OPTION")) {
+        process.stderr.write(`error: ${error.message}\n\n${await renderUsage(serveCommand)}\n`);
+        process.exit(EXIT_ERROR);
+      }
+      process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exit(1);
+    }
+  },
+});
+
+function rejectUnknownFlags(rawArgs: string[]): void {
+  for (const arg of rawArgs) {
+    if (!arg.startsWith("--")) continue;
+    const name = arg.slice(2).split("=")[0]!;
+    if (!(name in SERVE_FLAGS)) throw new UsageError(`unknown flag --${name}`);
+  }
+}
+
+// Commands with different argument shapes share one table, hence `any`.
+const subCommands: Record<string, CommandDef<any>> = { serve: serveCommand, get: getCommand, set: setCommand, del: delCommand };
 
 const main = defineCommand({
   meta: {
     name: "gcache-node",
-    version: packageJson.version,
+    version,
     description: "A gcache node: a distributed read-through cache served over gRPC.",
   },
-  run() {
-    console.log(`gcache-node ${packageJson.version}`);
-    console.log(
-      "The serving node is not built yet: this release ships the cache library (LRU and LRU-2 stores, " +
-        "Cache, SingleFlight, consistent-hash ring). Groups, gRPC peers, etcd discovery and the " +
-        "single-file executable come next.",
-    );
-  },
+  // The serve flags are listed here too, so `gcache-node --help` shows what the default command takes.
+  args: serveArgs,
+  subCommands,
+  default: "serve",
 });
 
-await runMain(main);
+
+/**
+ * citty's runMain handles --help and --version; everything else runs here so
+ * that usage errors exit with status 2 after a one-line message.
+ */
+async function run(rawArgs: string[]): Promise<void> {
+  if (rawArgs.includes("--help") || rawArgs.includes("-h") || (rawArgs.length === 1 && rawArgs[0] === "--version")) {
+    await runMain(main, { rawArgs });
+    return;
+  }
+  const named = rawArgs[0] !== undefined && rawArgs[0] in subCommands ? subCommands[rawArgs[0]]! : null;
+  try {
+    if (named === null) rejectUnknownFlags(rawArgs);
+    await runCommand(main, { rawArgs });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`error: ${message}\n\n${await renderUsage(named ?? main)}\n`);
+    process.exit(EXIT_ERROR);
+  }
+}
+
+await run(process.argv.slice(2));

@@ -20,6 +20,17 @@ export interface MemberSpec {
 
 export type PeerFactory = (name: string, address: string) => Peer;
 
+export interface PickerOptions {
+  /** Ring tuning; must be the same on every node. */
+  ring?: RingOptions;
+  /**
+   * Whether this node is a member even when the list leaves it out. True for
+   * static lists; false under discovery, where every node must see exactly
+   * the member set etcd holds or the rings would differ. Default: true.
+   */
+  selfAlwaysMember?: boolean;
+}
+
 interface View {
   readonly ring: HashRing;
   /** The ring name this node goes by in this view. */
@@ -36,9 +47,13 @@ export class PeerPicker implements Membership {
     private readonly selfName: string,
     private readonly self: SelfAddress,
     private readonly createPeer: PeerFactory,
-    private readonly ringOptions: RingOptions = {},
+    private readonly options: PickerOptions = {},
   ) {
-    this.view = this.build([{ name: selfName, address: self.address }], new Map());
+    this.view = this.build(this.selfAlwaysMember ? [{ name: selfName, address: self.address }] : [], new Map());
+  }
+
+  private get selfAlwaysMember(): boolean {
+    return this.options.selfAlwaysMember ?? true;
   }
 
   ownerOf(key: string): Peer | null {
@@ -68,7 +83,7 @@ export class PeerPicker implements Membership {
 
   /**
    * Replaces the membership. This node is recognised by name or by any
-   * spelling of its address, and is always a member.
+   * spelling of its address (and added when `selfAlwaysMember`).
    */
   setMembers(members: readonly MemberSpec[]): void {
     const old = this.view;
@@ -104,9 +119,11 @@ export class PeerPicker implements Membership {
         others.push(member);
       }
     }
-    const self: MemberSpec = selfSpec ?? { name: selfName, address: this.self.address };
-    const ring = new HashRing(this.ringOptions);
-    ring.setMembers([self, ...others].map((m) => ({ name: m.name, weight: m.weight ?? 1 })));
+    const self: MemberSpec | undefined =
+      selfSpec ?? (this.selfAlwaysMember ? { name: selfName, address: this.self.address } : undefined);
+    const all = self === undefined ? others : [self, ...others];
+    const ring = new HashRing(this.options.ring);
+    ring.setMembers(all.map((m) => ({ name: m.name, weight: m.weight ?? 1 })));
     const byName = new Map<string, Peer>();
     for (const member of others) {
       const existing = reuse.get(member.name);
@@ -122,7 +139,7 @@ export class PeerPicker implements Membership {
       selfName,
       byName,
       peers: [...byName.values()],
-      members: [self, ...others].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+      members: all.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     };
   }
 }

@@ -4,7 +4,7 @@
  * etcd client.
  */
 import { readFileSync } from "node:fs";
-import { Etcd3, type IOptions } from "etcd3";
+import { Etcd3, isRecoverableError, type IOptions } from "etcd3";
 import { invalidOption } from "../errors.ts";
 
 export interface EtcdOptions {
@@ -25,6 +25,13 @@ export interface EtcdOptions {
   dialTimeoutMs?: number;
   /** Deadline of each unary request (streams excluded). Default: `DEFAULT_ETCD_OPTIONS.requestTimeoutMs`. */
   requestTimeoutMs?: number;
+  /**
+   * After 3 failures in a row an endpoint is skipped for this long, then tried
+   * again with one request. Default: `DEFAULT_ETCD_OPTIONS.hostBackoffMs`.
+   */
+  hostBackoffMs?: number;
+  /** Longest wait between attempts to re-open watches. Default: `DEFAULT_ETCD_OPTIONS.watchReconnectMaxMs`. */
+  watchReconnectMaxMs?: number;
 }
 
 export const DEFAULT_ETCD_OPTIONS = {
@@ -32,7 +39,72 @@ export const DEFAULT_ETCD_OPTIONS = {
   endpoints: ["http://127.0.0.1:2379"],
   dialTimeoutMs: 5_000,
   requestTimeoutMs: 5_000,
+  /**
+   * Short, so that the node notices etcd is back within about a second (the
+   * client's own default keeps a failed endpoint closed for 5 s).
+   */
+  hostBackoffMs: 1_000,
+  /** Watches re-open within this long after etcd is back (the client's own default grows to 30 s). */
+  watchReconnectMaxMs: 2_000,
 } as const;
+
+type FaultHandling = NonNullable<IOptions["faultHandling"]>;
+type HostPolicy = ReturnType<NonNullable<FaultHandling["host"]>>;
+type WatchBackoff = NonNullable<FaultHandling["watchBackoff"]>;
+
+/** Consecutive failures after which an endpoint is skipped for a while. */
+const HOST_FAILURE_THRESHOLD = 3;
+
+/** Thrown instead of calling an endpoint that keeps failing; the client treats it like its own breaker's error. */
+class EndpointSkippedError extends Error {
+  readonly isBrokenCircuitError = true;
+}
+
+/**
+ * Per-endpoint fault handling: after `HOST_FAILURE_THRESHOLD` retryable
+ * failures in a row the endpoint is skipped for `backoffMs` (the client then
+ * tries another endpoint), then a single request probes it.
+ */
+function endpointBreaker(host: string, backoffMs: number): HostPolicy {
+  let failures = 0;
+  let skipUntil = 0;
+  let probing = false;
+  const noEvent = () => ({ dispose: () => undefined });
+  const policy = {
+    onSuccess: noEvent,
+    onFailure: noEvent,
+    async execute<T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> {
+      const tripped = failures >= HOST_FAILURE_THRESHOLD;
+      if (tripped && (Date.now() < skipUntil || probing)) {
+        throw new EndpointSkippedError(`etcd endpoint ${host} failed ${failures} times in a row; retrying it shortly`);
+      }
+      if (tripped) probing = true;
+      try {
+        const result = await fn({ signal: new AbortController().signal });
+        failures = 0;
+        return result;
+      } catch (error) {
+        if (error instanceof Error && isRecoverableError(error)) {
+          failures++;
+          if (failures >= HOST_FAILURE_THRESHOLD) skipUntil = Date.now() + backoffMs;
+        } else {
+          // The endpoint answered (with an application error): it is up.
+          failures = 0;
+        }
+        throw error;
+      } finally {
+        if (tripped) probing = false;
+      }
+    },
+  };
+  return policy as unknown as HostPolicy;
+}
+
+/** Exponential backoff with jitter, capped at `maxMs`. */
+function watchBackoff(durationMs: number, maxMs: number): WatchBackoff {
+  const duration = Math.round(durationMs * (0.8 + Math.random() * 0.4));
+  return { duration, next: () => watchBackoff(Math.min(maxMs, durationMs * 2), maxMs) };
+}
 
 /** Checks one endpoint and returns it normalised (no trailing slash). */
 function checkEndpoint(endpoint: unknown, index: number): { url: string; secure: boolean } {
@@ -41,6 +113,9 @@ function checkEndpoint(endpoint: unknown, index: number): { url: string; secure:
     throw invalidOption(`${where} must be a non-empty string like "http://127.0.0.1:2379"`);
   }
   const text = endpoint.trim();
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    throw invalidOption(`${where} ${JSON.stringify(text)} must start with http:// or https://, e.g. "http://${text}"`);
+  }
   let url: URL;
   try {
     url = new URL(text);
@@ -93,12 +168,18 @@ export function _etcdClientOptions(options: EtcdOptions): IOptions {
   }
   const dialTimeout = positiveMs(options.dialTimeoutMs ?? DEFAULT_ETCD_OPTIONS.dialTimeoutMs, "dialTimeoutMs");
   const requestTimeout = positiveMs(options.requestTimeoutMs ?? DEFAULT_ETCD_OPTIONS.requestTimeoutMs, "requestTimeoutMs");
+  const hostBackoff = positiveMs(options.hostBackoffMs ?? DEFAULT_ETCD_OPTIONS.hostBackoffMs, "hostBackoffMs");
+  const watchReconnectMax = positiveMs(options.watchReconnectMaxMs ?? DEFAULT_ETCD_OPTIONS.watchReconnectMaxMs, "watchReconnectMaxMs");
 
   const mapped: IOptions = {
     hosts: endpoints.map((e) => e.url),
     dialTimeout,
     // A deadline on every unary call, so an unreachable (not refusing) host cannot stall a caller.
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + requestTimeout }),
+    faultHandling: {
+      host: (host) => endpointBreaker(host, hostBackoff),
+      watchBackoff: watchBackoff(Math.min(100, watchReconnectMax), watchReconnectMax),
+    },
   };
 
   let ca: Buffer | undefined;

@@ -184,6 +184,9 @@ interface Held {
 
 type Attempt = { ok: true; leaseId: string; lease: Lease; revision: number } | { ok: false; held: Held };
 
+/** The key changed between the steps of an attempt: try again, etcd is fine. */
+class KeyRace extends Error {}
+
 type AnyListener = (...args: never[]) => void;
 
 export class Registry {
@@ -217,7 +220,11 @@ export class Registry {
   private inFlight: Promise<unknown> | null = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
+  private closing: Promise<void> | null = null;
   private watcher: Watcher | null = null;
+  private watchStarting = false;
+  private watchRetryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Bumped to abandon a watch being set up. */
   private watchGeneration = 0;
 
   constructor(options: RegistryOptions) {
@@ -276,7 +283,7 @@ export class Registry {
   private emit<E extends keyof RegistryEvents>(event: E, ...args: Parameters<RegistryEvents[E]>): void {
     for (const listener of [...(this.listeners.get(event) ?? [])]) {
       try {
-        (listener as (...a: Parameters<RegistryEvents[E]>) => void)(...args);
+        (listener as unknown as (...a: Parameters<RegistryEvents[E]>) => void)(...args);
       } catch (error) {
         this.logger.error("registry event listener threw", { event, error: describeError(error) });
       }
@@ -290,12 +297,20 @@ export class Registry {
    * is then idle and `register()` may be called again.
    */
   async register(): Promise<RegistrationInfo> {
-    if (this.stateValue === "closed") throw new GCacheError("ERR_CLOSED", "registry is closed");
+    if (this.closing !== null) throw new GCacheError("ERR_CLOSED", "registry is closed");
     if (this.stateValue !== "idle") throw new GCacheError("ERR_INVALID_ARGUMENT", `registry is already ${this.stateValue}`);
     this.stateValue = "registering";
     this.stopping = false;
     this.stopped = null;
-    const attempt = this.attempt(false);
+    const attempt = (async () => {
+      for (let tries = 1; ; tries++) {
+        try {
+          return await this.attempt();
+        } catch (error) {
+          if (!(error instanceof KeyRace) || tries >= 3 || this.stopping) throw error;
+        }
+      }
+    })();
     this.inFlight = attempt;
     let result: Attempt;
     try {
@@ -333,12 +348,13 @@ export class Registry {
   }
 
   /** Deregisters and releases the etcd client if the registry created it. Idempotent. */
-  async close(): Promise<void> {
-    if (this.stateValue === "closed") return;
-    await this.deregister();
-    if (this.stateValue === "closed") return;
-    this.stateValue = "closed";
-    if (this.ownsClient) this.client.close();
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.deregister();
+      this.stateValue = "closed";
+      if (this.ownsClient) this.client.close();
+    })();
+    return this.closing;
   }
 
   private async teardown(): Promise<void> {
@@ -363,7 +379,7 @@ export class Registry {
     }
     this.outageSince = null;
     this.reportedConflict = null;
-    if (this.stateValue !== "closed") this.stateValue = "idle";
+    this.stateValue = "idle";
   }
 
   private clearTimers(): void {
@@ -375,10 +391,10 @@ export class Registry {
 
   /**
    * One registration attempt: grant a lease, then create the key on it only if
-   * it does not exist. When recovering, a key still held by one of this node's
-   * earlier leases (or carrying this node's address) is taken over in place.
+   * it does not exist. A key still held by one of this node's earlier leases
+   * (or carrying this node's address) is taken over in place.
    */
-  private async attempt(recovering: boolean): Promise<Attempt> {
+  private async attempt(): Promise<Attempt> {
     const lease = this.client.lease(this.ttlSeconds);
     let keep = false;
     try {
@@ -396,18 +412,20 @@ export class Registry {
       const existing = txn.responses[0]?.response_range?.kvs[0];
       if (existing === undefined) {
         // Deleted between the compare and the read: the next attempt will find it free.
-        throw new Error("registration key changed during the attempt");
+        throw new KeyRace("registration key changed during the attempt");
       }
       const holder = parseHolder(existing.value);
       const held: Held = { leaseId: existing.lease, ...(holder.addr === undefined ? {} : { addr: holder.addr }) };
+      // Ours: one of our leases, or this node's address, which no other live process can be
+      // serving (a node restarted by its supervisor before its old lease expired).
       const mine = this.ownLeases.has(existing.lease) || holder.addr === this.value.addr;
-      if (!recovering || !mine) return { ok: false, held };
-      // Our own earlier registration survived (e.g. etcd restarted before it expired): move it to the new lease.
+      if (!mine) return { ok: false, held };
+      // Our own earlier registration survived (a restart, or etcd restarted before it expired): move it to the new lease.
       const takeover = await this.client
         .if(this.key, "Mod", "==", existing.mod_revision)
         .then(this.client.put(this.key).value(json).lease(id))
         .commit();
-      if (!takeover.succeeded) throw new Error("registration key changed during the attempt");
+      if (!takeover.succeeded) throw new KeyRace("registration key changed during the attempt");
       keep = true;
       if (existing.lease !== "0" && this.ownLeases.has(existing.lease)) {
         this.client.leaseClient.leaseRevoke({ ID: existing.lease }).catch(() => undefined);
@@ -441,6 +459,11 @@ export class Registry {
     this.lease = result.lease;
     this.leaseIdValue = result.leaseId;
     this.ownLeases.add(result.leaseId);
+    // Only recent leases can still hold the key; keep the set small.
+    for (const old of this.ownLeases) {
+      if (this.ownLeases.size <= 8) break;
+      this.ownLeases.delete(old);
+    }
     this.registeredRevision = result.revision;
     this.lastKeepAliveOk = Date.now();
     this.stateValue = "registered";
@@ -460,7 +483,7 @@ export class Registry {
       if (lease !== this.lease) return;
       this.onLoss(error instanceof EtcdLeaseInvalidError ? "lease expired or revoked" : "lease lost", error);
     });
-    this.ensureWatch(result.revision + 1);
+    this.watchKey(result.revision + 1);
     return { key: this.key, leaseId: hexLease(result.leaseId), value: this.value };
   }
 
@@ -506,8 +529,13 @@ export class Registry {
     this.outageTimer = null;
     if (lease !== null) {
       lease.removeAllListeners();
-      // Stop its keepalives; if it still exists, the re-registration moves the key off it and revokes it.
-      lease.release();
+      if (this.outageSince !== null) {
+        // Stop its keepalives; if it outlived the outage, the re-registration moves the key off it and revokes it.
+        lease.release();
+      } else {
+        // etcd answers: the lease may still be alive (key deleted or overwritten), give it back.
+        lease.revoke({ deadline: Date.now() + DEFAULT_REGISTRY_OPTIONS.revokeTimeoutMs }).catch(() => undefined);
+      }
     }
     this.logger.warn("registration lost; re-registering as soon as etcd answers", {
       key: this.key,
@@ -545,9 +573,13 @@ export class Registry {
     if (this.stopping || this.stateValue !== "recovering") return;
     let result: Attempt;
     try {
-      result = await this.attempt(true);
+      result = await this.attempt();
     } catch (error) {
       if (this.stopping) return;
+      if (error instanceof KeyRace) {
+        this.scheduleRetry(this.retryInitialMs);
+        return;
+      }
       if (this.outageSince === null) {
         this.outageSince = Date.now();
         this.logger.warn("etcd unreachable; will re-register when it answers", { key: this.key, error: describeError(error) });
@@ -570,6 +602,8 @@ export class Registry {
         this.reportedConflict = signature;
         this.logger.error("cannot re-register: name taken; retrying", { key: this.key, error: error.message });
         this.emit("error", error);
+      } else {
+        this.logger.debug("re-registration attempt: name still taken", { key: this.key, holder: result.held.addr });
       }
       this.scheduleRetry(this.nextDelay());
       return;
@@ -584,18 +618,26 @@ export class Registry {
   /**
    * Watches the node's own key so that a registration removed behind our back
    * (lease revoked, key deleted or overwritten) is noticed at once rather than
-   * at the next keepalive.
+   * at the next keepalive. Without a start revision, first checks the key and
+   * watches from the revision of that check.
    */
-  private ensureWatch(fromRevision: number): void {
-    if (this.watcher !== null || this.stopping) return;
-    const generation = ++this.watchGeneration;
-    this.client
-      .watch()
-      .key(this.key)
-      .startRevision(String(fromRevision))
-      .create()
-      .then((watcher) => {
-        if (generation !== this.watchGeneration || this.stopping) {
+  private watchKey(fromRevision: number | null): void {
+    if (this.stopping || this.watcher !== null || this.watchStarting) return;
+    const generation = this.watchGeneration;
+    this.watchStarting = true;
+    void (async () => {
+      try {
+        let start = fromRevision;
+        if (start === null) {
+          const response = await this.client.get(this.key).exec();
+          if (generation !== this.watchGeneration) return;
+          const kv = response.kvs[0];
+          if (kv === undefined) this.onLoss("registration key deleted");
+          else if (kv.lease !== this.leaseIdValue) this.onLoss("registration key overwritten");
+          start = Number(response.header.revision) + 1;
+        }
+        const watcher = await this.client.watch().key(this.key).startRevision(String(start)).create();
+        if (generation !== this.watchGeneration) {
           watcher.cancel().catch(() => undefined);
           return;
         }
@@ -609,26 +651,30 @@ export class Registry {
           }
         });
         watcher.on("error", (error) => {
-          // Cancelled by etcd (e.g. its revision was compacted): watch again from now.
-          if (this.watcher === watcher) this.watcher = null;
+          // Cancelled by etcd (e.g. its revision was compacted): check the key and watch again.
+          if (this.watcher !== watcher) return;
+          this.watcher = null;
           this.logger.debug("registration watch cancelled; watching again", { key: this.key, error: describeError(error) });
-          if (!this.stopping) this.ensureWatch(this.registeredRevision + 1);
+          this.watchKey(null);
         });
-      })
-      .catch((error: unknown) => {
-        if (generation !== this.watchGeneration || this.stopping) return;
+      } catch (error) {
+        if (generation !== this.watchGeneration) return;
         this.logger.debug("could not watch the registration key; retrying", { key: this.key, error: describeError(error) });
-        setTimeout(() => {
-          if (generation === this.watchGeneration && this.watcher === null) {
-            this.watchGeneration++;
-            this.ensureWatch(this.registeredRevision + 1);
-          }
-        }, this.retryMaxMs).unref?.();
-      });
+        this.watchRetryTimer = setTimeout(() => {
+          this.watchRetryTimer = null;
+          this.watchKey(null);
+        }, this.retryMaxMs);
+      } finally {
+        if (generation === this.watchGeneration) this.watchStarting = false;
+      }
+    })();
   }
 
   private cancelWatch(): void {
     this.watchGeneration++;
+    this.watchStarting = false;
+    if (this.watchRetryTimer !== null) clearTimeout(this.watchRetryTimer);
+    this.watchRetryTimer = null;
     const watcher = this.watcher;
     this.watcher = null;
     if (watcher !== null) {

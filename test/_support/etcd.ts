@@ -2,7 +2,7 @@
  * Real etcd servers for integration tests. Each server runs on free loopback
  * ports with its own temporary data directory, and can be killed, shut down
  * and restarted on the same ports and data. Every server started here is
- * killed when the test process exits, even if a test forgot to stop it.
+ * killed when the test process ends, even if a test forgot to stop it.
  *
  * Skip policy: suites go through `describeEtcd`. Without an etcd binary the
  * suite is skipped with one line saying how to install it, except in CI
@@ -61,30 +61,26 @@ export function describeEtcd(name: string, body: () => void): void {
   describe.skipIf(!available)(name, body);
 }
 
-/** Every server process still running, killed when this process exits. */
-const live = new Set<ChildProcess>();
-/** Data directories not yet removed. */
-const dataDirs = new Set<string>();
+/**
+ * A guard per server process: a shell reading a pipe from this process. When
+ * this process ends, however it ends (the test runner does not emit "exit"),
+ * the pipe closes and the guard kills the server and removes its data.
+ * A server that exits while this process lives takes its guard with it.
+ */
+const GUARD_SCRIPT = 'cat >/dev/null; kill -9 "$1" 2>/dev/null; rm -rf "$2"';
 
-process.on("exit", () => {
-  for (const child of live) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-  for (const dir of dataDirs) {
-    try {
-      rmSync(dir, { recursive: true, force: true });
-    } catch {
-      // best effort
-    }
-  }
-});
+function startGuard(pid: number, dataDir: string): ChildProcess {
+  const guard = spawn("sh", ["-c", GUARD_SCRIPT, "etcd-guard", String(pid), dataDir], { stdio: ["pipe", "ignore", "ignore"] });
+  guard.on("error", () => undefined);
+  guard.stdin?.on("error", () => undefined);
+  // The guard must not keep this process alive.
+  guard.unref();
+  (guard.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+  return guard;
+}
 
 /** A free loopback port: bind port 0, read the port, release it. */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
@@ -126,6 +122,8 @@ export class EtcdServer {
   private output = "";
   private stopped = false;
   private adminClient: Etcd3 | null = null;
+  /** The client port of the running process: `clientPort` unless restarted elsewhere. */
+  private servingPort: number;
 
   private constructor(
     private readonly binary: string,
@@ -135,6 +133,7 @@ export class EtcdServer {
     private readonly readyTimeoutMs: number,
   ) {
     this.endpoint = `http://127.0.0.1:${clientPort}`;
+    this.servingPort = clientPort;
   }
 
   /** Starts a fresh single-member etcd on free loopback ports. */
@@ -149,7 +148,6 @@ export class EtcdServer {
       let peerPort = await freePort();
       while (peerPort === clientPort) peerPort = await freePort();
       const dataDir = mkdtempSync(join(tmpdir(), "gcache-etcd-"));
-      dataDirs.add(dataDir);
       const server = new EtcdServer(binary, clientPort, peerPort, dataDir, readyTimeoutMs);
       try {
         await server.launch();
@@ -174,7 +172,7 @@ export class EtcdServer {
   }
 
   private args(): string[] {
-    const client = `http://127.0.0.1:${this.clientPort}`;
+    const client = `http://127.0.0.1:${this.servingPort}`;
     const peer = `http://127.0.0.1:${this.peerPort}`;
     return [
       "--name", "gcache-test",
@@ -198,12 +196,12 @@ export class EtcdServer {
     if (this.child !== null) throw new Error("etcd is already running");
     const child = spawn(this.binary, this.args(), { stdio: ["ignore", "ignore", "pipe"] });
     this.child = child;
-    live.add(child);
+    const guard = child.pid === undefined ? null : startGuard(child.pid, this.dataDir);
     let exitedEarly = false;
     this.exited = new Promise<void>((resolve) => {
       const done = () => {
         exitedEarly = true;
-        live.delete(child);
+        guard?.kill("SIGKILL");
         if (this.child === child) this.child = null;
         resolve();
       };
@@ -218,7 +216,7 @@ export class EtcdServer {
       this.output = (this.output + chunk).slice(-20_000);
     });
     try {
-      await waitFor(async () => exitedEarly || (await healthy(this.clientPort)), this.readyTimeoutMs, `etcd on ${this.endpoint} to answer`);
+      await waitFor(async () => exitedEarly || (await healthy(this.servingPort)), this.readyTimeoutMs, `etcd on ${this.currentEndpoint} to answer`);
     } catch (error) {
       throw new Error(`${String(error)}\n${this.output}`);
     }
@@ -227,20 +225,32 @@ export class EtcdServer {
 
   /** SIGKILL: a crash. Data is kept; `restart()` brings it back. */
   async kill(): Promise<void> {
+    this.closeAdminClient();
     await this.signal("SIGKILL");
   }
 
   /** Graceful stop (SIGTERM, then SIGKILL after 5 s). Data is kept; `restart()` brings it back. */
   async shutdown(): Promise<void> {
+    this.closeAdminClient();
     await this.signal("SIGTERM", 5_000);
   }
 
-  /** Starts the server again on the same ports with the same data (shutting it down first if running). */
-  async restart(): Promise<void> {
+  /**
+   * Starts the server again with the same data (shutting it down first if
+   * running), on the same ports, or with `clientPort` on another client port
+   * (clients of `endpoint` then cannot reach it until the next plain restart).
+   */
+  async restart(options: { clientPort?: number } = {}): Promise<void> {
     if (this.stopped) throw new Error("etcd was stopped for good");
     this.closeAdminClient();
     if (this.child !== null) await this.shutdown();
+    this.servingPort = options.clientPort ?? this.clientPort;
     await this.launch();
+  }
+
+  /** Where the running process serves clients (`endpoint` unless restarted on another port). */
+  get currentEndpoint(): string {
+    return `http://127.0.0.1:${this.servingPort}`;
   }
 
   /** Stops the server for good and removes its data. Idempotent. */
@@ -249,7 +259,6 @@ export class EtcdServer {
     this.closeAdminClient();
     await this.signal("SIGTERM", 5_000);
     rmSync(this.dataDir, { recursive: true, force: true });
-    dataDirs.delete(this.dataDir);
   }
 
   private async signal(signal: NodeJS.Signals, escalateAfterMs?: number): Promise<void> {
@@ -274,7 +283,7 @@ export class EtcdServer {
 
   /** A client for test set-up and inspection; closed by `stop()`/`restart()`. */
   client(): Etcd3 {
-    this.adminClient ??= new Etcd3({ hosts: [this.endpoint] });
+    this.adminClient ??= new Etcd3({ hosts: [this.currentEndpoint] });
     return this.adminClient;
   }
 

@@ -8,9 +8,10 @@
  * Prints `READY -`, then takes commands on stdin (see commands.ts):
  *   { op: "connect", target, address }              -> opens the channel and waits until it is ready
  *   { op: "keys", name, group, keys }               -> stores a key set (requests are encoded once, here)
- *   { op: "run", target, keys, concurrency, warmupMs, durationMs, pids, valueBytes }
- *       -> runs `concurrency` closed loops for warmupMs + durationMs; only the
- *          last durationMs count. Reports calls/s, latency percentiles, errors,
+ *   { op: "run", target, keys, concurrency, warmupMs, durationMs, pids, valueBytes, rate? }
+ *       -> runs `concurrency` closed loops (or, with `rate`, starts `rate`
+ *          calls/s with at most `concurrency` in flight) for warmupMs +
+ *          durationMs; only the last durationMs count. Reports calls/s, latency percentiles, errors,
  *          and the CPU time and RSS of every process in `pids` over the window.
  *   { op: "exit" }
  *
@@ -61,6 +62,8 @@ interface RunSpec {
   durationMs: number;
   pids: number[];
   valueBytes: number;
+  /** Calls per second to start on a fixed schedule (open loop); unset: closed loop. */
+  rate?: number;
 }
 
 export interface RunResult {
@@ -72,6 +75,8 @@ export interface RunResult {
   p99Ms: number;
   maxMs: number;
   errors: number;
+  /** Paced runs: calls not started on schedule because `concurrency` were already in flight. */
+  skipped: number;
   firstError: string | null;
   /** Responses whose value did not have the expected length. */
   badValues: number;
@@ -89,6 +94,8 @@ function run(spec: RunSpec): Promise<RunResult> {
   const requests = keySets.get(spec.keys);
   if (requests === undefined || requests.length === 0) throw new Error(`no key set ${spec.keys}`);
 
+  const paced = spec.rate !== undefined && spec.rate > 0;
+  let skipped = 0;
   let measuring = false;
   let stopping = false;
   let latencies = new Float64Array(1 << 16);
@@ -122,6 +129,7 @@ function run(spec: RunSpec): Promise<RunResult> {
         p99Ms: at(0.99),
         maxMs: count === 0 ? NaN : sorted[count - 1]!,
         errors,
+        skipped,
         firstError,
         badValues,
         processes: spec.pids.map((pid, i) => ({
@@ -161,13 +169,36 @@ function run(spec: RunSpec): Promise<RunResult> {
               latencies[count++] = end - start;
             }
           }
-          if (!stopping) issue();
-          else if (inFlight === 0) finish();
+          if (!stopping) {
+            if (!paced) issue();
+          } else if (inFlight === 0) finish();
         },
       );
     };
 
-    for (let i = 0; i < spec.concurrency; i++) issue();
+    if (!paced) {
+      for (let i = 0; i < spec.concurrency; i++) issue();
+    } else {
+      // Open loop: start calls on a schedule of `rate` per second, never more than `concurrency` at once.
+      const begin = performance.now();
+      let due = 0;
+      const pump = setInterval(() => {
+        if (stopping) {
+          clearInterval(pump);
+          if (inFlight === 0) finish();
+          return;
+        }
+        const target = Math.floor(((performance.now() - begin) * spec.rate!) / 1000);
+        while (due < target && inFlight < spec.concurrency) {
+          due++;
+          issue();
+        }
+        if (due < target) {
+          if (measuring) skipped += target - due;
+          due = target;
+        }
+      }, 1);
+    }
     setTimeout(() => {
       before = spec.pids.map(sampleProcess);
       machine0 = sampleMachine();

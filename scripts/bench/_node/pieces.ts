@@ -7,13 +7,19 @@
  *   bun scripts/bench/_node/pieces.ts [--calls=200000] [--reps=7]
  *
  * Each piece runs `reps` times over `calls` calls; the best rep is reported
- * (the least disturbed by the rest of the machine), in ns per call.
+ * (the least disturbed by the rest of the machine), in ns per call. The
+ * handler pieces take turns within each rep.
  *   - request decode / response encode: the protobufjs codecs (both servers run them)
  *   - cachedEntry: Group.cachedEntry on a prefilled key (main-cache lookup + expiry lookup + counters)
  *   - getEntry: Group.getEntry on the same keys (key check + cachedEntry + a resolved promise), awaited
  *   - handler (ours): the real Get handler from cacheServiceHandlers, called as grpc-js calls it,
  *     until its callback runs (64 in flight, like the benchmark)
  *   - handler (bare): `callback(null, RESPONSE)` in the same harness
+ *   - decode + handler + encode: the same with each request decoded from bytes (fresh strings,
+ *     whose hashes Map lookups must compute, as on a real server) and each response encoded:
+ *     the whole JS side of a call except grpc-js and http2
+ *   - what-if sync hit: not the project's code; a handler that answers a hit from
+ *     Group.cachedEntry at once, to size what the promise and per-call options cost
  */
 import { parseArgs } from "node:util";
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
@@ -51,8 +57,29 @@ function best(name: string, run: () => number | Promise<number>): Promise<void> 
   })();
 }
 
-/** Drives a unary handler the way grpc-js does: a call object and a callback, `IN_FLIGHT` at a time. */
-function drive(handler: (call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) => void): Promise<number> {
+/** Like `best` for several pieces, taking turns within each rep so they share the machine's drifts. */
+async function bestInterleaved(pieces: [string, () => Promise<number>][]): Promise<void> {
+  const mins = pieces.map(() => Infinity);
+  for (let rep = 0; rep < REPS; rep++) {
+    for (let i = 0; i < pieces.length; i++) {
+      const start = Bun.nanoseconds();
+      sink += await pieces[i]![1]();
+      mins[i] = Math.min(mins[i]!, (Bun.nanoseconds() - start) / CALLS);
+    }
+  }
+  pieces.forEach(([name], i) => console.log(`${name.padEnd(44)} ${mins[i]!.toFixed(0).padStart(6)} ns/call`));
+}
+
+/**
+ * Drives a unary handler the way grpc-js does: decodes the request bytes
+ * (so key and group are fresh strings, as on a server), builds a call object,
+ * and encodes the response the callback gets; `IN_FLIGHT` calls at a time.
+ * With `decode` false the same request objects are reused (strings already hashed).
+ */
+function drive(
+  handler: (call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) => void,
+  decode = true,
+): Promise<number> {
   const requests = keys.map(
     (key): Request => ({ group: "bench", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: false }),
   );
@@ -61,7 +88,8 @@ function drive(handler: (call: ServerUnaryCall<Request, ResponseForGet>, callbac
     let done = 0;
     let bytes = 0;
     const issue = () => {
-      const request = requests[issued++ % KEYS]!;
+      const i = issued++ % KEYS;
+      const request = decode ? codecs.Request.decode(encodedRequests[i]!) : requests[i]!;
       const call = {
         request,
         cancelled: false,
@@ -70,7 +98,7 @@ function drive(handler: (call: ServerUnaryCall<Request, ResponseForGet>, callbac
       } as unknown as ServerUnaryCall<Request, ResponseForGet>;
       handler(call, (error, response) => {
         if (error) throw new Error(String(error.details));
-        bytes += response!.value.byteLength;
+        bytes += decode ? codecs.ResponseForGet.encode(response!).length : response!.value.byteLength;
         if (++done === CALLS) resolve(bytes);
         else if (issued < CALLS) queueMicrotask(issue); // the next call arrives on its own tick, as from the socket
       });
@@ -84,6 +112,12 @@ const handlers = cacheServiceHandlers((name) => (name === "bench" ? group : unde
   begin: () => {},
   end: () => {},
 });
+/** What-if, not the project's code: a hit answered synchronously (cachedEntry, no promise, no per-call options). */
+const syncHitHandler = (call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) => {
+  const entry = group.cachedEntry(call.request.key);
+  if (entry !== undefined) callback(null, { value: entry.value, expiresAtMs: entry.expiresAt, unreachablePeers: [] });
+  else void handlers.Get(call, callback);
+};
 const bareHandler = (_call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) =>
   callback(null, RESPONSE);
 
@@ -112,6 +146,21 @@ await best("Group.getEntry, 64 awaited at a time (ours)", async () => {
   }
   return n;
 });
-await best("Get handler, to its callback (ours)", () => drive(handlers.Get));
-await best("Get handler, to its callback (bare)", () => drive(bareHandler));
+await best("Group.cachedEntry, fresh key strings (ours)", () => {
+  let n = 0;
+  for (let i = 0; i < CALLS; i++) n += group.cachedEntry(codecs.Request.decode(encodedRequests[i % KEYS]!).key)!.value.length;
+  return n;
+});
+await best("  request decode alone, for the line above", () => {
+  let n = 0;
+  for (let i = 0; i < CALLS; i++) n += codecs.Request.decode(encodedRequests[i % KEYS]!).key.length;
+  return n;
+});
+await bestInterleaved([
+  ["Get handler, reused requests (ours)", () => drive(handlers.Get, false)],
+  ["Get handler, reused requests (bare)", () => drive(bareHandler, false)],
+  ["decode + Get handler + encode (ours)", () => drive(handlers.Get)],
+  ["decode + Get handler + encode (bare)", () => drive(bareHandler)],
+  ["decode + what-if sync hit handler + encode", () => drive(syncHitHandler)],
+]);
 if (sink === 0) console.log("(no work done?)");

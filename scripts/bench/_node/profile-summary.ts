@@ -4,6 +4,10 @@
  *
  *   bun scripts/bench/_node/profile-summary.ts FILE.cpuprofile [--top=25]
  *
+ * "Native callees included" charges a sample whose leaf is native code (a
+ * builtin, the runtime) to the nearest JS frame above it: the JS code that
+ * asked for that work.
+ *
  * Shares are of all samples taken (JSC samples the JS thread while it runs;
  * idle time is mostly absent). The whole life of the process is included:
  * start-up and prefill are a small part of a benchmark run.
@@ -54,6 +58,9 @@ function label(node: ProfileNode): string {
 }
 
 const total = profile.samples.length;
+/** Per sample, the innermost frame that has a script (native frames are charged to their JS caller). */
+const ownerByFunction = new Map<string, number>();
+const ownerByArea = new Map<string, number>();
 const selfByArea = new Map<string, number>();
 const selfByFunction = new Map<string, number>();
 const inclusiveByFunction = new Map<string, number>();
@@ -64,6 +71,13 @@ for (const id of profile.samples) {
   const leaf = byId.get(id)!;
   add(selfByArea, area(leaf.callFrame.url, leaf.callFrame.functionName));
   add(selfByFunction, label(leaf));
+  for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+    const node = byId.get(at)!;
+    if (node.callFrame.url === "") continue;
+    add(ownerByFunction, label(node));
+    add(ownerByArea, area(node.callFrame.url, node.callFrame.functionName));
+    break;
+  }
   const seenFunctions = new Set<string>();
   const seenAreas = new Set<string>();
   for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
@@ -85,5 +99,7 @@ function print(title: string, map: Map<string, number>, limit: number, filter: (
 console.log(`${file}: ${total} samples`);
 print("self samples by code area", selfByArea, top);
 print("inclusive samples by code area (any frame on the stack)", inclusiveByArea, top);
+print("samples by code area, native frames charged to their nearest JS caller", ownerByArea, top);
 print("self samples by function", selfByFunction, top);
 print("inclusive samples of project functions (src/)", inclusiveByFunction, top, (key) => / src\//.test(key));
+print("samples of project functions, native callees included (src/)", ownerByFunction, top, (key) => / src\//.test(key));

@@ -1,0 +1,294 @@
+/**
+ * The serve command's configuration: every flag has an environment twin
+ * (GCACHE_<FLAG>) and a default, declared once here; `--help` is generated
+ * from the same table. Flags win over the environment, which wins over the
+ * default. Bad values raise a `UsageError` naming the flag and the accepted form.
+ */
+import type { MemberSpec } from "../cluster/picker.ts";
+import { parseAddress } from "../cluster/address.ts";
+import { STORE_KINDS, type StoreKind } from "../store/index.ts";
+import type { LogLevel } from "../log.ts";
+import { formatBytes, parseBytes, parseDuration } from "./units.ts";
+
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+interface FlagSpec {
+  description: string;
+  /** Shown in --help; `undefined` when there is no default. */
+  default?: string;
+  valueHint?: string;
+  repeatable?: boolean;
+}
+
+export const SERVE_FLAGS = {
+  port: { description: "gRPC port", default: "8001", valueHint: "PORT" },
+  host: { description: "interface to listen on", default: "127.0.0.1", valueHint: "HOST" },
+  advertise: { description: "address peers and clients use to reach this node", default: "HOST:PORT", valueHint: "HOST:PORT" },
+  node: { description: "node name on the ring", default: "the advertised address", valueHint: "NAME" },
+  peers: {
+    description: "static membership, comma-separated NAME=HOST:PORT (this node may be listed)",
+    valueHint: "A=HOST:PORT,…",
+  },
+  etcd: { description: "etcd endpoints for discovery, comma-separated (instead of --peers)", valueHint: "URL,…" },
+  service: { description: "service name in etcd (key prefix /services/<service>/)", default: "gcache", valueHint: "NAME" },
+  "lease-ttl": { description: "etcd lease TTL: how long a vanished node stays a member", default: "10s", valueHint: "DURATION" },
+  "etcd-ca": { description: "CA certificate file for etcd over TLS", valueHint: "PATH" },
+  "etcd-cert": { description: "client certificate file for etcd", valueHint: "PATH" },
+  "etcd-key": { description: "client key file for etcd", valueHint: "PATH" },
+  "etcd-user": { description: "etcd user name", valueHint: "NAME" },
+  "etcd-password": { description: "etcd password (prefer the environment variable)", valueHint: "SECRET" },
+  "etcd-dial-timeout": { description: "time limit to reach etcd", default: "5s", valueHint: "DURATION" },
+  weight: { description: "relative share of keys this node takes", default: "1", valueHint: "NUMBER" },
+  "drain-grace": {
+    description: "on SIGTERM, keep serving this long after leaving the cluster so clients and peers move away",
+    default: "1s",
+    valueHint: "DURATION",
+  },
+  group: {
+    description: "extra group NAME[:BYTES[:STORE]] (repeatable or comma-separated); group 'default' always exists",
+    valueHint: "NAME[:BYTES[:STORE]]",
+    repeatable: true,
+  },
+  "cache-bytes": { description: "bytes per group unless the group says otherwise", default: "64MiB", valueHint: "SIZE" },
+  store: { description: `store algorithm: ${STORE_KINDS.join(" | ")}`, default: "lru2", valueHint: "KIND" },
+  ttl: { description: "default time to live of values (e.g. 30s, 5m; 0 = never)", default: "0", valueHint: "DURATION" },
+  "max-value-bytes": { description: "largest value accepted", default: "1MiB", valueHint: "SIZE" },
+  origin: {
+    description: "loader for misses: HTTP GET of this URL with {group} and {key} placeholders; 404 = not found",
+    valueHint: "URL",
+  },
+  "origin-timeout": { description: "time limit of one origin request", default: "5s", valueHint: "DURATION" },
+  "log-format": { description: "log line format: json | pretty", default: "json", valueHint: "FORMAT" },
+  "log-level": { description: "least severe level logged: debug | info | warn | error", default: "info", valueHint: "LEVEL" },
+} as const satisfies Record<string, FlagSpec>;
+
+export type ServeFlag = keyof typeof SERVE_FLAGS;
+
+export function envName(flag: string): string {
+  return `GCACHE_${flag.toUpperCase().replaceAll("-", "_")}`;
+}
+
+export interface GroupSpec {
+  name: string;
+  maxBytes: number;
+  store: StoreKind;
+}
+
+export interface ServeConfig {
+  port: number;
+  host: string;
+  advertise: string | undefined;
+  node: string | undefined;
+  peers: MemberSpec[] | undefined;
+  groups: GroupSpec[];
+  ttlMs: number;
+  maxValueBytes: number;
+  origin: string | undefined;
+  originTimeoutMs: number;
+  logFormat: "json" | "pretty";
+  logLevel: LogLevel;
+  etcd: EtcdConfig | undefined;
+  weight: number;
+  drainGraceMs: number;
+}
+
+export interface EtcdConfig {
+  endpoints: string[];
+  service: string;
+  leaseTtlSeconds: number;
+  caFile: string | undefined;
+  certFile: string | undefined;
+  keyFile: string | undefined;
+  username: string | undefined;
+  password: string | undefined;
+  dialTimeoutMs: number;
+}
+
+type RawValue = string | string[] | boolean | undefined;
+
+/** Resolves flags (as parsed by citty) and the environment into a checked configuration. */
+export function resolveServeConfig(args: Record<string, RawValue>, env: Record<string, string | undefined>): ServeConfig {
+  const raw = (flag: ServeFlag): string | undefined => {
+    const given = args[flag];
+    if (Array.isArray(given)) return given.join(",");
+    if (typeof given === "string") return given;
+    if (given === true) throw new UsageError(`--${flag} needs a value (${SERVE_FLAGS[flag].valueHint})`);
+    return env[envName(flag)];
+  };
+  const port = integerIn("port", raw("port") ?? "8001", 0, 65535);
+  const host = raw("host") ?? "127.0.0.1";
+  if (!/^[\w.:-]*$/.test(host)) throw new UsageError(`--host: expected a host name or IP address, got ${JSON.stringify(host)}`);
+  const advertise = raw("advertise");
+  if (advertise !== undefined) address("advertise", advertise);
+  const store = storeKind("store", raw("store") ?? "lru2");
+  const cacheBytes = size("cache-bytes", raw("cache-bytes") ?? "64MiB");
+  const groups: GroupSpec[] = [{ name: "default", maxBytes: cacheBytes, store }];
+  for (const spec of list(raw("group"))) {
+    const group = groupSpec(spec, cacheBytes, store);
+    if (groups.some((g) => g.name === group.name)) throw new UsageError(`--group: group ${group.name} is given twice`);
+    groups.push(group);
+  }
+  const peersText = raw("peers");
+  const logFormat = raw("log-format") ?? "json";
+  if (logFormat !== "json" && logFormat !== "pretty") {
+    throw new UsageError(`--log-format: expected json or pretty, got ${JSON.stringify(logFormat)}`);
+  }
+  const logLevel = raw("log-level") ?? "info";
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new UsageError(`--log-level: expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
+  }
+  const origin = raw("origin");
+  if (origin !== undefined) originUrl(origin);
+  const etcdText = raw("etcd");
+  if (etcdText !== undefined && peersText !== undefined) {
+    throw new UsageError("--etcd and --peers are alternatives: give one of them");
+  }
+  const weight = Number(raw("weight") ?? "1");
+  if (!(weight > 0) || !Number.isFinite(weight)) {
+    throw new UsageError(`--weight: expected a positive number, got ${JSON.stringify(raw("weight"))}`);
+  }
+  return {
+    port,
+    host,
+    advertise,
+    node: raw("node"),
+    peers: peersText === undefined ? undefined : peers(peersText),
+    groups,
+    ttlMs: duration("ttl", raw("ttl") ?? "0", "s"),
+    maxValueBytes: size("max-value-bytes", raw("max-value-bytes") ?? "1MiB"),
+    origin,
+    originTimeoutMs: duration("origin-timeout", raw("origin-timeout") ?? "5s", "s"),
+    logFormat,
+    logLevel: logLevel as LogLevel,
+    etcd: etcdText === undefined ? undefined : etcdConfig(etcdText, raw),
+    weight,
+    drainGraceMs: duration("drain-grace", raw("drain-grace") ?? "1s", "s"),
+  };
+}
+
+function etcdConfig(text: string, raw: (flag: ServeFlag) => string | undefined): EtcdConfig {
+  const endpoints = list(text);
+  for (const endpoint of endpoints) {
+    if (!/^https?:\/\/[^/\s]+:\d+\/?$/.test(endpoint)) {
+      throw new UsageError(`--etcd: expected http(s)://HOST:PORT[,…], got ${JSON.stringify(endpoint)}`);
+    }
+  }
+  if (endpoints.length === 0) throw new UsageError("--etcd: expected at least one http(s)://HOST:PORT");
+  const service = raw("service") ?? "gcache";
+  if (!/^[\w.-]+$/.test(service)) throw new UsageError(`--service: expected letters, digits, . _ -, got ${JSON.stringify(service)}`);
+  const leaseMs = duration("lease-ttl", raw("lease-ttl") ?? "10s", "s");
+  if (leaseMs < 1000 || leaseMs % 1000 !== 0) {
+    throw new UsageError(`--lease-ttl: expected whole seconds of at least 1s, got ${JSON.stringify(raw("lease-ttl"))}`);
+  }
+  return {
+    endpoints,
+    service,
+    leaseTtlSeconds: leaseMs / 1000,
+    caFile: raw("etcd-ca"),
+    certFile: raw("etcd-cert"),
+    keyFile: raw("etcd-key"),
+    username: raw("etcd-user"),
+    password: raw("etcd-password"),
+    dialTimeoutMs: duration("etcd-dial-timeout", raw("etcd-dial-timeout") ?? "5s", "s"),
+  };
+}
+
+function list(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  return text
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
+}
+
+function integerIn(flag: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || value < min || value > max) {
+    throw new UsageError(`--${flag}: expected an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+function size(flag: string, text: string): number {
+  const bytes = parseBytes(text);
+  if (bytes === null || bytes <= 0) {
+    throw new UsageError(`--${flag}: expected a size such as 64MiB, 512KB or 1048576, got ${JSON.stringify(text)}`);
+  }
+  return bytes;
+}
+
+function duration(flag: string, text: string, plainUnit: "ms" | "s"): number {
+  const ms = parseDuration(text, plainUnit);
+  if (ms === null) {
+    throw new UsageError(`--${flag}: expected a duration such as 250ms, 30s, 5m or 1h, got ${JSON.stringify(text)}`);
+  }
+  return ms;
+}
+
+function storeKind(flag: string, text: string): StoreKind {
+  if (!(STORE_KINDS as readonly string[]).includes(text)) {
+    throw new UsageError(`--${flag}: expected ${STORE_KINDS.join(" or ")}, got ${JSON.stringify(text)}`);
+  }
+  return text as StoreKind;
+}
+
+function address(flag: string, text: string): string {
+  try {
+    parseAddress(text);
+  } catch {
+    throw new UsageError(`--${flag}: expected HOST:PORT, got ${JSON.stringify(text)}`);
+  }
+  return text;
+}
+
+function groupSpec(text: string, cacheBytes: number, store: StoreKind): GroupSpec {
+  const [name = "", bytesText, storeText, ...rest] = text.split(":");
+  if (!/^[\w.-]+$/.test(name) || rest.length > 0) {
+    throw new UsageError(`--group: expected NAME[:BYTES[:STORE]] with NAME of letters, digits, . _ -, got ${JSON.stringify(text)}`);
+  }
+  return {
+    name,
+    maxBytes: bytesText === undefined || bytesText === "" ? cacheBytes : size("group", bytesText),
+    store: storeText === undefined ? store : storeKind("group", storeText),
+  };
+}
+
+function peers(text: string): MemberSpec[] {
+  const members: MemberSpec[] = [];
+  for (const item of list(text)) {
+    const eq = item.indexOf("=");
+    const name = eq < 0 ? item : item.slice(0, eq);
+    const at = eq < 0 ? item : item.slice(eq + 1);
+    if (name === "") throw new UsageError(`--peers: expected NAME=HOST:PORT, got ${JSON.stringify(item)}`);
+    address("peers", at);
+    if (members.some((m) => m.name === name)) throw new UsageError(`--peers: ${name} is listed twice`);
+    members.push({ name, address: at });
+  }
+  if (members.length === 0) throw new UsageError("--peers: expected at least one NAME=HOST:PORT");
+  return members;
+}
+
+function originUrl(text: string): void {
+  let url: URL;
+  try {
+    url = new URL(text.replaceAll("{group}", "g").replaceAll("{key}", "k"));
+  } catch {
+    throw new UsageError(`--origin: expected an http(s) URL with {key} (and optionally {group}), got ${JSON.stringify(text)}`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || !text.includes("{key}")) {
+    throw new UsageError(`--origin: expected an http(s) URL with {key} (and optionally {group}), got ${JSON.stringify(text)}`);
+  }
+}
+
+/** One help line per flag: the description, its default and its environment twin. */
+export function describeFlag(flag: ServeFlag): string {
+  const spec: FlagSpec = SERVE_FLAGS[flag];
+  const parts = [spec.description];
+  if (spec.default !== undefined) parts.push(`default ${spec.default}`);
+  parts.push(`env ${envName(flag)}`);
+  return `${parts[0]} (${parts.slice(1).join(", ")})`;
+}
+
+export { formatBytes };
