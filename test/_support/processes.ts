@@ -18,53 +18,38 @@ interface Waiter {
   test: () => boolean;
 }
 
-export class NodeProcess {
+/** A child process whose stdout and stderr are read line by line, for tests that wait on what it says. */
+export class LineProcess {
   readonly name: string;
   /** Every stdout line so far, in order. */
   readonly lines: string[] = [];
-  private stderrText = "";
+  /** Every stderr line so far, in order. */
+  readonly errorLines: string[] = [];
   private readonly waiters = new Set<Waiter>();
-  private readonly child: Child;
-  private addressValue: string | null = null;
+  protected readonly child: Child;
   private exitCode: number | null = null;
   private exitedFlag = false;
   private readonly done: Promise<void>;
 
-  private constructor(config: NodeProcessConfig) {
-    this.name = config.name;
-    this.child = Bun.spawn([process.execPath, "run", FIXTURE, JSON.stringify(config)], {
-      cwd: PROJECT_ROOT,
+  constructor(name: string, command: string[], options: { cwd?: string; env?: Record<string, string | undefined> } = {}) {
+    this.name = name;
+    this.child = Bun.spawn(command, {
+      cwd: options.cwd ?? PROJECT_ROOT,
+      env: options.env ?? process.env,
       stdin: "pipe",
       stdout: "pipe",
       stderr: "pipe",
     });
     const out = this.pump(this.child.stdout, (line) => this.onLine(line));
     const err = this.pump(this.child.stderr, (line) => {
-      this.stderrText += `${line}\n`;
+      this.errorLines.push(line);
+      this.wake();
     });
     this.done = Promise.all([out, err, this.child.exited]).then(([, , code]) => {
       this.exitCode = code;
       this.exitedFlag = true;
       this.wake();
     });
-  }
-
-  /** Spawns a node process and waits for it to serve. */
-  static async start(config: NodeProcessConfig, timeoutMs = 15_000): Promise<NodeProcess> {
-    const node = new NodeProcess(config);
-    try {
-      await node.waitForLine((line) => line.startsWith("READY "), "READY", timeoutMs);
-    } catch (error) {
-      await node.stop();
-      throw error;
-    }
-    return node;
-  }
-
-  /** The node's advertised address (host:port). */
-  get address(): string {
-    if (this.addressValue === null) throw new Error(`${this.name} is not ready`);
-    return this.addressValue;
   }
 
   get pid(): number {
@@ -80,26 +65,21 @@ export class NodeProcess {
   }
 
   get stderr(): string {
-    return this.stderrText;
+    return this.errorLines.map((line) => `${line}\n`).join("");
   }
 
-  /** Keys of every loader call this node logged so far. */
-  loads(): string[] {
-    return this.lines.filter((line) => line.startsWith("LOAD ")).map((line) => line.slice("LOAD ".length));
-  }
-
-  /** Sends the full membership and waits until the node applied it. */
-  async setPeers(members: readonly { name: string; address: string }[], timeoutMs = 5_000): Promise<void> {
-    const from = this.lines.length;
-    this.child.stdin.write(`${JSON.stringify(members)}\n`);
-    await this.child.stdin.flush();
-    const reply = await this.waitForLine((line) => line.startsWith("PEERS ") || line.startsWith("ERROR "), "PEERS", timeoutMs, from);
-    if (reply.startsWith("ERROR ")) throw new Error(`${this.name} refused the membership: ${reply}`);
-  }
-
-  /** The first line from index `from` on that satisfies `match`. */
+  /** The first stdout line from index `from` on that satisfies `match`. */
   waitForLine(match: (line: string) => boolean, what: string, timeoutMs = 5_000, from = 0): Promise<string> {
-    const find = () => this.lines.slice(from).find(match);
+    return this.waitIn(this.lines, match, what, timeoutMs, from);
+  }
+
+  /** The first stderr line from index `from` on that satisfies `match`. */
+  waitForErrorLine(match: (line: string) => boolean, what: string, timeoutMs = 5_000, from = 0): Promise<string> {
+    return this.waitIn(this.errorLines, match, what, timeoutMs, from);
+  }
+
+  private waitIn(lines: string[], match: (line: string) => boolean, what: string, timeoutMs: number, from: number): Promise<string> {
+    const find = () => lines.slice(from).find(match);
     return new Promise<string>((resolve, reject) => {
       const waiter: Waiter = {
         test: () => {
@@ -111,7 +91,7 @@ export class NodeProcess {
           }
           if (this.exitedFlag) {
             finish();
-            reject(new Error(`${this.name} exited (code ${this.exitCode}) before ${what}; stderr:\n${this.stderrText}`));
+            reject(new Error(`${this.name} exited (code ${this.exitCode}) before ${what}; stderr:\n${this.stderr}`));
             return true;
           }
           return false;
@@ -119,7 +99,7 @@ export class NodeProcess {
       };
       const timer = setTimeout(() => {
         finish();
-        reject(new Error(`${this.name}: no ${what} within ${timeoutMs} ms; stdout:\n${this.lines.join("\n")}\nstderr:\n${this.stderrText}`));
+        reject(new Error(`${this.name}: no ${what} within ${timeoutMs} ms; stdout:\n${this.lines.join("\n")}\nstderr:\n${this.stderr}`));
       }, timeoutMs);
       const finish = () => {
         clearTimeout(timer);
@@ -161,8 +141,7 @@ export class NodeProcess {
     }
   }
 
-  private onLine(line: string): void {
-    if (this.addressValue === null && line.startsWith("READY ")) this.addressValue = line.slice("READY ".length).trim();
+  protected onLine(line: string): void {
     this.lines.push(line);
     this.wake();
   }
@@ -185,6 +164,52 @@ export class NodeProcess {
     }
     pending += decoder.decode();
     if (pending !== "") onLine(pending);
+  }
+}
+
+/** A node started from test/fixtures/node-process.ts, told its peers over stdin. */
+export class NodeProcess extends LineProcess {
+  private addressValue: string | null = null;
+
+  private constructor(config: NodeProcessConfig) {
+    super(config.name, [process.execPath, "run", FIXTURE, JSON.stringify(config)]);
+  }
+
+  /** Spawns a node process and waits for it to serve. */
+  static async start(config: NodeProcessConfig, timeoutMs = 15_000): Promise<NodeProcess> {
+    const node = new NodeProcess(config);
+    try {
+      await node.waitForLine((line) => line.startsWith("READY "), "READY", timeoutMs);
+    } catch (error) {
+      await node.stop();
+      throw error;
+    }
+    return node;
+  }
+
+  /** The node's advertised address (host:port). */
+  get address(): string {
+    if (this.addressValue === null) throw new Error(`${this.name} is not ready`);
+    return this.addressValue;
+  }
+
+  /** Keys of every loader call this node logged so far. */
+  loads(): string[] {
+    return this.lines.filter((line) => line.startsWith("LOAD ")).map((line) => line.slice("LOAD ".length));
+  }
+
+  /** Sends the full membership and waits until the node applied it. */
+  async setPeers(members: readonly { name: string; address: string }[], timeoutMs = 5_000): Promise<void> {
+    const from = this.lines.length;
+    this.child.stdin.write(`${JSON.stringify(members)}\n`);
+    await this.child.stdin.flush();
+    const reply = await this.waitForLine((line) => line.startsWith("PEERS ") || line.startsWith("ERROR "), "PEERS", timeoutMs, from);
+    if (reply.startsWith("ERROR ")) throw new Error(`${this.name} refused the membership: ${reply}`);
+  }
+
+  protected override onLine(line: string): void {
+    if (this.addressValue === null && line.startsWith("READY ")) this.addressValue = line.slice("READY ".length).trim();
+    super.onLine(line);
   }
 }
 
