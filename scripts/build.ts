@@ -1,0 +1,98 @@
+/**
+ * Single-file executables of gcache-node.
+ *
+ *   bun run build        dist/gcache-node for this machine
+ *   bun run build:all    dist/gcache-node-<os>-<arch>[.exe] for every release target, each with a .sha256
+ *
+ * The version comes from package.json, or GCACHE_BUILD_VERSION when set (e.g. a
+ * git tag). Executables never autoload .env, bunfig.toml, package.json or
+ * tsconfig.json from the directory they run in: a daemon's configuration is
+ * its flags and environment, nothing else.
+ */
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { BunPlugin } from "bun";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const ENTRY = `${ROOT}src/cli/main.ts`;
+
+const RELEASE_TARGETS = [
+  ["bun-linux-x64", "gcache-node-linux-x64"],
+  ["bun-linux-arm64", "gcache-node-linux-arm64"],
+  ["bun-darwin-x64", "gcache-node-darwin-x64"],
+  ["bun-darwin-arm64", "gcache-node-darwin-arm64"],
+  ["bun-windows-x64", "gcache-node-windows-x64.exe"],
+] as const;
+
+/**
+ * etcd3 loads its rpc.proto from disk at import time, by a path that only
+ * exists on the build machine. Replace that load with the same definitions,
+ * parsed here and inlined as JSON. If etcd3 changes the line, the build fails
+ * instead of producing a binary that dies on the first machine it is copied to.
+ */
+function inlineEtcdProto(): BunPlugin {
+  return {
+    name: "inline-etcd3-proto",
+    setup(build) {
+      build.onLoad({ filter: /etcd3[\\/]lib[\\/]connection-pool\.js$/ }, async ({ path }) => {
+        const source = readFileSync(path, "utf8");
+        const load = "(0, proto_loader_1.loadSync)(`${__dirname}/../proto/rpc.proto`, {";
+        if (!source.includes(load)) {
+          throw new Error(`${path}: the rpc.proto load this build replaces was not found; update scripts/build.ts for this etcd3 version`);
+        }
+        const protobuf = (await import(`${ROOT}node_modules/etcd3/node_modules/protobufjs/index.js`)) as typeof import("protobufjs");
+        const root = new protobuf.Root();
+        root.loadSync(`${ROOT}node_modules/etcd3/proto/rpc.proto`, { keepCase: true });
+        const json = JSON.stringify(root.toJSON());
+        return { contents: source.replace(load, `(0, proto_loader_1.fromJSON)(${json}, {`), loader: "js" };
+      });
+    },
+  };
+}
+
+async function buildOne(target: string | undefined, outfile: string, version: string): Promise<void> {
+  const result = await Bun.build({
+    entrypoints: [ENTRY],
+    compile: {
+      ...(target === undefined ? {} : { target: target as Bun.Build.CompileTarget }),
+      outfile,
+      autoloadDotenv: false,
+      autoloadBunfig: false,
+      autoloadPackageJson: false,
+      autoloadTsconfig: false,
+    },
+    minify: true,
+    sourcemap: "none",
+    define: { GCACHE_VERSION: JSON.stringify(version) },
+    plugins: [inlineEtcdProto()],
+  });
+  if (!result.success) {
+    for (const log of result.logs) console.error(log);
+    throw new Error(`build for ${target ?? "this machine"} failed`);
+  }
+}
+
+function writeChecksum(file: string): string {
+  const digest = createHash("sha256").update(readFileSync(file)).digest("hex");
+  const name = file.slice(file.lastIndexOf("/") + 1);
+  writeFileSync(`${file}.sha256`, `${digest}  ${name}\n`);
+  return digest;
+}
+
+const packageJson = JSON.parse(readFileSync(`${ROOT}package.json`, "utf8")) as { version: string };
+const version = process.env.GCACHE_BUILD_VERSION || packageJson.version;
+const dist = `${ROOT}dist`;
+mkdirSync(dist, { recursive: true });
+
+if (process.argv.includes("--all")) {
+  for (const [target, name] of RELEASE_TARGETS) {
+    const outfile = `${dist}/${name}`;
+    await buildOne(target, outfile, version);
+    console.log(`${name}  sha256 ${writeChecksum(outfile)}`);
+  }
+} else {
+  const outfile = `${dist}/gcache-node`;
+  await buildOne(undefined, outfile, version);
+  console.log(`dist/gcache-node ${version}  sha256 ${writeChecksum(outfile)}`);
+}
