@@ -197,7 +197,7 @@ export class Group {
     }
     const cached = this.cachedEntry(key, fromPeer);
     if (cached !== undefined) return Promise.resolve(cached);
-    return this.load(key, options, fromPeer);
+    return this._loadMissed(key, options, fromPeer);
   }
 
   /**
@@ -311,7 +311,8 @@ export class Group {
     return this.membership === null ? null : this.membership.ownerOf(key);
   }
 
-  private async load(key: string, options: CallOptions | undefined, fromPeer: boolean): Promise<Entry> {
+  /** The slow half of `getEntry`, for callers that already looked in the caches with `cachedEntry`. */
+  async _loadMissed(key: string, options: CallOptions | undefined, fromPeer = false): Promise<Entry> {
     if (this.closed) throw new GCacheError("ERR_CLOSED", `group ${this.name} is closed`);
     this.counters.loads++;
     const call = _startCall(options, this.timeoutMs);

@@ -55,8 +55,6 @@ export interface NodeOptions {
   etcd?: NodeEtcdOptions;
   /** Relative share of keys this node takes (published in etcd). Default: 1. */
   weight?: number;
-  /** HTTP gateway address, published in etcd for operators. */
-  httpAddress?: string;
   /** Version published in etcd. Default: the package version. */
   version?: string;
   /** Default: silent. */
@@ -133,8 +131,11 @@ export class CacheNode {
     return this.groups.get(name);
   }
 
-  /** Binds the server and starts serving. Resolves once health reports SERVING. */
-  async start(): Promise<void> {
+  /**
+   * Binds the server and starts serving. Resolves once health reports SERVING.
+   * `httpAddress` (the HTTP gateway, when there is one) is published in etcd for operators.
+   */
+  async start(options: { httpAddress?: string } = {}): Promise<void> {
     if (this.state !== "new") throw new GCacheError("ERR_INVALID_ARGUMENT", `node cannot start: it is ${this.state}`);
     this.state = "starting";
     const host = this.options.host ?? DEFAULT_NODE_OPTIONS.host;
@@ -183,7 +184,7 @@ export class CacheNode {
     for (const group of this.groups.values()) group._attach(picker);
     if (this.options.etcd !== undefined) {
       try {
-        await this.joinEtcd(this.options.etcd, picker, advertise);
+        await this.joinEtcd(this.options.etcd, picker, advertise, options.httpAddress);
       } catch (error) {
         this.state = "serving";
         await this.close();
@@ -195,7 +196,7 @@ export class CacheNode {
   }
 
   /** Follow etcd's member set, then register; this node joins its own ring as soon as registration succeeds. */
-  private async joinEtcd(etcd: NodeEtcdOptions, picker: PeerPicker, advertise: string): Promise<void> {
+  private async joinEtcd(etcd: NodeEtcdOptions, picker: PeerPicker, advertise: string, httpAddress: string | undefined): Promise<void> {
     const logger = this.options.logger ?? SILENT_LOGGER;
     const client = _createEtcdClient(etcd);
     this.etcdClient = client;
@@ -224,7 +225,7 @@ export class CacheNode {
       ...where,
       name: this.nodeName!,
       addr: advertise,
-      ...(this.options.httpAddress === undefined ? {} : { httpAddr: this.options.httpAddress }),
+      ...(httpAddress === undefined ? {} : { httpAddr: httpAddress }),
       ...(this.options.weight === undefined ? {} : { weight: this.options.weight }),
       ...(this.options.version === undefined ? {} : { version: this.options.version }),
       ...(etcd.leaseTtlSeconds === undefined ? {} : { ttlSeconds: etcd.leaseTtlSeconds }),
@@ -253,6 +254,11 @@ export class CacheNode {
 
   get port(): number {
     return parseAddress(this.address).port;
+  }
+
+  /** Largest message (request or response) the node accepts, in bytes. */
+  get maxMessageSize(): number {
+    return this.maxMessageBytes > 0 ? this.maxMessageBytes : this.maxValueBytes() + MESSAGE_OVERHEAD_BYTES;
   }
 
   /** This node's name on the ring. */

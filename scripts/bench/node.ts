@@ -2,8 +2,8 @@
  * Throughput and latency of one cache node's gRPC Get path, against a bare
  * grpc-js server answering the same method with a fixed value.
  *
- *   bun run bench:node            # 5 rounds x 4 contenders x (1 s warm-up + 5 s): about 2.5 min
- *   bun run bench:node --quick    # 3 rounds x (0.5 s + 1 s), 2000 keys: under 30 s
+ *   bun run bench:node            # 5 rounds x 4 contenders x (1 s warm-up + 5 s): about 2 min 15 s
+ *   bun run bench:node --quick    # 3 rounds x (0.5 s + 1 s), 2000 keys: about 20 s
  *
  * Options (flags win over environment variables):
  *   --duration=S        BENCH_DURATION      measured seconds per contender and round
@@ -37,11 +37,20 @@
  * and spread ((max-min)/median), median p50 and p99 latency, the median over
  * rounds of ours/bare calls/s within the round, CPU of the receiving node and
  * of the owners as a share of one core during the window, CPU µs per call
- * (all cache nodes together), RSS of the receiving node at the end, and the
- * generator's own CPU. A check table shows, from n0's group stats, that each
- * workload took the path it claims.
+ * (all cache nodes together), RSS of the receiving node at the end, the
+ * generator's own CPU, and the CPU everything else on the machine used
+ * meanwhile (a benchmark sharing its cores with other work is disturbed, and
+ * says so). A check table shows, from n0's group stats, that each workload
+ * took the path it claims.
  *
- * Goal: (a) reaches at least 0.9x the bare server's calls/s.
+ * Goal: (a) reaches at least 0.9x the bare server's calls/s (median of the
+ * per-round ratios). Also printed: CPU per call of n0 against the bare server,
+ * and the ratio over the rounds the rest of the machine left alone.
+ *
+ * On a small machine the generator itself needs about a core (a grpc-js
+ * client costs more per call than the server), so calls/s there is shared
+ * between generator and server by the scheduler; --rate compares the
+ * servers' CPU per call at the same load instead.
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { GCacheClient } from "../client.ts";
 import { isGCacheError } from "../errors.ts";
-import { parseDuration } from "./units.ts";
+import { parseDuration } from "../units.ts";
 
 export const EXIT_OK = 0;
 export const EXIT_NOT_FOUND = 1;

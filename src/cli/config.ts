@@ -8,7 +8,7 @@ import type { MemberSpec } from "../cluster/picker.ts";
 import { parseAddress } from "../cluster/address.ts";
 import { STORE_KINDS, type StoreKind } from "../store/index.ts";
 import type { LogLevel } from "../log.ts";
-import { formatBytes, parseBytes, parseDuration } from "./units.ts";
+import { formatBytes, parseBytes, parseDuration } from "../units.ts";
 
 export class UsageError extends Error {
   override readonly name = "UsageError";
@@ -51,6 +51,11 @@ export const SERVE_FLAGS = {
     valueHint: "NAME[:BYTES[:STORE]]",
     repeatable: true,
   },
+  "http-port": {
+    description: "HTTP admin and gateway port (0 disables)",
+    default: "gRPC port + 1000, or any free port when --port is 0",
+    valueHint: "PORT",
+  },
   "cache-bytes": { description: "bytes per group unless the group says otherwise", default: "64MiB", valueHint: "SIZE" },
   store: { description: `store algorithm: ${STORE_KINDS.join(" | ")}`, default: "lru2", valueHint: "KIND" },
   ttl: { description: "default time to live of values (e.g. 30s, 5m; 0 = never)", default: "0", valueHint: "DURATION" },
@@ -90,6 +95,8 @@ export interface ServeConfig {
   logFormat: "json" | "pretty";
   logLevel: LogLevel;
   etcd: EtcdConfig | undefined;
+  /** HTTP port; 0 picks a free one; null disables the gateway. */
+  httpPort: number | null;
   weight: number;
   drainGraceMs: number;
 }
@@ -163,6 +170,7 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     logFormat,
     logLevel: logLevel as LogLevel,
     etcd: etcdText === undefined ? undefined : etcdConfig(etcdText, raw),
+    httpPort: httpPort(raw("http-port"), port),
     weight,
     drainGraceMs: duration("drain-grace", raw("drain-grace") ?? "1s", "s"),
   };
@@ -193,6 +201,18 @@ function etcdConfig(text: string, raw: (flag: ServeFlag) => string | undefined):
     password: raw("etcd-password"),
     dialTimeoutMs: duration("etcd-dial-timeout", raw("etcd-dial-timeout") ?? "5s", "s"),
   };
+}
+
+function httpPort(text: string | undefined, grpcPort: number): number | null {
+  if (text === undefined) {
+    if (grpcPort === 0) return 0;
+    if (grpcPort + 1000 > 65535) {
+      throw new UsageError(`--http-port: gRPC port ${grpcPort} + 1000 is not a port; give --http-port explicitly (0 disables)`);
+    }
+    return grpcPort + 1000;
+  }
+  const port = integerIn("http-port", text, 0, 65535);
+  return port === 0 ? null : port;
 }
 
 function list(text: string | undefined): string[] {

@@ -2,11 +2,13 @@
 import { readFileSync } from "node:fs";
 import { createConsoleLogger } from "../log.ts";
 import { CacheNode, type NodeEtcdOptions } from "../node.ts";
+import { _HttpGateway } from "../server/http-gateway.ts";
 import { UsageError, type EtcdConfig, type ServeConfig } from "./config.ts";
 import { originLoader } from "./origin.ts";
 
 export interface RunningNode {
   node: CacheNode;
+  gateway: _HttpGateway | null;
   /** Drains and stops; resolves when stopped. */
   stop(reason: string): Promise<void>;
 }
@@ -35,11 +37,19 @@ export async function startServing(config: ServeConfig, version: string): Promis
     })),
   });
   const started = performance.now();
-  await node.start();
+  // The gateway comes up first so its address can be published in etcd; /readyz says 503 until the node serves.
+  const gateway = config.httpPort === null ? null : new _HttpGateway(node, { host: config.host, port: config.httpPort });
+  try {
+    await node.start(gateway === null ? {} : { httpAddress: gateway.address });
+  } catch (error) {
+    await gateway?.close();
+    throw error;
+  }
   logger.info("serving", {
     version,
     node: node.name,
     address: node.address,
+    httpAddress: gateway?.address ?? null,
     groups: config.groups.map((g) => g.name),
     members: node.members().map((m) => m.name),
     startupMs: Math.round(performance.now() - started),
@@ -47,10 +57,12 @@ export async function startServing(config: ServeConfig, version: string): Promis
   let stopping: Promise<void> | null = null;
   return {
     node,
+    gateway,
     stop(reason) {
       stopping ??= (async () => {
         logger.info("draining", { reason });
         await node.close();
+        await gateway?.close();
         logger.info("stopped", { reason });
       })();
       return stopping;
