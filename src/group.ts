@@ -449,7 +449,8 @@ export class Group {
 
   private checkKey(key: string): void {
     if (typeof key !== "string" || key === "") throw invalidArgument("key must be a non-empty string");
-    if (key.length > this.maxKeyBytes || utf8Length(key) > this.maxKeyBytes) {
+    // A UTF-16 unit is at most 3 UTF-8 bytes: short keys need no byte count.
+    if (key.length * 3 > this.maxKeyBytes && (key.length > this.maxKeyBytes || utf8Length(key) > this.maxKeyBytes)) {
       throw invalidArgument(`key is longer than the maximum of ${this.maxKeyBytes} bytes`);
     }
   }

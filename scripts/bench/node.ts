@@ -3,7 +3,7 @@
  * grpc-js server answering the same method with a fixed value.
  *
  *   bun run bench:node            # 5 rounds x 4 contenders x (1 s warm-up + 5 s): about 2 min 15 s
- *   bun run bench:node --quick    # 3 rounds x (0.5 s + 1 s), 2000 keys: about 20 s
+ *   bun run bench:node --quick    # 3 rounds x (0.5 s + 1 s), 2000 keys: 20-26 s
  *
  * Options (flags win over environment variables):
  *   --duration=S        BENCH_DURATION      measured seconds per contender and round

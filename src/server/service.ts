@@ -50,7 +50,9 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         return;
       }
       hooks.begin();
+      const options = new ServerCallOptions(call);
       const done = (error: unknown, response?: Res) => {
+        options.finished = true;
         hooks.end();
         if (error === null) callback(null, response);
         else callback(toStatus(error));
@@ -59,7 +61,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       try {
         const request = call.request as Req | InvalidMessage;
         if (request instanceof InvalidMessage) throw request.error;
-        result = work(request, callOptions(call));
+        result = work(request, options);
       } catch (error) {
         done(error);
         return;
@@ -85,7 +87,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const result = await group.set(
         request.key,
         request.value,
-        { ...options, ttlMs, expiresAt: request.expiresAtMs },
+        { deadline: options.deadline, signal: options.signal, ttlMs, expiresAt: request.expiresAtMs },
         request.fromPeer,
       );
       return { value: EMPTY, expiresAtMs: 0, unreachablePeers: result.unreachablePeers };
@@ -118,22 +120,33 @@ export class InvalidMessage {
   }
 }
 
-function callOptions(call: ServerUnaryCall<unknown, unknown>): CallOptions {
-  const deadline = call.getDeadline();
-  const given = typeof deadline === "number" ? deadline : deadline.getTime();
-  let controller: AbortController | null = null;
-  return {
-    deadline: Number.isFinite(given) ? given : undefined,
-    // Built on first use: a cache hit never asks for it, so hits pay nothing for cancellation.
-    get signal(): AbortSignal {
-      if (controller === null) {
-        const created = new AbortController();
-        const cancel = () => created.abort(new GCacheError("ERR_CANCELLED", "the caller cancelled"));
-        if (call.cancelled) cancel();
-        else call.once("cancelled", cancel);
-        controller = created;
-      }
-      return controller.signal;
-    },
-  };
+/**
+ * A server call's deadline and cancellation as CallOptions. The signal is
+ * built on first use: a cache hit never asks for it, so hits pay nothing for
+ * cancellation. grpc-js on Bun reports every finished call as cancelled too,
+ * so a cancellation after the answer went out is ignored.
+ */
+class ServerCallOptions implements CallOptions {
+  readonly deadline: number | undefined;
+  finished = false;
+  private controller: AbortController | null = null;
+
+  constructor(private readonly call: ServerUnaryCall<unknown, unknown>) {
+    const deadline = call.getDeadline();
+    const given = typeof deadline === "number" ? deadline : deadline.getTime();
+    this.deadline = Number.isFinite(given) ? given : undefined;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      const controller = new AbortController();
+      const cancel = () => {
+        if (!this.finished) controller.abort(new GCacheError("ERR_CANCELLED", "the caller cancelled"));
+      };
+      if (this.call.cancelled) cancel();
+      else this.call.once("cancelled", cancel);
+      this.controller = controller;
+    }
+    return this.controller.signal;
+  }
 }

@@ -116,7 +116,10 @@ function run(spec: RunSpec): Promise<RunResult> {
   let machineBusyCpus = NaN;
 
   return new Promise<RunResult>((resolve) => {
+    let finished = false;
     const finish = () => {
+      if (finished) return;
+      finished = true;
       const sorted = latencies.subarray(0, count).sort();
       const at = (q: number) => (count === 0 ? NaN : sorted[Math.min(count - 1, Math.floor(q * count))]!);
       const seconds = (t1 - t0) / 1000;
