@@ -1,0 +1,25 @@
+import { expect, test } from "bun:test";
+import { GCACHE_PROTO, HEALTH_PROTO } from "../src/wire/_proto-text.ts";
+import { codecs } from "../src/wire/messages.ts";
+
+test("the embedded .proto text is exactly proto/ (run `bun run gen:proto` after editing)", async () => {
+  expect(GCACHE_PROTO).toBe(await Bun.file(new URL("../proto/gcache.proto", import.meta.url)).text());
+  expect(HEALTH_PROTO).toBe(await Bun.file(new URL("../proto/health.proto", import.meta.url)).text());
+});
+
+test("the original fields keep their numbers and types", () => {
+  // Request{group=1,key=2,value=3}, as a client of the original definition encodes it.
+  const original = Uint8Array.from([0x0a, 0x01, 0x67, 0x12, 0x01, 0x6b, 0x1a, 0x02, 0x01, 0x02]);
+  const request = codecs.Request.decode(original);
+  expect(request).toMatchObject({ group: "g", key: "k", fromPeer: false, ttlMs: 0, expiresAtMs: 0 });
+  expect([...request.value]).toEqual([1, 2]);
+  const response = codecs.ResponseForGet.encode({ value: Uint8Array.from([7]), expiresAtMs: 0, unreachablePeers: [] });
+  expect([...response]).toEqual([0x0a, 0x01, 0x07]);
+  expect([...codecs.ResponseForDelete.encode({ value: true, unreachablePeers: [] })]).toEqual([0x08, 0x01]);
+});
+
+test("int64 expiry survives the wire exactly", () => {
+  const expiresAtMs = 4_102_444_800_123;
+  const decoded = codecs.ResponseForGet.decode(codecs.ResponseForGet.encode({ value: new Uint8Array(0), expiresAtMs, unreachablePeers: [] }));
+  expect(decoded.expiresAtMs).toBe(expiresAtMs);
+});
