@@ -151,6 +151,7 @@ export class CacheNode {
       validatingService(GCACHE_SERVICE),
       cacheServiceHandlers((name) => this.groups.get(name), {
         accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
+        maxResponseBytes: () => this.maxMessageSize,
         begin: () => this.inFlight++,
         end: () => this.callEnded(),
       }),

@@ -5,6 +5,8 @@
 import { invalidArgument } from "../errors.ts";
 import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
 import { GCACHE_SERVICE } from "../wire/messages.ts";
+import { remoteVerdict } from "../wire/status.ts";
+import { _GetBatcher } from "./batcher.ts";
 
 /** A value with its absolute expiry (epoch ms; 0 = never). */
 export interface Entry {
@@ -42,6 +44,8 @@ export class GrpcPeer implements Peer {
   readonly name: string;
   readonly address: string;
   private readonly connection: _Connection;
+  /** One batcher per group: concurrent gets to this peer travel together. */
+  private readonly batchers = new Map<string, _GetBatcher>();
 
   constructor(name: string, address: string, options: ConnectionOptions = {}) {
     if (name === "" || address === "") throw invalidArgument("a peer needs a name and an address");
@@ -50,7 +54,29 @@ export class GrpcPeer implements Peer {
     this.connection = new _Connection(address, options);
   }
 
-  async get(group: string, key: string, context: CallContext): Promise<Entry> {
+  get(group: string, key: string, context: CallContext): Promise<Entry> {
+    let batcher = this.batchers.get(group);
+    if (batcher === undefined) {
+      batcher = new _GetBatcher({
+        getOne: (one, oneContext) => this.getOne(group, one, oneContext),
+        getMany: (keys, manyContext) => this.getMany(group, keys, manyContext),
+      });
+      this.batchers.set(group, batcher);
+    }
+    return batcher.get(key, context);
+  }
+
+  private async getMany(group: string, keys: string[], context: CallContext) {
+    const response = await this.connection.unary(GCACHE_SERVICE.BatchGet, { group, keys }, context);
+    const what = `/pb.GCache/BatchGet on ${this.address}`;
+    return response.items.map((item) => {
+      if (item.retryAlone) return "alone" as const;
+      if (item.errorCode !== "") return remoteVerdict(item.errorCode, item.errorMessage, what);
+      return { value: item.value, expiresAt: item.expiresAtMs };
+    });
+  }
+
+  private async getOne(group: string, key: string, context: CallContext): Promise<Entry> {
     const response = await this.connection.unary(
       GCACHE_SERVICE.Get,
       { group, key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true },

@@ -8,6 +8,9 @@ import type { CallOptions } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { Group } from "../group.ts";
 import type {
+  BatchGetItem,
+  BatchGetRequest,
+  BatchGetResponse,
   ClearRequest,
   ClearResponse,
   InvalidateRequest,
@@ -23,11 +26,17 @@ export type GroupLookup = (name: string) => Group | undefined;
 type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
 
 const NO_PEERS: string[] = [];
+/** Keys one BatchGet may carry. */
+export const MAX_BATCH_KEYS = 1024;
+const BATCH_FRAMING_BYTES = 1024;
+const ITEM_FRAMING_BYTES = 32;
 const EMPTY = new Uint8Array(0);
 
 export interface CacheServiceHooks {
   /** Whether the node accepts new work (false while draining). */
   accepting(): boolean;
+  /** Largest response the node may send, in bytes. */
+  maxResponseBytes(): number;
   /** Brackets every call so the node can wait for in-flight calls at shutdown. */
   begin(): void;
   end(): void;
@@ -99,6 +108,25 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     Clear: serve<ClearRequest, ClearResponse>(async (request, options) => {
       const result = await groupOf(request.group).clear(options, request.fromPeer);
       return { unreachablePeers: result.unreachablePeers };
+    }),
+    BatchGet: serve<BatchGetRequest, BatchGetResponse>(async (request, options) => {
+      const group = groupOf(request.group);
+      if (request.keys.length > MAX_BATCH_KEYS) {
+        throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${request.keys.length}`);
+      }
+      const results = await Promise.allSettled(request.keys.map((key) => group.getEntry(key, options, true)));
+      // Values that would overflow the response are sent back to be asked for alone.
+      let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
+      const items = results.map((result): BatchGetItem => {
+        if (result.status === "rejected") {
+          const error = result.reason instanceof GCacheError ? result.reason : new GCacheError("ERR_INTERNAL", String(result.reason));
+          return { value: EMPTY, expiresAtMs: 0, errorCode: error.code, errorMessage: error.message, retryAlone: false };
+        }
+        room -= result.value.value.byteLength + ITEM_FRAMING_BYTES;
+        if (room < 0) return { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
+        return { value: result.value.value, expiresAtMs: result.value.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
+      });
+      return { items };
     }),
     Invalidate: serve<InvalidateRequest, InvalidateResponse>((request) => {
       const group = groupOf(request.group);

@@ -43,6 +43,23 @@ export interface ClearResponse {
   unreachablePeers: string[];
 }
 
+export interface BatchGetRequest {
+  group: string;
+  keys: string[];
+}
+
+export interface BatchGetItem {
+  value: Uint8Array;
+  expiresAtMs: number;
+  errorCode: string;
+  errorMessage: string;
+  retryAlone: boolean;
+}
+
+export interface BatchGetResponse {
+  items: BatchGetItem[];
+}
+
 export interface HealthCheckRequest {
   service: string;
 }
@@ -117,6 +134,19 @@ export const codecs = {
   ClearResponse: codec<ClearResponse>("pb.ClearResponse", (m) => ({
     unreachablePeers: m.unreachablePeers as string[],
   })),
+  BatchGetRequest: codec<BatchGetRequest>("pb.BatchGetRequest", (m) => ({
+    group: m.group as string,
+    keys: m.keys as string[],
+  })),
+  BatchGetResponse: codec<BatchGetResponse>("pb.BatchGetResponse", (m) => ({
+    items: (m.items as Record<string, unknown>[]).map((item) => ({
+      value: (item.value as Uint8Array | undefined) ?? EMPTY,
+      expiresAtMs: int64(item.expiresAtMs),
+      errorCode: item.errorCode as string,
+      errorMessage: item.errorMessage as string,
+      retryAlone: item.retryAlone as boolean,
+    })),
+  })),
   HealthCheckRequest: codec<HealthCheckRequest>("grpc.health.v1.HealthCheckRequest", (m) => ({
     service: m.service as string,
   })),
@@ -143,6 +173,7 @@ export const GCACHE_SERVICE = {
   Delete: unary("/pb.GCache/Delete", codecs.Request, codecs.ResponseForDelete),
   Clear: unary("/pb.GCache/Clear", codecs.ClearRequest, codecs.ClearResponse),
   Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
+  BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
 } as const;
 
 export const HEALTH_SERVICE = {

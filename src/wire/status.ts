@@ -55,8 +55,19 @@ export function fromServiceError(error: ServiceError, what: string): GCacheError
   return new GCacheError(code, `${what}: ${details}`, { cause: error });
 }
 
+/** Errors that a remote node decided (as opposed to transport failures on the way). */
+const verdicts = new WeakSet<GCacheError>();
+
+/** The error a remote node reported for one item of a batch. */
+export function remoteVerdict(code: string, message: string, what: string): GCacheError {
+  const error = new GCacheError(KNOWN_CODES.has(code) ? (code as ErrorCode) : "ERR_INTERNAL", `${what}: ${message}`);
+  verdicts.add(error);
+  return error;
+}
+
 /** Whether the server itself produced this error (as opposed to the transport). */
 export function isServerVerdict(error: GCacheError): boolean {
+  if (verdicts.has(error)) return true;
   const cause = error.cause as ServiceError | undefined;
   return cause?.metadata?.get(ERROR_CODE_METADATA)[0] !== undefined;
 }

@@ -1,0 +1,148 @@
+import { describe, expect, test } from "bun:test";
+import { _GetBatcher, type BatchTransport } from "../../src/cluster/batcher.ts";
+import type { Entry } from "../../src/cluster/peer.ts";
+import { GCacheError } from "../../src/errors.ts";
+import type { CallContext } from "../../src/wire/connection.ts";
+import { bytes, text, startCluster, keyOwnedBy } from "../_support/cluster.ts";
+
+/** A transport whose calls stay open until the test releases them. */
+class GatedTransport implements BatchTransport {
+  singles: string[] = [];
+  batches: string[][] = [];
+  signals: AbortSignal[] = [];
+  private gates: (() => void)[] = [];
+  /** What a batch answers for a key; a key asked alone always gets its value. */
+  answer: (key: string) => Entry | GCacheError | "alone" = (key) => value(key);
+
+  async getOne(key: string, context: CallContext): Promise<Entry> {
+    this.singles.push(key);
+    await this.gate(context);
+    return value(key);
+  }
+
+  async getMany(keys: string[], context: CallContext) {
+    this.batches.push(keys);
+    await this.gate(context);
+    return keys.map((key) => this.answer(key));
+  }
+
+  release(): void {
+    for (const open of this.gates.splice(0)) open();
+  }
+
+  private gate(context: CallContext): Promise<void> {
+    if (context.signal !== undefined) this.signals.push(context.signal);
+    return new Promise((resolve) => this.gates.push(resolve));
+  }
+}
+
+const value = (key: string): Entry => ({ value: bytes(`v:${key}`), expiresAt: 0 });
+const far = () => ({ deadline: Date.now() + 10_000 });
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+describe("GetBatcher", () => {
+  test("at low load every get goes out alone, at once", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 4, 100);
+    const results = [batcher.get("a", far()), batcher.get("b", far())];
+    expect(transport.singles).toEqual(["a", "b"]);
+    transport.release();
+    expect((await Promise.all(results)).map((e) => text(e.value))).toEqual(["v:a", "v:b"]);
+    expect(transport.batches).toEqual([]);
+  });
+
+  test("while the slots are busy, gets queue and leave together as one batch", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 2, 100);
+    const keys = Array.from({ length: 52 }, (_, i) => `k${i}`);
+    const results = keys.map((key) => batcher.get(key, far()));
+    expect(transport.singles).toEqual(["k0", "k1"]);
+    transport.release();
+    await settle();
+    // Both slots freed: the 50 queued keys leave as one batch (under maxBatch).
+    expect(transport.batches).toEqual([keys.slice(2)]);
+    transport.release();
+    const values = (await Promise.all(results)).map((e) => text(e.value));
+    expect(values).toEqual(keys.map((key) => `v:${key}`));
+  });
+
+  test("item errors reach only their caller; 'ask alone' items are fetched alone", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 1, 100);
+    transport.answer = (key) => (key === "missing" ? new GCacheError("ERR_NOT_FOUND", "nope") : key === "huge" ? "alone" : value(key));
+    const first = batcher.get("first", far());
+    const queued = ["ok", "missing", "huge"].map((key) => batcher.get(key, far()).then(
+      (e) => text(e.value),
+      (e: GCacheError) => e.code,
+    ));
+    transport.release();
+    await settle();
+    expect(transport.batches).toEqual([["ok", "missing", "huge"]]);
+    transport.release();
+    await settle();
+    expect(transport.singles).toEqual(["first", "huge"]);
+    transport.release();
+    expect(text((await first).value)).toBe("v:first");
+    expect(await Promise.all(queued)).toEqual(["v:ok", "ERR_NOT_FOUND", "v:huge"]);
+  });
+
+  test("an aborted caller leaves alone; the batch RPC is cancelled once every caller left", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 1, 100);
+    const first = batcher.get("first", far());
+    const a = new AbortController();
+    const b = new AbortController();
+    const calls = [batcher.get("x", { ...far(), signal: a.signal }), batcher.get("y", { ...far(), signal: b.signal })].map((p) =>
+      p.catch((e: Error) => e.message),
+    );
+    transport.release();
+    await first;
+    await settle();
+    expect(transport.batches).toEqual([["x", "y"]]);
+    const rpcSignal = transport.signals.at(-1)!;
+    a.abort(new Error("x gave up"));
+    expect(rpcSignal.aborted).toBe(false);
+    b.abort(new Error("y gave up"));
+    expect(rpcSignal.aborted).toBe(true);
+    expect(await Promise.all(calls)).toEqual(["x gave up", "y gave up"]);
+  });
+
+  test("a failed batch RPC fails each of its callers", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 1, 100);
+    const first = batcher.get("first", far());
+    transport.getMany = async () => {
+      throw new GCacheError("ERR_UNAVAILABLE", "connection reset");
+    };
+    const calls = ["x", "y"].map((key) => batcher.get(key, far()).catch((e: GCacheError) => e.code));
+    transport.release();
+    await first;
+    expect(await Promise.all(calls)).toEqual(["ERR_UNAVAILABLE", "ERR_UNAVAILABLE"]);
+  });
+});
+
+test("over real gRPC, 500 concurrent forwards to one owner all get their own values", async () => {
+  const loads: string[] = [];
+  const cluster = await startCluster(["A", "B"], () => [
+    {
+      name: "g",
+      hotCacheShare: 0,
+      loader: async (key) => {
+        loads.push(key);
+        return bytes(`origin:${key}`);
+      },
+    },
+  ]);
+  try {
+    const a = cluster.byName("A");
+    const keys = Array.from({ length: 500 }, (_, i) => keyOwnedBy(a, "B", `fwd${i}`));
+    const values = await Promise.all(keys.map((key) => cluster.clients[0]!.get("g", key)));
+    expect(values.map(text)).toEqual(keys.map((key) => `origin:${key}`));
+    expect(new Set(loads).size).toBe(500);
+    const stats = a.group("g")!.stats();
+    expect(stats.peerLoads).toBe(500);
+    expect(stats.fallbackLoads).toBe(0);
+  } finally {
+    await cluster.close();
+  }
+});
