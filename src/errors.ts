@@ -17,6 +17,8 @@ export type ErrorCode =
   | "ERR_VALUE_TOO_LARGE"
   /** The loader failed (the error is the cause). Not cached; a later call loads again. */
   | "ERR_LOAD_FAILED"
+  /** The call lacks valid credentials (auth token). */
+  | "ERR_UNAUTHENTICATED"
   /** The operation conflicts with existing state (e.g. a node name already registered). */
   | "ERR_CONFLICT"
   /** A node could not be reached or is shutting down. */

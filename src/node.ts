@@ -16,6 +16,7 @@ import type { Etcd3 } from "etcd3";
 import { GCacheError, invalidArgument, invalidOption } from "./errors.ts";
 import { Group, type GroupOptions, type GroupStats } from "./group.ts";
 import { _createGrpcServer } from "./server/grpc-server.ts";
+import { _peerCredentials, _serverCredentials, _TokenCheck, type AuthOptions, type TlsOptions } from "./auth.ts";
 import { HealthService } from "./server/health.ts";
 import { cacheServiceHandlers, InvalidMessage } from "./server/service.ts";
 import { GCACHE_SERVICE, HEALTH_SERVICE, ServingStatus } from "./wire/messages.ts";
@@ -40,9 +41,13 @@ export interface NodeOptions {
    * and the node left etcd, so load balancers and peers move away first, in ms. Default: 0.
    */
   drainGraceMs?: number;
-  /** Server credentials. Default: insecure. */
+  /** TLS for the server and towards peers (mutual with `clientAuth`). Default: none (plaintext). */
+  tls?: TlsOptions;
+  /** A shared token required on writes (and optionally reads), peers included. Default: none. */
+  auth?: AuthOptions;
+  /** Server credentials; overrides `tls` for the server side. */
   serverCredentials?: ServerCredentials;
-  /** Credentials for connections to peers. Default: insecure. */
+  /** Credentials for connections to peers; overrides `tls` for the peer side. */
   peerCredentials?: ChannelCredentials;
   /** Ring tuning (virtual nodes, hash). Must be the same on every node. */
   ring?: RingOptions;
@@ -97,6 +102,7 @@ export class CacheNode {
   private graceUntil = 0;
   private discovery: EtcdDiscovery | null = null;
   private registry: Registry | null = null;
+  private readonly authCheck: _TokenCheck | null;
   /** Fixed when the server starts; later groups must fit it. */
   private maxMessageBytes = 0;
 
@@ -107,6 +113,7 @@ export class CacheNode {
     if (options.etcd !== undefined && options.peers !== undefined) {
       throw invalidOption("peers and etcd are alternatives: give a static member list or etcd endpoints, not both");
     }
+    this.authCheck = options.auth?.token === undefined ? null : new _TokenCheck(options.auth.token);
     for (const group of options.groups ?? []) this.addGroup(group);
   }
 
@@ -152,6 +159,7 @@ export class CacheNode {
       cacheServiceHandlers((name) => this.groups.get(name), {
         accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
         maxResponseBytes: () => this.maxMessageSize,
+        auth: this.authCheck === null ? null : { check: this.authCheck, reads: this.options.auth?.reads === true },
         begin: () => this.inFlight++,
         end: () => this.callEnded(),
       }),
@@ -159,7 +167,7 @@ export class CacheNode {
     server.addService(HEALTH_SERVICE as unknown as ServiceDefinition, this.health.handlers);
     const listen = formatAddress({ host, port: this.options.port ?? DEFAULT_NODE_OPTIONS.port });
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(listen, this.options.serverCredentials ?? ServerCredentials.createInsecure(), (error, bound) =>
+      server.bindAsync(listen, this.options.serverCredentials ?? _serverCredentials(this.options.tls), (error, bound) =>
         error ? reject(new GCacheError("ERR_UNAVAILABLE", `cannot listen on ${listen}: ${error.message}`)) : resolve(bound),
       );
     });
@@ -168,13 +176,16 @@ export class CacheNode {
     parseAddress(advertise);
     this.self = new SelfAddress({ host: parseAddress(listen).host, port }, advertise);
     this.nodeName = this.options.name ?? advertise;
-    const peerCredentials = this.options.peerCredentials;
+    const peerCredentials = this.options.peerCredentials ?? _peerCredentials(this.options.tls);
+    const token = this.options.auth?.token;
     const createPeer =
       this.options.createPeer ??
       ((name: string, address: string) =>
         new GrpcPeer(name, address, {
           maxMessageBytes: maxMessage,
           ...(peerCredentials === undefined ? {} : { credentials: peerCredentials }),
+          ...(token === undefined ? {} : { token }),
+          ...(this.options.tls?.serverName === undefined ? {} : { tlsServerName: this.options.tls.serverName }),
         }));
     const picker = new PeerPicker(this.nodeName, this.self, createPeer, {
       ...(this.options.ring === undefined ? {} : { ring: this.options.ring }),

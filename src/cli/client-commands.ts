@@ -4,7 +4,8 @@
  */
 import { readFileSync } from "node:fs";
 import { defineCommand } from "citty";
-import { GCacheClient } from "../client.ts";
+import { credentials } from "@grpc/grpc-js";
+import { GCacheClient, type ClientOptions } from "../client.ts";
 import { isGCacheError } from "../errors.ts";
 import { parseDuration } from "../units.ts";
 
@@ -16,6 +17,11 @@ const commonArgs = {
   target: { type: "string", description: "node to ask (default 127.0.0.1:8001, env GCACHE_TARGET)", valueHint: "HOST:PORT" },
   group: { type: "string", description: "group (default 'default')", valueHint: "NAME" },
   timeout: { type: "string", description: "time limit (default 5s)", valueHint: "DURATION" },
+  token: { type: "string", description: "auth token (env GCACHE_AUTH_TOKEN)", valueHint: "SECRET" },
+  "tls-ca": { type: "string", description: "CA bundle to trust: connect with TLS (env GCACHE_TLS_CA)", valueHint: "PATH" },
+  "tls-cert": { type: "string", description: "client certificate for mutual TLS (env GCACHE_TLS_CERT)", valueHint: "PATH" },
+  "tls-key": { type: "string", description: "client key for mutual TLS (env GCACHE_TLS_KEY)", valueHint: "PATH" },
+  "tls-server-name": { type: "string", description: "name in the node's certificate when --target is an IP (env GCACHE_TLS_SERVER_NAME)", valueHint: "NAME" },
   key: { type: "positional", description: "key", required: true },
 } as const;
 
@@ -23,13 +29,38 @@ interface Common {
   target?: string | undefined;
   group?: string | undefined;
   timeout?: string | undefined;
+  token?: string | undefined;
+  "tls-ca"?: string | undefined;
+  "tls-cert"?: string | undefined;
+  "tls-key"?: string | undefined;
+  "tls-server-name"?: string | undefined;
   key: string;
+}
+
+function clientOptions(args: Common): ClientOptions {
+  const token = args.token ?? process.env.GCACHE_AUTH_TOKEN;
+  const caFile = args["tls-ca"] ?? process.env.GCACHE_TLS_CA;
+  const certFile = args["tls-cert"] ?? process.env.GCACHE_TLS_CERT;
+  const keyFile = args["tls-key"] ?? process.env.GCACHE_TLS_KEY;
+  const read = (path: string | undefined) => (path === undefined ? null : readFileSync(path));
+  const tls = caFile !== undefined || certFile !== undefined;
+  const serverName = args["tls-server-name"] ?? process.env.GCACHE_TLS_SERVER_NAME;
+  return {
+    ...(serverName === undefined ? {} : { tlsServerName: serverName }),
+    ...(token === undefined ? {} : { token }),
+    ...(tls ? { credentials: credentials.createSsl(read(caFile), read(keyFile), read(certFile)) } : {}),
+  };
 }
 
 async function withClient(args: Common, work: (client: GCacheClient, group: string, timeoutMs: number) => Promise<number>): Promise<never> {
   const timeoutMs = parseDuration(args.timeout ?? "5s", "s");
   if (timeoutMs === null) fail(`--timeout: expected a duration such as 500ms or 5s, got ${JSON.stringify(args.timeout)}`);
-  const client = new GCacheClient(args.target ?? process.env.GCACHE_TARGET ?? "127.0.0.1:8001");
+  let client: GCacheClient;
+  try {
+    client = new GCacheClient(args.target ?? process.env.GCACHE_TARGET ?? "127.0.0.1:8001", clientOptions(args));
+  } catch (error) {
+    fail(error instanceof Error ? error.message : String(error));
+  }
   let code: number;
   try {
     code = await work(client, args.group ?? "default", timeoutMs);

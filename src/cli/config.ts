@@ -4,6 +4,7 @@
  * from the same table. Flags win over the environment, which wins over the
  * default. Bad values raise a `UsageError` naming the flag and the accepted form.
  */
+import { readFileSync } from "node:fs";
 import type { MemberSpec } from "../cluster/picker.ts";
 import { parseAddress } from "../cluster/address.ts";
 import { STORE_KINDS, type StoreKind } from "../store/index.ts";
@@ -65,6 +66,14 @@ export const SERVE_FLAGS = {
     valueHint: "URL",
   },
   "origin-timeout": { description: "time limit of one origin request", default: "5s", valueHint: "DURATION" },
+  "tls-cert": { description: "TLS certificate (PEM file) for gRPC, peers and HTTPS", valueHint: "PATH" },
+  "tls-key": { description: "TLS private key (PEM file)", valueHint: "PATH" },
+  "tls-ca": { description: "CA bundle (PEM file) that signs peers' and clients' certificates", valueHint: "PATH" },
+  "tls-server-name": { description: "name expected in peers' certificates when peers are addressed by IP", default: "localhost on loopback", valueHint: "NAME" },
+  "tls-client-auth": { description: "require client certificates signed by --tls-ca: true | false", default: "false", valueHint: "BOOL" },
+  "auth-token": { description: "shared token required on writes, peers included (prefer the env twin or --auth-token-file)", valueHint: "SECRET" },
+  "auth-token-file": { description: "read the shared token from this file", valueHint: "PATH" },
+  "auth-reads": { description: "require the token on reads too: true | false", default: "false", valueHint: "BOOL" },
   "log-format": { description: "log line format: json | pretty", default: "json", valueHint: "FORMAT" },
   "log-level": { description: "least severe level logged: debug | info | warn | error", default: "info", valueHint: "LEVEL" },
 } as const satisfies Record<string, FlagSpec>;
@@ -95,6 +104,9 @@ export interface ServeConfig {
   logFormat: "json" | "pretty";
   logLevel: LogLevel;
   etcd: EtcdConfig | undefined;
+  tls: { certFile: string; keyFile: string; caFile: string | undefined; clientAuth: boolean; serverName: string | undefined } | undefined;
+  authToken: string | undefined;
+  authReads: boolean;
   /** HTTP port; 0 picks a free one; null disables the gateway. */
   httpPort: number | null;
   weight: number;
@@ -121,7 +133,10 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     const given = args[flag];
     if (Array.isArray(given)) return given.join(",");
     if (typeof given === "string") return given;
-    if (given === true) throw new UsageError(`--${flag} needs a value (${SERVE_FLAGS[flag].valueHint})`);
+    if (given === true) {
+      if (SERVE_FLAGS[flag].valueHint === "BOOL") return "true";
+      throw new UsageError(`--${flag} needs a value (${SERVE_FLAGS[flag].valueHint})`);
+    }
     return env[envName(flag)];
   };
   const port = integerIn("port", raw("port") ?? "8001", 0, 65535);
@@ -171,6 +186,9 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     logLevel: logLevel as LogLevel,
     etcd: etcdText === undefined ? undefined : etcdConfig(etcdText, raw),
     httpPort: httpPort(raw("http-port"), port),
+    tls: tlsConfig(raw),
+    authToken: authToken(raw("auth-token"), raw("auth-token-file")),
+    authReads: bool("auth-reads", raw("auth-reads") ?? "false"),
     weight,
     drainGraceMs: duration("drain-grace", raw("drain-grace") ?? "1s", "s"),
   };
@@ -201,6 +219,40 @@ function etcdConfig(text: string, raw: (flag: ServeFlag) => string | undefined):
     password: raw("etcd-password"),
     dialTimeoutMs: duration("etcd-dial-timeout", raw("etcd-dial-timeout") ?? "5s", "s"),
   };
+}
+
+function bool(flag: string, text: string): boolean {
+  if (text === "true" || text === "1") return true;
+  if (text === "false" || text === "0") return false;
+  throw new UsageError(`--${flag}: expected true or false, got ${JSON.stringify(text)}`);
+}
+
+function tlsConfig(raw: (flag: ServeFlag) => string | undefined): ServeConfig["tls"] {
+  const certFile = raw("tls-cert");
+  const keyFile = raw("tls-key");
+  const caFile = raw("tls-ca");
+  const clientAuth = bool("tls-client-auth", raw("tls-client-auth") ?? "false");
+  if (certFile === undefined && keyFile === undefined) {
+    if (caFile !== undefined || clientAuth) throw new UsageError("--tls-ca and --tls-client-auth need --tls-cert and --tls-key");
+    return undefined;
+  }
+  if (certFile === undefined || keyFile === undefined) throw new UsageError("--tls-cert and --tls-key go together");
+  if (clientAuth && caFile === undefined) throw new UsageError("--tls-client-auth needs --tls-ca to check client certificates against");
+  return { certFile, keyFile, caFile, clientAuth, serverName: raw("tls-server-name") };
+}
+
+function authToken(token: string | undefined, file: string | undefined): string | undefined {
+  if (token !== undefined && file !== undefined) throw new UsageError("--auth-token and --auth-token-file are alternatives");
+  let value = token;
+  if (file !== undefined) {
+    try {
+      value = readFileSync(file, "utf8").trim();
+    } catch (error) {
+      throw new UsageError(`--auth-token-file: cannot read ${file}: ${(error as Error).message}`);
+    }
+  }
+  if (value !== undefined && value.length < 16) throw new UsageError("--auth-token: use at least 16 characters");
+  return value;
 }
 
 function httpPort(text: string | undefined, grpcPort: number): number | null {

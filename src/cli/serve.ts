@@ -1,5 +1,6 @@
 /** `gcache-node` (serve): runs one node until SIGTERM/SIGINT, then drains. */
 import { readFileSync } from "node:fs";
+import type { TlsOptions } from "../auth.ts";
 import { createConsoleLogger } from "../log.ts";
 import { CacheNode, type NodeEtcdOptions } from "../node.ts";
 import { _HttpGateway } from "../server/http-gateway.ts";
@@ -16,6 +17,8 @@ export interface RunningNode {
 export async function startServing(config: ServeConfig, version: string): Promise<RunningNode> {
   const logger = createConsoleLogger({ level: config.logLevel, format: config.logFormat });
   const loader = config.origin === undefined ? undefined : originLoader(config.origin, config.originTimeoutMs);
+  const tls = tlsOptions(config);
+  const auth = config.authToken === undefined ? undefined : { token: config.authToken, reads: config.authReads };
   const node = new CacheNode({
     ...(config.node === undefined ? {} : { name: config.node }),
     host: config.host,
@@ -24,6 +27,8 @@ export async function startServing(config: ServeConfig, version: string): Promis
     ...(config.peers === undefined ? {} : { peers: config.peers }),
     ...(config.etcd === undefined ? {} : { etcd: etcdOptions(config.etcd) }),
     weight: config.weight,
+    ...(tls === undefined ? {} : { tls }),
+    ...(auth === undefined ? {} : { auth }),
     drainGraceMs: config.drainGraceMs,
     version,
     logger,
@@ -38,7 +43,22 @@ export async function startServing(config: ServeConfig, version: string): Promis
   });
   const started = performance.now();
   // The gateway comes up first so its address can be published in etcd; /readyz says 503 until the node serves.
-  const gateway = config.httpPort === null ? null : new _HttpGateway(node, { host: config.host, port: config.httpPort });
+  const gateway =
+    config.httpPort === null
+      ? null
+      : new _HttpGateway(node, {
+          host: config.host,
+          port: config.httpPort,
+          ...(tls === undefined ? {} : { tls }),
+          ...(auth === undefined ? {} : { auth }),
+        });
+  if (!isLoopback(config.host) && (tls === undefined || auth === undefined)) {
+    logger.warn("listening beyond loopback without TLS and an auth token: anyone who can reach this port can read and write", {
+      host: config.host,
+      tls: tls !== undefined,
+      authToken: auth !== undefined,
+    });
+  }
   try {
     await node.start(gateway === null ? {} : { httpAddress: gateway.address });
   } catch (error) {
@@ -106,5 +126,28 @@ function etcdOptions(config: EtcdConfig): NodeEtcdOptions {
     ...(key === undefined ? {} : { key }),
     ...(config.username === undefined ? {} : { username: config.username }),
     ...(config.password === undefined ? {} : { password: config.password }),
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+function tlsOptions(config: ServeConfig): TlsOptions | undefined {
+  const tls = config.tls;
+  if (tls === undefined) return undefined;
+  const read = (flag: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new UsageError(`--${flag}: cannot read ${path}: ${(error as Error).message}`);
+    }
+  };
+  return {
+    cert: read("tls-cert", tls.certFile),
+    key: read("tls-key", tls.keyFile),
+    ...(tls.caFile === undefined ? {} : { ca: read("tls-ca", tls.caFile) }),
+    clientAuth: tls.clientAuth,
+    ...(tls.serverName === undefined ? {} : { serverName: tls.serverName }),
   };
 }

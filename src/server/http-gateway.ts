@@ -18,6 +18,7 @@ import type { Group } from "../group.ts";
 import type { CacheNode } from "../node.ts";
 import { parseDuration } from "../units.ts";
 import { renderMetrics } from "./metrics.ts";
+import { _TokenCheck, type AuthOptions, type TlsOptions } from "../auth.ts";
 
 export interface HttpGatewayOptions {
   host: string;
@@ -25,6 +26,10 @@ export interface HttpGatewayOptions {
   port: number;
   /** Time limit of a gateway call when the request gives none, in ms. Default: 5000. */
   timeoutMs?: number;
+  /** Serve HTTPS with this certificate. Default: plain HTTP. */
+  tls?: TlsOptions;
+  /** Require `Authorization: Bearer <token>` on PUT/DELETE (and reads with `reads`). Default: no check. */
+  auth?: AuthOptions;
 }
 
 const KEY_ROUTE = "/v1/groups/";
@@ -41,6 +46,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   ERR_VALUE_TOO_LARGE: 413,
   ERR_LOAD_FAILED: 502,
   ERR_CONFLICT: 409,
+  ERR_UNAUTHENTICATED: 401,
   ERR_UNAVAILABLE: 503,
   ERR_DEADLINE_EXCEEDED: 504,
   ERR_CANCELLED: 499,
@@ -50,13 +56,21 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
 
 export class _HttpGateway {
   private readonly server: Server<undefined>;
+  private readonly check: _TokenCheck | null;
+  private readonly checkReads: boolean;
 
   constructor(
     private readonly node: CacheNode,
     options: HttpGatewayOptions,
   ) {
     const timeoutMs = options.timeoutMs ?? 5_000;
+    this.check = options.auth?.token === undefined ? null : new _TokenCheck(options.auth.token);
+    this.checkReads = options.auth?.reads === true;
+    const tls = options.tls;
     this.server = Bun.serve({
+      ...(tls === undefined
+        ? {}
+        : { tls: { cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), requestCert: tls.clientAuth === true } }),
       hostname: options.host,
       port: options.port,
       // Room for the largest value plus slack; larger bodies are refused before they are read.
@@ -111,6 +125,11 @@ export class _HttpGateway {
     } catch (error) {
       if (isGCacheError(error)) return errorResponse(error);
       return errorResponse(new GCacheError("ERR_INVALID_ARGUMENT", "malformed percent-encoding in the path"));
+    }
+    if (this.check !== null && (this.checkReads || (request.method !== "GET" && request.method !== "HEAD"))) {
+      if (!this.check.accepts(request.headers.get("authorization"))) {
+        return errorResponse(new GCacheError("ERR_UNAUTHENTICATED", "this call needs a valid auth token (Authorization: Bearer <token>)"));
+      }
     }
     const group = this.node.group(groupName);
     if (group === undefined) return errorResponse(new GCacheError("ERR_UNKNOWN_GROUP", `unknown group ${JSON.stringify(groupName)}`));

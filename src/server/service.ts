@@ -20,6 +20,7 @@ import type {
   ResponseForGet,
 } from "../wire/messages.ts";
 import { toStatus } from "../wire/status.ts";
+import type { _TokenCheck } from "../auth.ts";
 
 export type GroupLookup = (name: string) => Group | undefined;
 
@@ -35,6 +36,8 @@ const EMPTY = new Uint8Array(0);
 export interface CacheServiceHooks {
   /** Whether the node accepts new work (false while draining). */
   accepting(): boolean;
+  /** The token callers must present on writes (and on reads with `reads`); null: no check. */
+  auth: { check: _TokenCheck; reads: boolean } | null;
   /** Largest response the node may send, in bytes. */
   maxResponseBytes(): number;
   /** Brackets every call so the node can wait for in-flight calls at shutdown. */
@@ -52,11 +55,20 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
   }
 
   /** Runs `work` with the call's deadline and cancellation, answering exactly once. */
-  function serve<Req, Res>(work: (request: Req, options: CallOptions) => Res | Promise<Res>): Unary<Req, Res> {
+  function serve<Req, Res>(access: "read" | "write", work: (request: Req, options: CallOptions) => Res | Promise<Res>): Unary<Req, Res> {
+    const auth = hooks.auth;
+    const check = auth !== null && (access === "write" || auth.reads) ? auth.check : null;
     return (call, callback) => {
       if (!hooks.accepting()) {
         callback(toStatus(new GCacheError("ERR_UNAVAILABLE", "node is shutting down")));
         return;
+      }
+      if (check !== null) {
+        const header = call.metadata.get("authorization")[0];
+        if (!check.accepts(typeof header === "string" ? header : undefined)) {
+          callback(toStatus(new GCacheError("ERR_UNAUTHENTICATED", `${access}s need a valid auth token (authorization: Bearer <token>)`)));
+          return;
+        }
       }
       hooks.begin();
       const options = new ServerCallOptions(call);
@@ -81,7 +93,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
   }
 
   return {
-    Get: serve<Request, ResponseForGet>((request, options) => {
+    Get: serve<Request, ResponseForGet>("read", (request, options) => {
       const group = groupOf(request.group);
       return group.getEntry(request.key, options, request.fromPeer).then((entry) => ({
         value: entry.value,
@@ -89,7 +101,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         unreachablePeers: NO_PEERS,
       }));
     }),
-    Set: serve<Request, ResponseForGet>(async (request, options) => {
+    Set: serve<Request, ResponseForGet>("write", async (request, options) => {
       const group = groupOf(request.group);
       const ttlMs = request.ttlMs;
       if (ttlMs < 0) throw new GCacheError("ERR_INVALID_ARGUMENT", `ttl_ms must be >= 0, got ${ttlMs}`);
@@ -101,15 +113,15 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       );
       return { value: EMPTY, expiresAtMs: 0, unreachablePeers: result.unreachablePeers };
     }),
-    Delete: serve<Request, ResponseForDelete>(async (request, options) => {
+    Delete: serve<Request, ResponseForDelete>("write", async (request, options) => {
       const result = await groupOf(request.group).delete(request.key, options, request.fromPeer);
       return { value: result.deleted, unreachablePeers: result.unreachablePeers };
     }),
-    Clear: serve<ClearRequest, ClearResponse>(async (request, options) => {
+    Clear: serve<ClearRequest, ClearResponse>("write", async (request, options) => {
       const result = await groupOf(request.group).clear(options, request.fromPeer);
       return { unreachablePeers: result.unreachablePeers };
     }),
-    BatchGet: serve<BatchGetRequest, BatchGetResponse>(async (request, options) => {
+    BatchGet: serve<BatchGetRequest, BatchGetResponse>("read", async (request, options) => {
       const group = groupOf(request.group);
       if (request.keys.length > MAX_BATCH_KEYS) {
         throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${request.keys.length}`);
@@ -128,7 +140,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       });
       return { items };
     }),
-    Invalidate: serve<InvalidateRequest, InvalidateResponse>((request) => {
+    Invalidate: serve<InvalidateRequest, InvalidateResponse>("write", (request) => {
       const group = groupOf(request.group);
       if (!request.all && request.key === "") throw new GCacheError("ERR_INVALID_ARGUMENT", "key must be non-empty");
       group.invalidateLocal(request.all ? null : request.key);

@@ -2,8 +2,10 @@
  * One gRPC channel to one node, shared by every call to it. Used by peers
  * (node to node) and by `GCacheClient` (application to node).
  */
-import { Client, credentials as grpcCredentials, type ChannelCredentials, type ClientOptions } from "@grpc/grpc-js";
-import { GCacheError } from "../errors.ts";
+import { Client, credentials as grpcCredentials, Metadata, type ChannelCredentials, type ClientOptions } from "@grpc/grpc-js";
+import { isIP } from "node:net";
+import { parseAddress } from "../cluster/address.ts";
+import { GCacheError, invalidOption } from "../errors.ts";
 import type { MethodDefinition } from "@grpc/grpc-js";
 import { fromServiceError } from "./status.ts";
 
@@ -14,6 +16,14 @@ export interface ConnectionOptions {
   credentials?: ChannelCredentials;
   /** Extra grpc-js channel options (merged over ours). */
   channelOptions?: ClientOptions;
+  /** Bearer token sent with every call (the nodes' `auth.token`). Default: none. */
+  token?: string;
+  /**
+   * With TLS, the name expected in the server's certificate when the address
+   * is an IP (Bun refuses IP server names). Default: "localhost" for loopback
+   * addresses; other IP addresses need it.
+   */
+  tlsServerName?: string;
 }
 
 export const DEFAULT_CONNECTION_OPTIONS = {
@@ -37,12 +47,17 @@ export interface CallContext {
 export class _Connection {
   readonly address: string;
   private readonly client: Client;
+  private readonly authorization: string | null;
   private closed = false;
 
   constructor(address: string, options: ConnectionOptions = {}) {
     this.address = address;
+    this.authorization = options.token === undefined ? null : `Bearer ${options.token}`;
     const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes;
-    this.client = new Client(address, options.credentials ?? grpcCredentials.createInsecure(), {
+    const channelCredentials = options.credentials ?? grpcCredentials.createInsecure();
+    const serverName = channelCredentials._isSecure() ? tlsServerName(address, options.tlsServerName) : undefined;
+    this.client = new Client(address, channelCredentials, {
+      ...(serverName === undefined ? {} : { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }),
       "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
       "grpc.keepalive_time_ms": 30_000,
       "grpc.keepalive_timeout_ms": 10_000,
@@ -69,6 +84,7 @@ export class _Connection {
         method.requestSerialize,
         method.responseDeserialize,
         request,
+        this.metadata(),
         { deadline: context.deadline },
         (error, response) => {
           if (signal !== undefined) signal.removeEventListener("abort", onAbort);
@@ -81,12 +97,26 @@ export class _Connection {
     });
   }
 
+  private metadata(): Metadata {
+    const metadata = new Metadata();
+    if (this.authorization !== null) metadata.set("authorization", this.authorization);
+    return metadata;
+  }
+
   /** Closes the channel; calls already in flight finish. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.client.close();
   }
+}
+
+function tlsServerName(address: string, given: string | undefined): string | undefined {
+  if (given !== undefined) return given;
+  const { host } = parseAddress(address);
+  if (!isIP(host)) return undefined;
+  if (host.startsWith("127.") || host === "::1") return "localhost";
+  throw invalidOption(`TLS to ${address}: an IP address needs tlsServerName, a DNS name found in the server's certificate`);
 }
 
 function abortError(signal: AbortSignal): GCacheError {

@@ -110,6 +110,7 @@ function drive(
 const handlers = cacheServiceHandlers((name) => (name === "bench" ? group : undefined), {
   accepting: () => true,
   maxResponseBytes: () => 4 * 1024 * 1024,
+  auth: null,
   begin: () => {},
   end: () => {},
 });
