@@ -57,6 +57,8 @@ export interface GroupOptions {
   timeoutMs?: number;
   /** Time limit of one set/delete/invalidate call to a peer when the caller sets none, in ms. Default: 5000. */
   peerTimeoutMs?: number;
+  /** Loader calls allowed at once on this node; more are refused with ERR_UNAVAILABLE (retryable). Default: 1024. */
+  maxConcurrentLoads?: number;
   /** Time source for expiry. Default: `Date.now`. */
   clock?: Clock;
 }
@@ -70,6 +72,7 @@ export const DEFAULT_GROUP_OPTIONS = {
   maxKeyBytes: 4096,
   timeoutMs: 10_000,
   peerTimeoutMs: 5_000,
+  maxConcurrentLoads: 1024,
 } as const satisfies Partial<GroupOptions>;
 
 export interface SetOptions extends CallOptions {
@@ -128,6 +131,8 @@ export class Group {
   private readonly timeoutMs: number;
   private readonly peerTimeoutMs: number;
   private readonly clock: Clock;
+  private readonly maxConcurrentLoads: number;
+  private loading = 0;
   private readonly flight = new SingleFlight<Entry>();
   private membership: Membership | null = null;
   /**
@@ -164,6 +169,7 @@ export class Group {
     this.timeoutMs = positive("timeoutMs", options.timeoutMs ?? DEFAULT_GROUP_OPTIONS.timeoutMs);
     this.peerTimeoutMs = positive("peerTimeoutMs", options.peerTimeoutMs ?? DEFAULT_GROUP_OPTIONS.peerTimeoutMs);
     this.clock = options.clock ?? Date.now;
+    this.maxConcurrentLoads = positive("maxConcurrentLoads", options.maxConcurrentLoads ?? DEFAULT_GROUP_OPTIONS.maxConcurrentLoads);
     const hotBytes = Math.floor(maxBytes * share);
     const mainBytes = maxBytes - hotBytes;
     const store = options.store ?? DEFAULT_GROUP_OPTIONS.store;
@@ -365,7 +371,12 @@ export class Group {
       this.counters.localLoadErrors++;
       throw new GCacheError("ERR_NOT_FOUND", `key not found in group ${this.name}`);
     }
+    if (this.loading >= this.maxConcurrentLoads) {
+      this.counters.localLoadErrors++;
+      throw new GCacheError("ERR_UNAVAILABLE", `group ${this.name} is already running ${this.loading} loads (maxConcurrentLoads); try again`);
+    }
     let loaded: Uint8Array | LoadedValue;
+    this.loading++;
     try {
       loaded = await raceSignal(this.loader(key, { signal, deadline, group: this.name }), signal);
     } catch (error) {
@@ -374,6 +385,8 @@ export class Group {
       throw new GCacheError("ERR_LOAD_FAILED", `loader failed for group ${this.name}: ${messageOf(error)}`, {
         cause: error,
       });
+    } finally {
+      this.loading--;
     }
     const entry = this.entryOf(loaded);
     this.counters.localLoads++;

@@ -230,3 +230,26 @@ describe("Group", () => {
     expect((await g.get("k19")).length).toBe(16 * 1024);
   });
 });
+
+test("loads beyond maxConcurrentLoads are refused with a retryable ERR_UNAVAILABLE, never queued without bound", async () => {
+  const gate = Promise.withResolvers<void>();
+  const g = new Group({
+    name: "g",
+    maxBytes: 8 * 1024 * 1024,
+    maxConcurrentLoads: 2,
+    loader: async (key) => {
+      await gate.promise;
+      return bytes(key);
+    },
+  });
+  const first = [g.get("a"), g.get("b")];
+  const refused = await g.get("c").then(
+    () => null,
+    (e: GCacheError) => e,
+  );
+  expect(refused?.code).toBe("ERR_UNAVAILABLE");
+  expect(refused?.retryable).toBe(true);
+  gate.resolve();
+  expect((await Promise.all(first)).map(text)).toEqual(["a", "b"]);
+  expect(text(await g.get("c"))).toBe("c");
+});
