@@ -6,7 +6,7 @@ import packageJson from "../../package.json" with { type: "json" };
 import { isGCacheError } from "../errors.ts";
 import { delCommand, EXIT_ERROR, getCommand, setCommand } from "./client-commands.ts";
 import { describeFlag, resolveServeConfig, SERVE_FLAGS, UsageError, type ServeFlag } from "./config.ts";
-import { exitOnSignals, startServing } from "./serve.ts";
+import { startServing, trapSignals } from "./serve.ts";
 
 /** Replaced at build time by the version being built. */
 declare const GCACHE_VERSION: string | undefined;
@@ -24,9 +24,10 @@ const serveCommand = defineCommand({
   args: serveArgs,
   async run({ args, rawArgs }) {
     try {
-      rejectUnknownFlags(rawArgs);
+      rejectUnknownFlags(rawArgs, Object.keys(SERVE_FLAGS));
       const config = resolveServeConfig(args as Record<string, string | undefined>, process.env);
-      exitOnSignals(await startServing(config, version));
+      const signals = trapSignals();
+      signals.attach(await startServing(config, version));
     } catch (error) {
       if (error instanceof UsageError || isGCacheError(error, "ERR_INVALID_OPTION")) {
         process.stderr.write(`error: ${error.message}\n\n${await renderUsage(serveCommand)}\n`);
@@ -38,11 +39,11 @@ const serveCommand = defineCommand({
   },
 });
 
-function rejectUnknownFlags(rawArgs: string[]): void {
+function rejectUnknownFlags(rawArgs: string[], known: string[]): void {
   for (const arg of rawArgs) {
-    if (!arg.startsWith("--")) continue;
+    if (!arg.startsWith("--") || arg === "--") continue;
     const name = arg.slice(2).split("=")[0]!;
-    if (!(name in SERVE_FLAGS)) throw new UsageError(`unknown flag --${name}`);
+    if (!known.includes(name)) throw new UsageError(`unknown flag --${name}`);
   }
 }
 
@@ -63,17 +64,22 @@ const main = defineCommand({
 
 
 /**
- * citty's runMain handles --help and --version; everything else runs here so
+ * citty's runMain renders --help; everything else runs here so
  * that usage errors exit with status 2 after a one-line message.
  */
 async function run(rawArgs: string[]): Promise<void> {
-  if (rawArgs.includes("--help") || rawArgs.includes("-h") || (rawArgs.length === 1 && rawArgs[0] === "--version")) {
+  if (rawArgs.includes("--version")) {
+    console.log(version);
+    return;
+  }
+  if (rawArgs.includes("--help") || rawArgs.includes("-h")) {
     await runMain(main, { rawArgs });
     return;
   }
   const named = rawArgs[0] !== undefined && rawArgs[0] in subCommands ? subCommands[rawArgs[0]]! : null;
   try {
-    if (named === null) rejectUnknownFlags(rawArgs);
+    if (named === null) rejectUnknownFlags(rawArgs, Object.keys(SERVE_FLAGS));
+    else rejectUnknownFlags(rawArgs.slice(1), Object.keys((named.args ?? {}) as object));
     await runCommand(main, { rawArgs });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);

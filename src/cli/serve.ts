@@ -90,19 +90,35 @@ export async function startServing(config: ServeConfig, version: string): Promis
   };
 }
 
-/** SIGTERM/SIGINT drain gracefully and exit 0; a second signal exits at once. */
-export function exitOnSignals(running: RunningNode): void {
+/**
+ * SIGTERM/SIGINT drain gracefully and exit 0; a second signal exits at once.
+ * Installed before the node starts: a signal that arrives during start-up is
+ * held and acted on as soon as the node runs, never lost to the default
+ * handler (which would skip the drain and leave the node in etcd).
+ */
+export function trapSignals(): { attach(running: RunningNode): void } {
+  let running: RunningNode | null = null;
+  let pending: NodeJS.Signals | null = null;
   let signalled = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (signalled) process.exit(130);
-    signalled = true;
-    running.stop(signal).then(
+  const stop = (node: RunningNode, signal: NodeJS.Signals) =>
+    node.stop(signal).then(
       () => process.exit(0),
       () => process.exit(1),
     );
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) process.exit(130);
+    signalled = true;
+    if (running === null) pending = signal;
+    else void stop(running, signal);
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  return {
+    attach(node) {
+      running = node;
+      if (pending !== null) void stop(node, pending);
+    },
+  };
 }
 
 function etcdOptions(config: EtcdConfig): NodeEtcdOptions {

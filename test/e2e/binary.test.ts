@@ -109,6 +109,18 @@ async function grpcError(promise: Promise<unknown>): Promise<GCacheError> {
   return outcome;
 }
 
+/** What the promises settled with so far (for failure messages): counts of distinct outcomes, pending ones included. */
+async function settled(promises: Promise<unknown>[]): Promise<string> {
+  const pending = Symbol("pending");
+  const outcomes = await Promise.all(promises.map((p) => Promise.race([p, Promise.resolve(pending)])));
+  const counts = new Map<string, number>();
+  for (const outcome of outcomes) {
+    const key = outcome === pending ? "pending" : outcome instanceof Error ? `error: ${outcome.message}` : JSON.stringify(outcome);
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts].map(([outcome, count]) => `${count}× ${outcome}`).join("; ");
+}
+
 /** `count` distinct free loopback ports. */
 async function freePorts(count: number): Promise<number[]> {
   const ports = new Set<number>();
@@ -336,7 +348,9 @@ describe("shutdown", () => {
         async (response) => ({ status: response.status, body: await response.text() }),
         (error: unknown) => error,
       );
-      await waitFor(() => origin.paths.length === 2, 5_000, "both gets to reach the origin");
+      await waitFor(() => origin.paths.length === 2, 5_000, "both gets to reach the origin").catch(async (error: Error) => {
+        throw new Error(`${error.message}; origin saw ${JSON.stringify(origin.paths)}; gets: ${await settled([grpcGet, httpGet])}`);
+      });
 
       const signalledAt = performance.now();
       node.kill("SIGTERM");
@@ -443,7 +457,9 @@ describe("origin loader with three nodes", () => {
         },
         10_000,
         "all 200 gets to reach the nodes",
-      );
+      ).catch(async (error: Error) => {
+        throw new Error(`${error.message}; origin saw ${origin.paths.length} requests; gets: ${await settled(gets)}`);
+      });
       expect(origin.count("/default/cold")).toBe(1);
       release.open();
       const answers = await Promise.all(gets);

@@ -1,0 +1,136 @@
+/**
+ * HTTP load with wrk: a Lua script per key set cycles GET requests over the
+ * keys (each wrk thread over its own slice, so the threads never ask for the
+ * same key close together), and reports its numbers as one JSON line from
+ * wrk's `done` hook: requests, duration, bytes, latency percentiles and the
+ * error counters.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { runToEnd } from "./procs.ts";
+
+export interface WrkResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Response bytes read (headers included). */
+  bytes: number;
+  /** Socket errors (connect, read, write, timeout) and non-2xx/3xx answers. */
+  socketErrors: number;
+  statusErrors: number;
+  /** CPU time wrk used (all threads), ms. */
+  cpuMs: number;
+  /** Wall time of the wrk process, ms. */
+  wallMs: number;
+}
+
+const MARK = "WRKJSON ";
+
+/**
+ * Writes `<name>.keys` and `<name>.lua` into `dir`: the script sends
+ * `GET <pathPrefix><key>` cycling over `keys`, thread t taking the keys
+ * t, t + threads, t + 2 threads, … Returns the script's path.
+ */
+export function writeGetScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number): string {
+  const keysFile = join(dir, `${name}.keys`);
+  writeFileSync(keysFile, `${keys.map((k) => encodeURIComponent(k)).join("\n")}\n`);
+  const script = join(dir, `${name}.lua`);
+  writeFileSync(
+    script,
+    `-- GET ${pathPrefix}<key>, cycling over ${keys.length} keys; thread t takes every ${threads}th key from t.
+local threads = ${threads}
+local next_id = 0
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+
+local requests = {}
+local count = 0
+local at = 1
+function init(args)
+  local i = 0
+  for key in io.lines(${JSON.stringify(keysFile)}) do
+    if key ~= "" then
+      if i % threads == id then
+        count = count + 1
+        requests[count] = wrk.format("GET", ${JSON.stringify(pathPrefix)} .. key)
+      end
+      i = i + 1
+    end
+  end
+  if count == 0 then error("no keys for thread " .. id) end
+end
+
+function request()
+  local r = requests[at]
+  at = at + 1
+  if at > count then at = 1 end
+  return r
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '${MARK}{"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f,' ..
+    '"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+`,
+  );
+  return script;
+}
+
+export interface WrkSpec {
+  wrk: string;
+  /** Base URL, e.g. http://127.0.0.1:9001 (the script supplies the paths). */
+  url: string;
+  script: string;
+  threads: number;
+  connections: number;
+  /** Whole seconds (wrk takes no fractions). */
+  seconds: number;
+}
+
+export async function runWrk(spec: WrkSpec): Promise<WrkResult> {
+  const argv = [
+    spec.wrk,
+    "-t",
+    String(spec.threads),
+    "-c",
+    String(spec.connections),
+    "-d",
+    `${spec.seconds}s`,
+    "--timeout",
+    "5s",
+    "--latency",
+    "-s",
+    spec.script,
+    spec.url,
+  ];
+  const { lines, cpuMs, wallMs } = await runToEnd("wrk", argv, spec.seconds * 1000 + 20_000);
+  const line = lines.find((l) => l.startsWith(MARK));
+  if (line === undefined) throw new Error(`wrk printed no result line:\n${lines.join("\n")}`);
+  const r = JSON.parse(line.slice(MARK.length)) as Record<string, number>;
+  const seconds = r.duration_us! / 1e6;
+  return {
+    requests: r.requests!,
+    seconds,
+    rps: r.requests! / seconds,
+    p50Ms: r.p50_us! / 1000,
+    p90Ms: r.p90_us! / 1000,
+    p99Ms: r.p99_us! / 1000,
+    maxMs: r.max_us! / 1000,
+    bytes: r.bytes!,
+    socketErrors: r.connect! + r.read! + r.write! + r.timeout!,
+    statusErrors: r.status!,
+    cpuMs,
+    wallMs,
+  };
+}
