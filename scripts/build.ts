@@ -63,6 +63,9 @@ async function buildOne(target: string | undefined, outfile: string, version: st
       autoloadTsconfig: false,
     },
     minify: true,
+    // Precompiled bytecode: the executable skips parsing its ~10 MB of JavaScript at every start.
+    bytecode: true,
+    format: "esm",
     sourcemap: "none",
     define: { GCACHE_VERSION: JSON.stringify(version) },
     plugins: [inlineEtcdProto()],

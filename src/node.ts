@@ -8,9 +8,9 @@ import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
 import { GrpcPeer, type Peer } from "./cluster/peer.ts";
 import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
 import type { RingOptions } from "./cluster/ring.ts";
-import { EtcdDiscovery } from "./cluster/discovery.ts";
-import { _createEtcdClient, type EtcdOptions } from "./registry/etcd.ts";
-import { Registry } from "./registry/registry.ts";
+import type { EtcdDiscovery } from "./cluster/discovery.ts";
+import type { EtcdOptions } from "./registry/etcd.ts";
+import type { Registry } from "./registry/registry.ts";
 import { SILENT_LOGGER, type Logger } from "./log.ts";
 import type { Etcd3 } from "etcd3";
 import { GCacheError, invalidArgument, invalidOption } from "./errors.ts";
@@ -210,6 +210,12 @@ export class CacheNode {
   /** Follow etcd's member set, then register; this node joins its own ring as soon as registration succeeds. */
   private async joinEtcd(etcd: NodeEtcdOptions, picker: PeerPicker, advertise: string, httpAddress: string | undefined): Promise<void> {
     const logger = this.options.logger ?? SILENT_LOGGER;
+    // Loaded on demand: the etcd client is large and a node without etcd never needs it (start-up time).
+    const [{ _createEtcdClient }, { EtcdDiscovery }, { Registry }] = await Promise.all([
+      import("./registry/etcd.ts"),
+      import("./cluster/discovery.ts"),
+      import("./registry/registry.ts"),
+    ]);
     const client = _createEtcdClient(etcd);
     this.etcdClient = client;
     const where = {

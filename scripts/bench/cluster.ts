@@ -1,0 +1,815 @@
+/**
+ * The compiled gcache-node executable in a 3-node loopback cluster, against
+ * references measured in the same run: Redis (GET), a bare Bun.serve and a
+ * bare grpc-js server; plus the executable's start time and memory.
+ *
+ *   bun run bench:cluster             # 2 value sizes x 8 contenders x 3 rounds x (1 s warm-up + 3 s): about 5 min
+ *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
+ *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
+ *
+ * Options:
+ *   --rounds=N          rounds (default 3); medians over rounds are reported
+ *   --duration=S        measured seconds per run, whole seconds (wrk takes no fractions); default 3, quick 1
+ *   --warmup=S          warm-up seconds before every run (default 1); --quick warms up once, in a discarded pass
+ *   --sizes=B,B         value sizes in bytes (default 100,10240; quick 100)
+ *   --only=LIST         sections among start,http,grpc,peer,mixed (default all; peer brings the local-hit runs it
+ *                       is compared with); soak is added by --soak
+ *   --soak              run the soak after the rest (--only=soak --soak: the soak alone)
+ *   --soak-minutes=M    soak length (default 5); RSS is sampled every 10 s
+ *   --concurrency=N     connections / calls in flight (default 64)
+ *   --cold-group=SPEC   size[:store] of group `cold` used for the peer hop (default 4MiB:lru; see below)
+ *   --build             rebuild dist/gcache-node first (it is built anyway when missing)
+ *   --verbose           print every run as it ends
+ *
+ * Processes (all on 127.0.0.1, all stopped at the end, on errors and on
+ * SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
+ * --origin pointing at the origin), the origin (_cluster/origin.ts, its own
+ * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
+ * --appendonly no), one bare Bun.serve and one bare grpc-js server per value
+ * size, the gRPC load generator (_node/load.ts), the mixed-workload generator
+ * (_cluster/mixed.ts), and wrk / redis-benchmark runs. Missing wrk or
+ * redis-server are installed with apt-get (Debian packages wrk, redis-server).
+ *
+ * Contenders, per value size, each with `concurrency` connections or calls in flight:
+ *   http gcache   wrk -t 2 GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
+ *   http bare     the same wrk script against a Bun.serve returning a fixed body of the same size
+ *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
+ *   http peer     wrk GET /v1/groups/cold/keys/<key> on A, keys B and C own: every request is one gRPC hop
+ *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
+ *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
+ *   grpc bare     the bare grpc-js server of bench:node, fixed value of the same size
+ *   mixed         Zipf(0.99) keys over 100,000, 90 % GET / 10 % PUT, round-robin over A, B, C; misses load
+ *                 from the origin (1 ms)
+ * Every round runs every contender once, in an order reversed every other
+ * round; contenders that are compared run next to each other, and ratios are
+ * taken within a round (per-round ratios are printed), then the median.
+ *
+ * Peer hop without the hot cache: the CLI has no hot-cache-share flag, so a
+ * non-owner keeps copies of peer values in a hot cache of 1/8 of the group's
+ * bytes. The peer-hop keys cycle in order over about 3x what that hot cache
+ * holds, so LRU keeps none of them by the time they come back (checked from
+ * A's counters). Group `cold` is 4 MiB by default so the cycle stays short
+ * enough to prefill quickly; with 64 MiB the 100-byte cycle would need about
+ * 220,000 keys.
+ *
+ * Goals (median of per-round ratios): HTTP gateway hits >= 1.2x Redis GET req/s and >= 0.9x bare Bun.serve,
+ * p99 <= Redis's; gRPC hits >= 0.9x bare grpc-js; peer hop req/s >= 0.5x local hits on the same transport.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import type { GroupStats } from "../../src/group.ts";
+import { parseBytes } from "../../src/units.ts";
+import { Child, within } from "./_node/child.ts";
+import { sampleMachine, sampleProcess, type ProcSample } from "./_node/commands.ts";
+import type { RunResult } from "./_node/load.ts";
+import { keysOwnedBy, ownersOf } from "./_cluster/keys.ts";
+import type { MixedResult, MixedSpec } from "./_cluster/mixed.ts";
+import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
+import { installCleanup, startWithReadyLine, stopAll, track, type Service } from "./_cluster/procs.ts";
+import { fillRedis, redisHitCounters, runRedisBenchmark, startRedis, type Redis } from "./_cluster/redis.ts";
+import { measureStarts, type StartSample } from "./_cluster/startup.ts";
+import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
+import { fmtInt, fmtMs, fmtRatio, mb, median, pct, sizeLabel, slope, spread, table } from "./_cluster/util.ts";
+import { runWrk, writeGetScript, type WrkResult } from "./_cluster/wrk.ts";
+
+// ---------------------------------------------------------------- options
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    rounds: { type: "string" },
+    duration: { type: "string" },
+    warmup: { type: "string" },
+    sizes: { type: "string" },
+    only: { type: "string" },
+    soak: { type: "boolean", default: false },
+    "soak-minutes": { type: "string" },
+    concurrency: { type: "string" },
+    "cold-group": { type: "string" },
+    build: { type: "boolean", default: false },
+    verbose: { type: "boolean", default: false },
+  },
+});
+
+function wholeNumber(text: string | undefined, fallback: number, min: number, flag: string): number {
+  if (text === undefined || text === "") return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) throw new Error(`--${flag}: expected a whole number of at least ${min}, got ${text}`);
+  return value;
+}
+
+const quick = flags.quick;
+const rounds = wholeNumber(flags.rounds, 3, 1, "rounds");
+const durationS = wholeNumber(flags.duration, quick ? 1 : 3, 1, "duration");
+const warmupS = wholeNumber(flags.warmup, 1, 0, "warmup");
+const concurrency = wholeNumber(flags.concurrency, 64, 1, "concurrency");
+const soakMinutes = Number(flags["soak-minutes"] ?? "5");
+if (!(soakMinutes > 0)) throw new Error(`--soak-minutes: expected a positive number, got ${flags["soak-minutes"]}`);
+const sizes = (flags.sizes ?? (quick ? "100" : "100,10240")).split(",").map((s) => wholeNumber(s.trim(), 0, 1, "sizes"));
+const SECTIONS = ["start", "http", "grpc", "peer", "mixed", "soak"] as const;
+type Section = (typeof SECTIONS)[number];
+const sections = new Set<Section>();
+for (const name of (flags.only ?? "start,http,grpc,peer,mixed").split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+  if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--only: unknown section ${name} (expected ${SECTIONS.join(", ")})`);
+  sections.add(name as Section);
+}
+if (flags.soak) sections.add("soak");
+const coldSpec = flags["cold-group"] ?? "4MiB:lru";
+const [coldBytesText = "", coldStore = "lru2"] = coldSpec.split(":");
+const coldBytes = parseBytes(coldBytesText);
+if (coldBytes === null || coldBytes <= 0 || !["lru", "lru2"].includes(coldStore)) {
+  throw new Error(`--cold-group: expected SIZE[:lru|lru2], e.g. 4MiB:lru, got ${coldSpec}`);
+}
+const verbose = flags.verbose;
+
+const MEMBERS = ["A", "B", "C"];
+const WRK_THREADS = 2;
+/** The hot cache's share of a group's bytes, as the CLI configures every group. */
+const HOT_SHARE = 0.125;
+const MIXED = { universe: 100_000, zipf: 0.99, setShare: 0.1 };
+const SOAK_SIZE = 10_240;
+const SOAK_SAMPLE_MS = 10_000;
+const START_RUNS = 5;
+const IDLE_MS = 2_000;
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+const bun = process.execPath;
+
+// ---------------------------------------------------------------- contenders
+
+type ContenderId = "http-bare" | "http-gcache" | "redis" | "http-peer" | "grpc-peer" | "grpc-gcache" | "grpc-bare" | "mixed";
+
+const LABELS: Record<ContenderId, string> = {
+  "http-gcache": "HTTP gateway, hit on A",
+  "http-bare": "HTTP bare Bun.serve",
+  redis: "Redis GET (redis-benchmark)",
+  "http-peer": "HTTP gateway, peer hop",
+  "grpc-gcache": "gRPC Get, hit on A",
+  "grpc-bare": "gRPC bare grpc-js",
+  "grpc-peer": "gRPC Get, peer hop",
+  mixed: "mixed 90/10 over A,B,C",
+};
+
+/** Running order of a round (reversed every other round): compared contenders sit next to each other. */
+const ORDER: ContenderId[] = ["http-bare", "http-gcache", "redis", "http-peer", "grpc-peer", "grpc-gcache", "grpc-bare", "mixed"];
+
+const wanted = new Set<ContenderId>();
+if (sections.has("http")) for (const id of ["http-bare", "http-gcache", "redis"] as const) wanted.add(id);
+if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
+if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
+if (sections.has("mixed")) wanted.add("mixed");
+const contenders = ORDER.filter((id) => wanted.has(id));
+
+/** Everything measured in one run of one contender. */
+interface Measured {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  /** Window over which CPU was sampled, s. */
+  seconds: number;
+  errors: number;
+  firstError: string | null;
+  /** CPU ms in the window: the process that takes the requests, and the other cache nodes (NaN when none). */
+  recvCpuMs: number;
+  peersCpuMs: number;
+  recvRssBytes: number;
+  genCpuMs: number;
+  machineBusyCpus: number;
+  path: PathDelta | null;
+  mixed: MixedResult | null;
+}
+
+interface PathDelta {
+  gets: number;
+  mainHits: number;
+  hotHits: number;
+  peerLoads: number;
+  localLoads: number;
+  /** Gets the owners (B, C) served for peers. */
+  ownerServed: number;
+  /** Redis: GETs that found no key. */
+  misses?: number;
+}
+
+/** Per value size: the key sets, scripts and reference servers. */
+interface SizeSetup {
+  size: number;
+  hitKeys: string[];
+  coldKeys: string[];
+  redisDb: number;
+  hitScript: string;
+  coldScript: string;
+  bareHttp: { service: Service; url: string } | null;
+  bareGrpc: Child | null;
+}
+
+// ---------------------------------------------------------------- state
+
+let tmp: string | null = null;
+const children: Child[] = [];
+
+function spawnChild(label: string, argv: string[]): Child {
+  const child = new Child(label, argv);
+  children.push(child);
+  track({ stop: () => child.stop().catch(() => child.kill()), kill: () => child.kill() });
+  return child;
+}
+
+function note(text: string): void {
+  process.stderr.write(`${text}\n`);
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  installCleanup(() => {
+    if (tmp !== null) rmSync(tmp, { recursive: true, force: true });
+  });
+  const started = performance.now();
+  const needsLoad = contenders.length > 0 || sections.has("soak");
+  const needed = NEEDED_COMMANDS.filter((n) => (n.command === "wrk" ? wanted.has("http-gcache") : n.command.startsWith("redis") ? wanted.has("redis") : false));
+  const tools = await ensureCommands(needed);
+  const binary = await ensureBinary(ROOT, flags.build);
+  tmp = mkdtempSync(join(tmpdir(), "gcache-bench-"));
+
+  const cpus = navigator.hardwareConcurrency;
+  console.log(
+    `cluster benchmark: dist/gcache-node, 3 nodes A B C on loopback; ${concurrency} connections / calls in flight; ` +
+      `values ${sizes.map(sizeLabel).join(" and ")}; ${rounds} rounds x (${quick ? "one warm-up pass" : `${warmupS} s warm-up`} + ${durationS} s); ` +
+      `${cpus} CPUs, Bun ${Bun.version}`,
+  );
+
+  let starts: StartSample[] | null = null;
+  if (sections.has("start")) {
+    note("start check: 5 starts of one node …");
+    starts = await measureStarts(binary, START_RUNS, IDLE_MS, quick ? 1 : START_RUNS);
+  }
+
+  let failures: string[] = [];
+  if (needsLoad) failures = await loadSections(binary, tools);
+  if (starts !== null) printStarts(starts);
+  for (const failure of failures) console.log(`ERROR ${failure}`);
+  console.log(`\ntotal time ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  if (failures.length > 0) process.exitCode = 1;
+}
+
+async function loadSections(binary: string, tools: Map<string, string>): Promise<string[]> {
+  const failures: string[] = [];
+  const origin = await startWithReadyLine("origin", [bun, here("./_cluster/origin.ts"), "--delay-ms=1", "--delay-groups=mixed"]);
+  const nodes = await startCluster({
+    binary,
+    names: MEMBERS,
+    groups: [`cold:${coldSpec}`, "mixed"],
+    origin: `http://${origin.address}/{group}/{key}`,
+  });
+  const [A, B, C] = nodes as [NodeProcess, NodeProcess, NodeProcess];
+  const nodePids = nodes.map((n) => n.service.pid);
+
+  const needGrpc = wanted.has("grpc-gcache") || wanted.has("grpc-peer");
+  const load = needGrpc ? spawnChild("grpc load", [bun, here("./_node/load.ts")]) : null;
+  const mixedGen = wanted.has("mixed") || sections.has("soak") ? spawnChild("mixed load", [bun, here("./_cluster/mixed.ts")]) : null;
+  const redis: Redis | null = wanted.has("redis") ? await startRedis(tools.get("redis-server")!, tools.get("redis-cli")!, join(tmp!, "redis")) : null;
+  if (load) await within(load.ready, 30_000, "starting the gRPC load generator");
+  if (mixedGen) await within(mixedGen.ready, 30_000, "starting the mixed load generator");
+  if (load) await load.call("connect", { target: "A", address: A.grpc });
+
+  // ---- key sets and prefill
+  const setups: SizeSetup[] = [];
+  const hotBytes = Math.floor(coldBytes! * HOT_SHARE);
+  const coldMainBytes = coldBytes! - hotBytes;
+  for (const [index, size] of sizes.entries()) {
+    const prefillStart = performance.now();
+    // Hit keys: at most 10 MiB of values per size, so the default group (64 MiB) keeps all of them in level 1.
+    const hitCount = Math.max(100, Math.min(quick ? 2_000 : 10_000, Math.floor((10 * 1024 * 1024) / (size + 16) / 100) * 100));
+    const hitKeys = wanted.has("http-gcache") || wanted.has("grpc-gcache") ? keysOwnedBy(MEMBERS, ["A"], `h${size}-`, hitCount) : [];
+    // Peer-hop keys: about 3x what A's hot cache of group cold holds, owned by B and C.
+    const coldEntry = size + 12;
+    const coldCount = Math.max(256, Math.ceil((3 * hotBytes) / coldEntry));
+    const coldKeys = wanted.has("http-peer") || wanted.has("grpc-peer") ? keysOwnedBy(MEMBERS, ["B", "C"], `c${size}-`, coldCount) : [];
+    if (coldKeys.length > 0 && (coldCount / 2) * 1.2 * coldEntry > coldMainBytes * (coldStore === "lru2" ? 0.4 : 0.8)) {
+      throw new Error(
+        `--cold-group=${coldSpec}: ${coldCount} peer-hop keys of ${sizeLabel(size)} would not fit the owners' main caches; use a larger group or lru`,
+      );
+    }
+    if (hitKeys.length > 0) {
+      const heldBefore = (await groupStats(A, "default")).caches.main.items;
+      await putKeys(A, "default", hitKeys, size);
+      const held = (await groupStats(A, "default")).caches.main.items - heldBefore;
+      if (held < hitKeys.length) throw new Error(`A's main cache took ${held} of the ${hitKeys.length} keys PUT into group default`);
+    }
+    if (coldKeys.length > 0) {
+      // Loaded once at the owners from the origin, so the owners answer every forwarded get from their main cache.
+      const owners = ownersOf(MEMBERS, coldKeys);
+      for (const owner of [B, C]) await getKeys(owner, "cold", coldKeys.filter((_, i) => owners[i] === owner.name), size);
+    }
+    const redisDb = index + 1;
+    if (redis) await fillRedis(tools.get("redis-cli")!, redis.port, redisDb, hitKeys.length, size);
+    const setup: SizeSetup = {
+      size,
+      hitKeys,
+      coldKeys,
+      redisDb,
+      hitScript: hitKeys.length > 0 ? writeGetScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
+      coldScript: coldKeys.length > 0 ? writeGetScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
+      bareHttp: null,
+      bareGrpc: null,
+    };
+    if (wanted.has("http-bare")) {
+      const bare = await startWithReadyLine(`bare http ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`]);
+      setup.bareHttp = { service: bare.service, url: `http://${bare.address}` };
+    }
+    if (wanted.has("grpc-bare")) {
+      setup.bareGrpc = spawnChild(`bare grpc ${size}`, [bun, here("./_node/bare.ts"), `--value-bytes=${size}`]);
+      const address = await within(setup.bareGrpc.ready, 30_000, "starting the bare grpc-js server");
+      await load!.call("connect", { target: `bare${size}`, address });
+    }
+    if (load && hitKeys.length > 0) await load.call("keys", { name: `hit${size}`, group: "default", keys: hitKeys }, 60_000);
+    if (load && coldKeys.length > 0) await load.call("keys", { name: `cold${size}`, group: "cold", keys: coldKeys }, 60_000);
+    setups.push(setup);
+    note(
+      `${sizeLabel(size)}: ${hitKeys.length} hit keys (PUT on A), ${coldKeys.length} peer-hop keys (group cold ${coldSpec}, ` +
+        `A's hot cache ${(hotBytes / 1024).toFixed(0)} KiB), prefilled in ${((performance.now() - prefillStart) / 1000).toFixed(1)} s`,
+    );
+  }
+
+  // ---- one run of one contender
+  const redisRate = new Map<number, number>();
+  const measure = async (id: ContenderId, setup: SizeSetup, warmup: number): Promise<Measured> => {
+    const size = setup.size;
+    switch (id) {
+      case "http-gcache":
+      case "http-peer":
+      case "http-bare": {
+        const url = id === "http-bare" ? setup.bareHttp!.url : A.http;
+        const script = id === "http-peer" ? setup.coldScript : setup.hitScript;
+        const pids = id === "http-bare" ? [setup.bareHttp!.service.pid] : nodePids;
+        const group = id === "http-peer" ? "cold" : "default";
+        if (warmup > 0) await runWrk({ wrk: tools.get("wrk")!, url, script, threads: WRK_THREADS, connections: concurrency, seconds: warmup });
+        const before = id === "http-bare" ? null : await pathSnapshot(A, [B, C], group);
+        const window = startWindow(pids);
+        const r = await runWrk({ wrk: tools.get("wrk")!, url, script, threads: WRK_THREADS, connections: concurrency, seconds: durationS });
+        const m = endWindow(window, pids, r.wallMs / 1000);
+        const path = before === null ? null : diffPath(before, await pathSnapshot(A, [B, C], group));
+        return fromWrk(r, m, size, path);
+      }
+      case "redis": {
+        const spec = {
+          redisBenchmark: tools.get("redis-benchmark")!,
+          port: redis!.port,
+          db: setup.redisDb,
+          clients: concurrency,
+          keyspace: setup.hitKeys.length,
+          valueBytes: size,
+        };
+        if (warmup > 0 || !redisRate.has(size)) {
+          // Warm-up and calibration: redis-benchmark runs a request count, not a duration.
+          const guess = redisRate.get(size) ?? 20_000;
+          const w = await runRedisBenchmark({ ...spec, requests: Math.max(5_000, Math.round(guess * Math.max(warmup, 0.5))) }, 60_000);
+          redisRate.set(size, w.rps);
+        }
+        const requests = Math.max(10_000, Math.round(redisRate.get(size)! * durationS));
+        const pids = [redis!.service.pid];
+        const counters0 = await redisHitCounters(tools.get("redis-cli")!, redis!.port);
+        const window = startWindow(pids);
+        const r = await runRedisBenchmark({ ...spec, requests }, durationS * 1000 * 10 + 30_000);
+        const m = endWindow(window, pids, r.wallMs / 1000);
+        const counters1 = await redisHitCounters(tools.get("redis-cli")!, redis!.port);
+        redisRate.set(size, r.rps);
+        const gets = counters1.hits + counters1.misses - counters0.hits - counters0.misses;
+        return {
+          rps: r.rps,
+          p50Ms: r.p50Ms,
+          p99Ms: r.p99Ms,
+          requests: r.requests,
+          seconds: m.seconds,
+          errors: 0,
+          firstError: null,
+          recvCpuMs: m.cpuMs[0]!,
+          peersCpuMs: NaN,
+          recvRssBytes: m.rss[0]!,
+          genCpuMs: r.cpuMs,
+          machineBusyCpus: m.machineBusyCpus,
+          path: { gets, mainHits: counters1.hits - counters0.hits, hotHits: 0, peerLoads: 0, localLoads: 0, ownerServed: 0, misses: counters1.misses - counters0.misses },
+          mixed: null,
+        };
+      }
+      case "grpc-gcache":
+      case "grpc-peer":
+      case "grpc-bare": {
+        const target = id === "grpc-bare" ? `bare${size}` : "A";
+        const pids = id === "grpc-bare" ? [setup.bareGrpc!.pid] : nodePids;
+        const group = id === "grpc-peer" ? "cold" : "default";
+        const before = id === "grpc-bare" ? null : await pathSnapshot(A, [B, C], group);
+        const r = await load!.call<RunResult>(
+          "run",
+          {
+            target,
+            keys: id === "grpc-peer" ? `cold${size}` : `hit${size}`,
+            concurrency,
+            warmupMs: warmup * 1000,
+            durationMs: durationS * 1000,
+            pids,
+            valueBytes: size,
+          },
+          (warmup + durationS) * 1000 + 30_000,
+        );
+        // The stats include the warm-up: shares are what matter for the path check.
+        const path = before === null ? null : diffPath(before, await pathSnapshot(A, [B, C], group));
+        return {
+          rps: r.callsPerSecond,
+          p50Ms: r.p50Ms,
+          p99Ms: r.p99Ms,
+          requests: r.calls,
+          seconds: r.seconds,
+          errors: r.errors + r.badValues,
+          firstError: r.firstError ?? (r.badValues > 0 ? `${r.badValues} responses with a wrong value` : null),
+          recvCpuMs: r.processes[0]!.cpuMs,
+          peersCpuMs: pids.length > 1 ? r.processes[1]!.cpuMs + r.processes[2]!.cpuMs : NaN,
+          recvRssBytes: r.processes[0]!.rssBytes,
+          genCpuMs: r.generatorCpuMs,
+          machineBusyCpus: r.machineBusyCpus,
+          path,
+          mixed: null,
+        };
+      }
+      case "mixed": {
+        const before = await Promise.all(nodes.map((n) => groupStats(n, "mixed")));
+        const spec: MixedSpec = {
+          bases: nodes.map((n) => n.http),
+          group: "mixed",
+          keyPrefix: `m${size}-`,
+          ...MIXED,
+          valueBytes: size,
+          concurrency,
+          warmupMs: warmup * 1000,
+          durationMs: durationS * 1000,
+          pids: nodePids,
+        };
+        const r = await mixedGen!.call<MixedResult>("run", { ...spec }, (warmup + durationS) * 1000 + 60_000);
+        const after = await Promise.all(nodes.map((n) => groupStats(n, "mixed")));
+        const sum = (stats: GroupStats[], pick: (s: GroupStats) => number) => stats.reduce((t, s) => t + pick(s), 0);
+        const delta = (pick: (s: GroupStats) => number) => sum(after, pick) - sum(before, pick);
+        return {
+          rps: r.opsPerSecond,
+          p50Ms: r.all.p50Ms,
+          p99Ms: r.all.p99Ms,
+          requests: r.ops,
+          seconds: r.seconds,
+          errors: r.errors + r.badValues,
+          firstError: r.firstError ?? (r.badValues > 0 ? `${r.badValues} GETs with a wrong value length` : null),
+          recvCpuMs: r.processes.reduce((t, p) => t + p.cpuMs, 0),
+          peersCpuMs: NaN,
+          recvRssBytes: Math.max(...r.processes.map((p) => p.rssBytes)),
+          genCpuMs: r.generatorCpuMs,
+          machineBusyCpus: r.machineBusyCpus,
+          path: {
+            gets: delta((s) => s.gets - s.serverRequests),
+            mainHits: delta((s) => s.cacheHits - s.hotHits),
+            hotHits: delta((s) => s.hotHits),
+            peerLoads: delta((s) => s.peerLoads),
+            localLoads: delta((s) => s.localLoads),
+            ownerServed: delta((s) => s.serverRequests),
+          },
+          mixed: r,
+        };
+      }
+    }
+  };
+
+  // ---- rounds
+  const runs = new Map<string, Measured[]>();
+  const keyOf = (size: number, id: ContenderId) => `${size}:${id}`;
+  if (contenders.length > 0) {
+    const perRunWarmup = quick ? 0 : warmupS;
+    const plan: { round: number; discard: boolean }[] = [];
+    if (quick && warmupS > 0) plan.push({ round: -1, discard: true });
+    for (let round = 0; round < rounds; round++) plan.push({ round, discard: false });
+    for (const { round, discard } of plan) {
+      for (const setup of setups) {
+        const order = round % 2 === 0 || round < 0 ? contenders : [...contenders].reverse();
+        for (const id of order) {
+          const m = await measure(id, setup, discard ? warmupS : perRunWarmup);
+          if (discard) continue;
+          const list = runs.get(keyOf(setup.size, id)) ?? [];
+          list.push(m);
+          runs.set(keyOf(setup.size, id), list);
+          if (m.errors > 0) failures.push(`${sizeLabel(setup.size)} ${LABELS[id]} round ${round + 1}: ${m.errors} errors (first: ${m.firstError})`);
+          if (verbose) {
+            note(
+              `  round ${round + 1} ${sizeLabel(setup.size).padStart(6)} ${LABELS[id].padEnd(28)} ${fmtInt(m.rps).padStart(8)} req/s  ` +
+                `p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${pct(m.recvCpuMs / (m.seconds * 1000))}  ` +
+                `generator CPU ${pct(m.genCpuMs / (m.seconds * 1000))}`,
+            );
+          }
+        }
+      }
+    }
+    failures.push(...report(runs, keyOf));
+  }
+
+  if (sections.has("soak")) await soak(nodes, mixedGen!);
+
+  await stopAll();
+  return failures;
+}
+
+// ---------------------------------------------------------------- measuring helpers
+
+interface Window {
+  before: ProcSample[];
+  machine: { busy: number; total: number };
+}
+
+function startWindow(pids: number[]): Window {
+  return { before: pids.map(sampleProcess), machine: sampleMachine() };
+}
+
+function endWindow(window: Window, pids: number[], seconds: number): { cpuMs: number[]; rss: number[]; seconds: number; machineBusyCpus: number } {
+  const after = pids.map(sampleProcess);
+  const machine = sampleMachine();
+  const total = machine.total - window.machine.total;
+  return {
+    cpuMs: after.map((a, i) => a.cpuMs - window.before[i]!.cpuMs),
+    rss: after.map((a) => a.rssBytes),
+    seconds,
+    machineBusyCpus: total > 0 ? ((machine.busy - window.machine.busy) / total) * navigator.hardwareConcurrency : NaN,
+  };
+}
+
+function fromWrk(r: WrkResult, m: ReturnType<typeof endWindow>, size: number, path: PathDelta | null): Measured {
+  const perResponse = r.requests > 0 ? r.bytes / r.requests : 0;
+  const badSize = r.requests > 0 && (perResponse < size || perResponse > size + 512);
+  const errors = r.socketErrors + r.statusErrors + (badSize ? 1 : 0);
+  return {
+    rps: r.rps,
+    p50Ms: r.p50Ms,
+    p99Ms: r.p99Ms,
+    requests: r.requests,
+    seconds: m.seconds,
+    errors,
+    firstError:
+      r.statusErrors > 0
+        ? `${r.statusErrors} non-2xx answers`
+        : r.socketErrors > 0
+          ? `${r.socketErrors} socket errors`
+          : badSize
+            ? `${perResponse.toFixed(0)} bytes per response for ${size}-byte values`
+            : null,
+    recvCpuMs: m.cpuMs[0]!,
+    peersCpuMs: m.cpuMs.length > 1 ? m.cpuMs[1]! + m.cpuMs[2]! : NaN,
+    recvRssBytes: m.rss[0]!,
+    genCpuMs: r.cpuMs,
+    machineBusyCpus: m.machineBusyCpus,
+    path,
+    mixed: null,
+  };
+}
+
+interface PathSnapshot {
+  stats: GroupStats;
+  ownerServed: number;
+}
+
+async function pathSnapshot(receiver: NodeProcess, owners: NodeProcess[], group: string): Promise<PathSnapshot> {
+  const stats = await groupStats(receiver, group);
+  let ownerServed = 0;
+  for (const owner of owners) ownerServed += (await groupStats(owner, group)).serverRequests;
+  return { stats, ownerServed };
+}
+
+function diffPath(a: PathSnapshot, b: PathSnapshot): PathDelta {
+  return {
+    gets: b.stats.gets - a.stats.gets,
+    mainHits: b.stats.cacheHits - b.stats.hotHits - (a.stats.cacheHits - a.stats.hotHits),
+    hotHits: b.stats.hotHits - a.stats.hotHits,
+    peerLoads: b.stats.peerLoads - a.stats.peerLoads,
+    localLoads: b.stats.localLoads - a.stats.localLoads,
+    ownerServed: b.ownerServed - a.ownerServed,
+  };
+}
+
+// ---------------------------------------------------------------- report
+
+function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: ContenderId) => string): string[] {
+  const failures: string[] = [];
+  const get = (size: number, id: ContenderId) => runs.get(keyOf(size, id)) ?? [];
+  /** Per-round ratio of a metric of `a` to `b` (same size, same round). */
+  const perRound = (size: number, a: ContenderId, b: ContenderId, metric: (m: Measured) => number = (m) => m.rps) => {
+    const xs = get(size, a);
+    const ys = get(size, b);
+    return xs.map((x, i) => (ys[i] === undefined ? NaN : metric(x) / metric(ys[i]!)));
+  };
+
+  const rows: string[][] = [];
+  for (const size of sizes) {
+    for (const id of contenders) {
+      const list = get(size, id);
+      if (list.length === 0) continue;
+      const share = (pick: (m: Measured) => number) => median(list.map((m) => pick(m) / (m.seconds * 1000)));
+      const ratios: string[] = [];
+      const add = (label: string, ref: ContenderId) => {
+        if (get(size, ref).length > 0) ratios.push(`${fmtRatio(median(perRound(size, id, ref)))}x ${label}`);
+      };
+      if (id === "http-gcache") {
+        add("redis", "redis");
+        add("bare", "http-bare");
+      }
+      if (id === "grpc-gcache") add("bare", "grpc-bare");
+      if (id === "http-peer") add("local", "http-gcache");
+      if (id === "grpc-peer") add("local", "grpc-gcache");
+      const cpuPerReq = median(
+        list.map((m) => ((m.recvCpuMs + (Number.isNaN(m.peersCpuMs) ? 0 : m.peersCpuMs)) * 1000) / Math.max(1, m.requests)),
+      );
+      const otherCpu = median(
+        list.map((m) => Math.max(0, m.machineBusyCpus - (m.recvCpuMs + (Number.isNaN(m.peersCpuMs) ? 0 : m.peersCpuMs) + m.genCpuMs) / (m.seconds * 1000))),
+      );
+      rows.push([
+        `${sizeLabel(size).padStart(6)}  ${LABELS[id]}`,
+        fmtInt(median(list.map((m) => m.rps))),
+        `${(spread(list.map((m) => m.rps)) * 100).toFixed(0)}%`,
+        fmtMs(median(list.map((m) => m.p50Ms))),
+        fmtMs(median(list.map((m) => m.p99Ms))),
+        ratios.join(", ") || "-",
+        pct(share((m) => m.recvCpuMs)),
+        id === "mixed" || Number.isNaN(list[0]!.peersCpuMs) ? "-" : pct(share((m) => m.peersCpuMs)),
+        cpuPerReq.toFixed(1),
+        mb(median(list.map((m) => m.recvRssBytes))),
+        pct(share((m) => m.genCpuMs)),
+        pct(otherCpu),
+      ]);
+    }
+  }
+  console.log(`\nmedians of ${rounds} rounds (${durationS} s each)\n`);
+  console.log(
+    table(
+      ["size  workload", "req/s", "spread", "p50 ms", "p99 ms", "ratio (median of per-round)", "server CPU", "B+C CPU", "CPU us/req", "server RSS", "gen CPU", "other CPU"],
+      rows,
+    ),
+  );
+  console.log(
+    "\nserver = the process taking the requests (A, the bare server, redis-server; for mixed: A+B+C together, RSS = largest).\n" +
+      "CPU columns are shares of one core over the measured window (/proc, 10 ms ticks); CPU us/req counts A+B+C for gcache\n" +
+      "rows. gen = wrk / redis-benchmark / the Bun load generators; other = the rest of the machine meanwhile (above ~10 % the\n" +
+      "run was disturbed). spread = (max - min) / median of req/s over rounds.",
+  );
+
+  // ---- per-round ratios and goals
+  console.log("\ngoals (median of per-round ratios; per-round values in brackets):");
+  const goal = (label: string, ratios: number[], pass: (r: number) => boolean, bound: string) => {
+    if (ratios.length === 0 || ratios.every((r) => Number.isNaN(r))) return;
+    const m = median(ratios);
+    const ok = pass(m);
+    console.log(
+      `  ${ok ? "PASS" : "FAIL"}  ${label.padEnd(52)} ${fmtRatio(m).padStart(6)}  (goal ${bound})  [${ratios.map(fmtRatio).join(" ")}]`,
+    );
+  };
+  for (const size of sizes) {
+    const s = sizeLabel(size);
+    goal(`${s}: HTTP hits req/s / Redis GET req/s`, perRound(size, "http-gcache", "redis"), (r) => r >= 1.2, ">= 1.2");
+    goal(`${s}: HTTP hits req/s / bare Bun.serve req/s`, perRound(size, "http-gcache", "http-bare"), (r) => r >= 0.9, ">= 0.9");
+    goal(`${s}: HTTP hits p99 / Redis GET p99`, perRound(size, "http-gcache", "redis", (m) => m.p99Ms), (r) => r <= 1, "<= 1.0");
+    goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
+    goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
+    goal(`${s}: gRPC peer hop calls/s / gRPC local hits calls/s`, perRound(size, "grpc-peer", "grpc-gcache"), (r) => r >= 0.5, ">= 0.5");
+  }
+
+  // ---- path checks
+  console.log("\npath check (counters over all runs of a workload; gcache rows include warm-ups of gRPC runs):");
+  for (const size of sizes) {
+    for (const id of contenders) {
+      const list = get(size, id);
+      if (list.length === 0 || list[0]!.path === null) continue;
+      const total = (pick: (p: PathDelta) => number) => list.reduce((t, m) => t + pick(m.path!), 0);
+      const gets = total((p) => p.gets);
+      const share = (n: number) => (gets === 0 ? "-" : `${((n / gets) * 100).toFixed(1)}%`);
+      let text: string;
+      if (id === "redis") {
+        text = `GETs ${fmtInt(gets)}, found ${share(total((p) => p.mainHits))}, missing ${share(total((p) => p.misses ?? 0))}`;
+        if (total((p) => p.misses ?? 0) > 0) failures.push(`${sizeLabel(size)} redis: GETs of missing keys (the fill did not cover the keyspace)`);
+      } else if (id === "mixed") {
+        text =
+          `client gets ${fmtInt(gets)}: main hits ${share(total((p) => p.mainHits))}, hot hits ${share(total((p) => p.hotHits))}, ` +
+          `fetched from owners ${share(total((p) => p.peerLoads))}, origin loads ${share(total((p) => p.localLoads))}`;
+      } else {
+        const hot = total((p) => p.hotHits);
+        const main = total((p) => p.mainHits);
+        text =
+          `A gets ${fmtInt(gets)}: main hits ${share(main)}, hot hits ${share(hot)}, fetched from owners ${share(total((p) => p.peerLoads))}, ` +
+          `served by B+C ${share(total((p) => p.ownerServed))}, origin loads ${share(total((p) => p.localLoads))}`;
+        if ((id === "http-gcache" || id === "grpc-gcache") && main < gets * 0.99) {
+          failures.push(`${sizeLabel(size)} ${LABELS[id]}: only ${share(main)} of gets were main-cache hits`);
+        }
+        if ((id === "http-peer" || id === "grpc-peer") && hot > gets * 0.02) {
+          failures.push(`${sizeLabel(size)} ${LABELS[id]}: ${share(hot)} of gets hit A's hot cache; the peer hop was not measured alone`);
+        }
+      }
+      console.log(`  ${sizeLabel(size).padStart(6)} ${LABELS[id].padEnd(28)} ${text}`);
+    }
+  }
+
+  // ---- mixed details
+  for (const size of sizes) {
+    const list = get(size, "mixed");
+    if (list.length === 0) continue;
+    const mx = list.map((m) => m.mixed!);
+    console.log(
+      `\nmixed ${sizeLabel(size)}: ${fmtInt(median(mx.map((r) => r.opsPerSecond)))} ops/s; ` +
+        `GET p50 ${fmtMs(median(mx.map((r) => r.gets.p50Ms)))} ms p99 ${fmtMs(median(mx.map((r) => r.gets.p99Ms)))} ms; ` +
+        `PUT p50 ${fmtMs(median(mx.map((r) => r.sets.p50Ms)))} ms p99 ${fmtMs(median(mx.map((r) => r.sets.p99Ms)))} ms; ` +
+        `node CPU ${mx[0]!.processes.map((_, i) => `${MEMBERS[i]} ${pct(median(mx.map((r) => r.processes[i]!.cpuMs / (r.seconds * 1000))))}`).join(" ")}; ` +
+        `RSS ${mx[0]!.processes.map((_, i) => `${MEMBERS[i]} ${mb(median(mx.map((r) => r.processes[i]!.rssBytes)))}`).join(" ")}`,
+    );
+  }
+  return failures;
+}
+
+function printStarts(samples: StartSample[]): void {
+  const idle = samples.map((s) => s.idleRssBytes).filter((v) => Number.isFinite(v));
+  console.log(`\nstart check (dist/gcache-node, one node, default flags, ${samples.length} starts one after another):`);
+  console.log(
+    `  spawn -> first /readyz 200: median ${fmtMs(median(samples.map((s) => s.readyMs)), 1)} ms ` +
+      `[${samples.map((s) => s.readyMs.toFixed(1)).join(" ")}]`,
+  );
+  console.log(
+    `  spawn -> "serving" log line: median ${fmtMs(median(samples.map((s) => s.servingLineMs)), 1)} ms; ` +
+      `the node's own startupMs: median ${fmtMs(median(samples.map((s) => s.loggedStartupMs)), 0)} ms`,
+  );
+  console.log(
+    `  RSS when first ready: median ${mb(median(samples.map((s) => s.readyRssBytes)))}; ` +
+      `idle RSS ${IDLE_MS / 1000} s after spawn: median ${mb(median(idle))} [${idle.map((b) => (b / 1048576).toFixed(1)).join(" ")} MB]`,
+  );
+  console.log(
+    `  SIGTERM -> exit: median ${fmtMs(median(samples.map((s) => s.stopMs)), 0)} ms; exit codes ${[...new Set(samples.map((s) => s.exitCode))].join(",")}`,
+  );
+}
+
+// ---------------------------------------------------------------- soak
+
+async function soak(nodes: NodeProcess[], mixedGen: Child): Promise<void> {
+  const durationMs = soakMinutes * 60_000;
+  note(`soak: mixed workload with ${sizeLabel(SOAK_SIZE)} values for ${soakMinutes} min, RSS every ${SOAK_SAMPLE_MS / 1000} s …`);
+  const pids = nodes.map((n) => n.service.pid);
+  const samples: { t: number; rss: number[] }[] = [];
+  const t0 = performance.now();
+  const sample = () => samples.push({ t: (performance.now() - t0) / 1000, rss: pids.map((pid) => sampleProcess(pid).rssBytes) });
+  sample();
+  const timer = setInterval(sample, SOAK_SAMPLE_MS);
+  let result: MixedResult;
+  try {
+    const spec: MixedSpec = {
+      bases: nodes.map((n) => n.http),
+      group: "mixed",
+      keyPrefix: `m${SOAK_SIZE}-`,
+      ...MIXED,
+      valueBytes: SOAK_SIZE,
+      concurrency,
+      warmupMs: 0,
+      durationMs,
+      pids,
+      seed: 7,
+    };
+    result = await mixedGen.call<MixedResult>("run", { ...spec }, durationMs + 120_000);
+  } finally {
+    clearInterval(timer);
+  }
+  sample();
+  console.log(
+    `\nsoak: mixed 90/10, ${sizeLabel(SOAK_SIZE)} values, ${soakMinutes} min: ${fmtInt(result.opsPerSecond)} ops/s, ` +
+      `GET p99 ${fmtMs(result.gets.p99Ms)} ms, PUT p99 ${fmtMs(result.sets.p99Ms)} ms, errors ${result.errors}`,
+  );
+  console.log(table(["t s", ...nodes.map((n) => `${n.name} RSS MB`)], samples.map((s) => [s.t.toFixed(0), ...s.rss.map((b) => (b / 1048576).toFixed(1))])));
+  // Growth after the caches had a minute to fill: slope of each half; steady growth = both halves rise.
+  const settled = samples.filter((s) => s.t >= Math.min(60, (soakMinutes * 60) / 3));
+  const half = Math.floor(settled.length / 2);
+  for (const [i, node] of nodes.entries()) {
+    const xs = settled.map((s) => s.t / 60);
+    const ys = settled.map((s) => s.rss[i]! / 1048576);
+    const first = slope(xs.slice(0, half + 1), ys.slice(0, half + 1));
+    const second = slope(xs.slice(half), ys.slice(half));
+    const all = slope(xs, ys);
+    const growth = ys.length > 0 ? ys[ys.length - 1]! - ys[0]! : NaN;
+    const steady = first > 1 && second > 1 && growth > 0.05 * ys[0]!;
+    console.log(
+      `  ${node.name}: after ${settled[0]?.t.toFixed(0) ?? "-"} s, RSS ${ys[0]?.toFixed(1)} -> ${ys[ys.length - 1]?.toFixed(1)} MB; ` +
+        `slope ${all.toFixed(2)} MB/min (first half ${first.toFixed(2)}, second half ${second.toFixed(2)}) -> ` +
+        `${steady ? "GROWS STEADILY" : "no steady growth"}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- run
+
+try {
+  await main();
+} catch (error) {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+  if (tmp !== null) rmSync(tmp, { recursive: true, force: true });
+}
