@@ -43,7 +43,7 @@ export async function startCluster(options: ClusterOptions): Promise<NodeProcess
       String(httpPorts[i]),
       "--peers",
       peers,
-      ...options.groups.flatMap((g) => ["--group", g]),
+      ...(options.groups.length === 0 ? [] : ["--group", options.groups.join(",")]),
       ...(options.origin === undefined ? [] : ["--origin", options.origin]),
       "--drain-grace",
       "0s",
@@ -57,6 +57,12 @@ export async function startCluster(options: ClusterOptions): Promise<NodeProcess
     return { name, grpc: `127.0.0.1:${grpcPorts[i]}`, http: `http://127.0.0.1:${httpPorts[i]}`, service };
   });
   await Promise.all(nodes.map((node) => waitForHttp(`${node.http}/readyz`, 30_000, node.service)));
+  for (const node of nodes) {
+    const body = (await (await fetch(`${node.http}/v1/stats`)).json()) as { groups: Record<string, unknown> };
+    for (const group of options.groups.map((g) => g.split(":")[0]!)) {
+      if (body.groups[group] === undefined) throw new Error(`node ${node.name} started without group ${group}`);
+    }
+  }
   return nodes;
 }
 

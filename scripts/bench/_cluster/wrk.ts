@@ -26,6 +26,8 @@ export interface WrkResult {
   cpuMs: number;
   /** Wall time of the wrk process, ms. */
   wallMs: number;
+  /** Where the next run should start to continue the cycle (see writeGetScript). */
+  cursor: number;
 }
 
 const MARK = "WRKJSON ";
@@ -33,7 +35,14 @@ const MARK = "WRKJSON ";
 /**
  * Writes `<name>.keys` and `<name>.lua` into `dir`: the script sends
  * `GET <pathPrefix><key>` cycling over `keys`, thread t taking the keys
- * t, t + threads, t + 2 threads, … Returns the script's path.
+ * t, t + threads, t + 2 threads, …
+ *
+ * Its first argument (after `--` on wrk's command line) is a cursor into the
+ * key list, counted without wrapping: each thread starts at the first key of
+ * its slice at or after it. The result line reports the cursor after the
+ * run: past the furthest key any thread sent. Passing it to the next run
+ * continues the cycle there, so no key comes back sooner than a full cycle.
+ * Returns the script's path.
  */
 export function writeGetScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number): string {
   const keysFile = join(dir, `${name}.keys`);
@@ -44,14 +53,18 @@ export function writeGetScript(dir: string, name: string, keys: readonly string[
     `-- GET ${pathPrefix}<key>, cycling over ${keys.length} keys; thread t takes every ${threads}th key from t.
 local threads = ${threads}
 local next_id = 0
+local all_threads = {}
 function setup(thread)
   thread:set("id", next_id)
   next_id = next_id + 1
+  table.insert(all_threads, thread)
 end
 
 local requests = {}
 local count = 0
-local at = 1
+-- Globals, read from done() through thread:get: id (set by setup), start, sent.
+start = 0
+sent = 0
 function init(args)
   local i = 0
   for key in io.lines(${JSON.stringify(keysFile)}) do
@@ -64,23 +77,28 @@ function init(args)
     end
   end
   if count == 0 then error("no keys for thread " .. id) end
+  local cursor = tonumber(args[1] or "0") or 0
+  start = math.max(0, math.ceil((cursor - id) / threads))
 end
 
 function request()
-  local r = requests[at]
-  at = at + 1
-  if at > count then at = 1 end
+  local r = requests[(start + sent) % count + 1]
+  sent = sent + 1
   return r
 end
 
 function done(summary, latency, requests)
+  local cursor = 0
+  for _, thread in ipairs(all_threads) do
+    cursor = math.max(cursor, (thread:get("start") + thread:get("sent")) * threads + thread:get("id"))
+  end
   local e = summary.errors
   io.write(string.format(
     '${MARK}{"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f,' ..
-    '"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f}\\n',
+    '"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f,"cursor":%.0f}\\n',
     summary.requests, summary.duration, summary.bytes,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    e.connect, e.read, e.write, e.status, e.timeout))
+    e.connect, e.read, e.write, e.status, e.timeout, cursor))
 end
 `,
   );
@@ -96,6 +114,8 @@ export interface WrkSpec {
   connections: number;
   /** Whole seconds (wrk takes no fractions). */
   seconds: number;
+  /** Where in the key list the cycle starts (see writeGetScript). */
+  cursor?: number;
 }
 
 export async function runWrk(spec: WrkSpec): Promise<WrkResult> {
@@ -113,6 +133,8 @@ export async function runWrk(spec: WrkSpec): Promise<WrkResult> {
     "-s",
     spec.script,
     spec.url,
+    "--",
+    String(spec.cursor ?? 0),
   ];
   const { lines, cpuMs, wallMs } = await runToEnd("wrk", argv, spec.seconds * 1000 + 20_000);
   const line = lines.find((l) => l.startsWith(MARK));
@@ -132,5 +154,6 @@ export async function runWrk(spec: WrkSpec): Promise<WrkResult> {
     statusErrors: r.status!,
     cpuMs,
     wallMs,
+    cursor: r.cursor!,
   };
 }

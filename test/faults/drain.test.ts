@@ -1,0 +1,97 @@
+/**
+ * SIGTERM one of three gcache-node processes under a steady mixed load: the
+ * node leaves etcd, keeps serving through its drain grace, and exits 0; not
+ * one request fails, and no read returns a value an acknowledged set had
+ * replaced.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { GCacheClient } from "../../src/client.ts";
+import type { CliNode } from "../_support/cli.ts";
+import { describeEtcd, startEtcd, type EtcdServer } from "../_support/etcd.ts";
+import { waitFor } from "../_support/wait.ts";
+import { Load, nodeArgs, Origin, ownerAmong, staleReads, startNodes, tally, waitForMembers } from "./_support.ts";
+
+const NAMES = ["A", "B", "C"];
+const LEAVING = "C";
+const KEYS = Array.from({ length: 300 }, (_, i) => `k-${i}`);
+
+describeEtcd("fault: SIGTERM a node under load", () => {
+  let etcd: EtcdServer;
+  let origin: Origin;
+  let nodes: CliNode[] = [];
+  const clients: GCacheClient[] = [];
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    origin = new Origin();
+  }, 30_000);
+
+  afterAll(async () => {
+    for (const client of clients) client.close();
+    await Promise.all(nodes.map((node) => node.stop()));
+    await origin?.stop();
+    await etcd?.stop();
+  });
+
+  test(
+    "the node drains and exits 0; no request fails and no read is stale",
+    async () => {
+      nodes = await startNodes(NAMES, (name) => nodeArgs(name, etcd, origin, ["--drain-grace=1s"]));
+      await waitForMembers(nodes, NAMES, 10_000);
+      const leaving = nodes.find((node) => node.name === LEAVING)!;
+      const staying = nodes.filter((node) => node !== leaving);
+      for (const node of staying) clients.push(new GCacheClient(node.address));
+
+      // No retries: every failure counts.
+      const load = new Load({ clients, keys: KEYS, concurrency: 64, setShare: 0.1, timeoutMs: 3_000, seed: 2 });
+      load.start();
+      try {
+        await waitFor(() => load.completed >= 1_500, 15_000, "the load to warm up");
+
+        const signalledAt = performance.now();
+        leaving.kill("SIGTERM");
+        await waitForMembers(staying, ["A", "B"], 5_000, "the others to drop C");
+        const droppedMs = performance.now() - signalledAt;
+        const code = await leaving.waitExit(10_000);
+        const exitedAt = performance.now();
+
+        const after = load.completed;
+        await waitFor(() => load.completed >= after + 3_000, 20_000, "the load to go on after C left");
+        await load.stop();
+        for (const key of KEYS) {
+          for (let via = 0; via < clients.length; via++) await load.getOnce(via, key);
+        }
+
+        const sets = [...load.sets.values()].flat();
+        const failed = [
+          ...load.gets.filter((get) => get.error !== undefined).map((get) => `get ${get.key} via #${get.via}: ${get.error}`),
+          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.failures.join(" ")}`),
+        ];
+        // The leaving node's values go with it: sets to keys it owned, sent before it exited, may be lost.
+        const stale = staleReads(load, (set) => ownerAmong(NAMES, set.key) === LEAVING && set.start < exitedAt);
+        console.info(
+          JSON.stringify({
+            fault: "SIGTERM",
+            requests: load.gets.length + sets.length,
+            gets: load.gets.length,
+            sets: sets.length,
+            failed: failed.length,
+            ackedSetsByUnreachablePeers: tally(sets.filter((set) => set.acked), (set) => set.unreachablePeers.join(",") || "(none)"),
+            droppedMs: Math.round(droppedMs),
+            exitMs: Math.round(exitedAt - signalledAt),
+            exitCode: code,
+            staleReads: stale.length,
+            staleExamples: stale.slice(0, 5),
+          }),
+        );
+        expect(code).toBe(0);
+        expect(failed).toEqual([]);
+        expect(stale).toEqual([]);
+        expect(leaving.logs().some((log) => log.msg === "stopped")).toBe(true);
+      } finally {
+        await load.stop();
+      }
+    },
+    60_000,
+  );
+});
