@@ -354,6 +354,17 @@ function originUrl(text: string): void {
   }
 }
 
+/** Every value of a repeatable flag in raw arguments (citty keeps only the last). */
+export function repeatedFlag(rawArgs: readonly string[], flag: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i < rawArgs.length; i++) {
+    const arg = rawArgs[i]!;
+    if (arg === `--${flag}` && i + 1 < rawArgs.length) values.push(rawArgs[++i]!);
+    else if (arg.startsWith(`--${flag}=`)) values.push(arg.slice(flag.length + 3));
+  }
+  return values;
+}
+
 /** One help line per flag: the description, its default and its environment twin. */
 export function describeFlag(flag: ServeFlag): string {
   const spec: FlagSpec = SERVE_FLAGS[flag];

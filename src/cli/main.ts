@@ -5,7 +5,7 @@ import { defineCommand, renderUsage, runCommand, runMain, type ArgsDef, type Com
 import packageJson from "../../package.json" with { type: "json" };
 import { isGCacheError } from "../errors.ts";
 import { delCommand, EXIT_ERROR, getCommand, setCommand } from "./client-commands.ts";
-import { describeFlag, resolveServeConfig, SERVE_FLAGS, UsageError, type ServeFlag } from "./config.ts";
+import { describeFlag, repeatedFlag, resolveServeConfig, SERVE_FLAGS, UsageError, type ServeFlag } from "./config.ts";
 import { startServing, trapSignals } from "./serve.ts";
 
 /** Replaced at build time by the version being built. */
@@ -25,7 +25,11 @@ const serveCommand = defineCommand({
   async run({ args, rawArgs }) {
     try {
       rejectUnknownFlags(rawArgs, Object.keys(SERVE_FLAGS));
-      const config = resolveServeConfig(args as Record<string, string | undefined>, process.env);
+      const groups = repeatedFlag(rawArgs, "group");
+      const config = resolveServeConfig(
+        { ...(args as Record<string, string | undefined>), ...(groups.length > 0 ? { group: groups } : {}) },
+        process.env,
+      );
       const signals = trapSignals();
       signals.attach(await startServing(config, version));
     } catch (error) {
