@@ -2,11 +2,13 @@ import { Server, type ServerOptions } from "@grpc/grpc-js";
 import type { Http2Server, ServerHttp2Session } from "node:http2";
 
 /**
- * Connection-level receive window for every HTTP/2 session the server
- * accepts. Bun's http2 starves most streams of a connection when large
- * messages (about 4 KB and up) flow while many calls are in flight; a client
- * channel's 16 MiB window covers responses, and this covers requests (large
- * Sets, forwarded Sets). grpc-js has no option for it, hence the hook below.
+ * Receive windows for every HTTP/2 session the server accepts. Bun's http2
+ * starves most streams of a connection when large messages (about 4 KB and
+ * up) flow while many calls are in flight; a client channel's 16 MiB window
+ * covers responses, and this covers requests (large Sets, forwarded Sets).
+ * Both windows are raised: the connection's alone makes Bun stop granting
+ * stream credit, and any request above 64 KiB then stalls. grpc-js has no
+ * option for either, hence the hook below.
  */
 const SESSION_WINDOW_BYTES = 16 * 1024 * 1024;
 
@@ -23,6 +25,7 @@ export function _createGrpcServer(options: ServerOptions): Server {
     const http2Server = create.call(this, credentials);
     http2Server.on("session", (session: ServerHttp2Session) => {
       try {
+        session.settings({ initialWindowSize: SESSION_WINDOW_BYTES });
         session.setLocalWindowSize(SESSION_WINDOW_BYTES);
       } catch {
         // A session that closed before we got to it needs no window.
