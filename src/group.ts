@@ -196,21 +196,23 @@ export class Group {
 
   /** Like `get`, with the value's absolute expiry (epoch ms; 0 = never). */
   getEntry(key: string, options?: CallOptions, fromPeer = false): Promise<Entry> {
+    let cached: Entry | undefined;
     try {
-      this.checkKey(key);
+      cached = this.cachedEntry(key, fromPeer);
     } catch (error) {
       return Promise.reject(error);
     }
-    const cached = this.cachedEntry(key, fromPeer);
     if (cached !== undefined) return Promise.resolve(cached);
     return this._loadMissed(key, options, fromPeer);
   }
 
   /**
-   * Looks only in this node's caches and counts the get. For the server's hot
-   * path: a hit is answered without a promise.
+   * Looks only in this node's caches and counts the get; throws
+   * ERR_INVALID_ARGUMENT for a bad key. For the servers' hot path: a hit is
+   * answered without a promise.
    */
   cachedEntry(key: string, fromPeer = false): Entry | undefined {
+    this.checkKey(key);
     const c = this.counters;
     c.gets++;
     if (fromPeer) c.serverRequests++;
@@ -301,6 +303,16 @@ export class Group {
     };
   }
 
+  /**
+   * The member set changed. Copies of other nodes' values (and fallback loads)
+   * may have missed invalidations while nodes disagreed about ownership: drop
+   * them, and keep loads already in flight from caching what they fetch.
+   */
+  _membershipChanged(): void {
+    for (const load of this.pending.values()) load.stale = true;
+    this.hot?.clear();
+  }
+
   /** Routes keys through `membership` (set by the node that hosts the group); `null` serves everything locally. */
   _attach(membership: Membership | null): void {
     this.membership = membership;
@@ -323,7 +335,11 @@ export class Group {
     this.counters.loads++;
     const call = _startCall(options, this.timeoutMs);
     try {
-      return await this.flight.do(key, (signal) => this.loadOnce(key, fromPeer, call.deadline, signal), call.signal);
+      // The shared load may serve later, more patient callers: it gets the group's time
+      // limit (or this caller's, if longer). Each caller still leaves at its own deadline,
+      // and the load is cancelled once every caller has left.
+      const loadDeadline = Math.max(call.deadline, Date.now() + this.timeoutMs);
+      return await this.flight.do(key, (signal) => this.loadOnce(key, fromPeer, loadDeadline, signal), call.signal);
     } finally {
       call.dispose();
     }
@@ -436,11 +452,15 @@ export class Group {
   private async broadcastInvalidate(key: string | null, except: Peer | null, context: CallContext): Promise<string[]> {
     const peers = this.membership?.peers() ?? [];
     const unreachable: string[] = [];
+    // Keep a quarter of the caller's time for the answer: a hung peer must be
+    // reported as unreachable, not turn an applied write into a timeout.
+    const now = Date.now();
+    const budget = { deadline: now + Math.max(0, (context.deadline - now) * 0.75), ...(context.signal === undefined ? {} : { signal: context.signal }) };
     await Promise.all(
       peers.map(async (peer) => {
         if (peer === except) return;
         try {
-          await peer.invalidate(this.name, key, context);
+          await peer.invalidate(this.name, key, budget);
         } catch {
           unreachable.push(peer.name);
         }

@@ -3,7 +3,7 @@
  * picker that routes keys to their owners. Several nodes can live in one
  * process (that is how the tests build clusters): nothing here is global.
  */
-import { ServerCredentials, type ChannelCredentials, type Server, type ServiceDefinition } from "@grpc/grpc-js";
+import { ServerCredentials, type ChannelCredentials, type MethodDefinition, type Server, type ServiceDefinition } from "@grpc/grpc-js";
 import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
 import { GrpcPeer, type Peer } from "./cluster/peer.ts";
 import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
@@ -155,7 +155,7 @@ export class CacheNode {
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     });
     server.addService(
-      validatingService(GCACHE_SERVICE),
+      validatingService(GCACHE_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>),
       cacheServiceHandlers((name) => this.groups.get(name), {
         accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
         maxResponseBytes: () => this.maxMessageSize,
@@ -164,7 +164,7 @@ export class CacheNode {
         end: () => this.callEnded(),
       }),
     );
-    server.addService(HEALTH_SERVICE as unknown as ServiceDefinition, this.health.handlers);
+    server.addService(validatingService(HEALTH_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), this.health.handlers);
     const listen = formatAddress({ host, port: this.options.port ?? DEFAULT_NODE_OPTIONS.port });
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(listen, this.options.serverCredentials ?? _serverCredentials(this.options.tls), (error, bound) =>
@@ -228,7 +228,7 @@ export class CacheNode {
       ...where,
       onMembers: (members) => {
         try {
-          picker.setMembers(members);
+          this.applyMembers(members);
           logger.info("membership changed", { members: members.map((m) => m.name) });
         } catch (error) {
           logger.error("ignored an unusable member set", { error: String(error) });
@@ -249,9 +249,16 @@ export class CacheNode {
       ...(etcd.leaseTtlSeconds === undefined ? {} : { ttlSeconds: etcd.leaseTtlSeconds }),
     });
     this.registry = registry;
+    registry.on("reregistered", ({ keyWasGone }) => {
+      if (!keyWasGone) return;
+      // The other nodes dropped us and stopped sending us invalidations, while
+      // writes for our keys went to other owners: what we hold may be stale.
+      for (const group of this.groups.values()) group.invalidateLocal(null);
+      logger.warn("rejoined after every other node had dropped this one: cached values discarded");
+    });
     await registry.register();
     const self = { name: this.nodeName!, address: advertise, ...(this.options.weight === undefined ? {} : { weight: this.options.weight }) };
-    picker.setMembers([...discovery.members().filter((m) => m.name !== self.name), self]);
+    this.applyMembers([...discovery.members().filter((m) => m.name !== self.name), self]);
   }
 
   /** Whether the node is registered in etcd (always true without etcd once serving). */
@@ -262,7 +269,12 @@ export class CacheNode {
 
   /** Replaces the membership; in-flight requests finish on the view they started with. */
   setPeers(members: readonly MemberSpec[]): void {
+    this.applyMembers(members);
+  }
+
+  private applyMembers(members: readonly MemberSpec[]): void {
     this.requirePicker().setMembers(members);
+    for (const group of this.groups.values()) group._membershipChanged();
   }
 
   /** The advertised address (host:port). */
@@ -314,12 +326,12 @@ export class CacheNode {
     this.state = "closing";
     this.health.set(ServingStatus.NOT_SERVING);
     // Leave etcd first: peers drop this node at once and stop sending it work.
-    await this.registry?.close().catch(() => {});
+    // Until they have, keep answering what they still send.
     const grace = this.options.drainGraceMs ?? 0;
-    if (wasServing && grace > 0) {
-      this.graceUntil = Date.now() + grace;
-      await new Promise((resolve) => setTimeout(resolve, grace));
-    }
+    if (wasServing && this.registry !== null) this.graceUntil = Infinity;
+    await this.registry?.close().catch(() => {});
+    this.graceUntil = wasServing && grace > 0 ? Date.now() + grace : 0;
+    if (this.graceUntil > 0) await new Promise((resolve) => setTimeout(resolve, grace));
     if (wasServing && this.inFlight > 0) {
       const timeout = this.options.drainTimeoutMs ?? DEFAULT_NODE_OPTIONS.drainTimeoutMs;
       await new Promise<void>((resolve) => {
@@ -377,7 +389,7 @@ export class CacheNode {
 }
 
 /** The cache service with decoders that turn garbage into INVALID_ARGUMENT instead of grpc-js's INTERNAL. */
-function validatingService(service: typeof GCACHE_SERVICE): ServiceDefinition {
+function validatingService(service: Record<string, MethodDefinition<unknown, unknown>>): ServiceDefinition {
   const out: Record<string, unknown> = {};
   for (const [name, method] of Object.entries(service)) {
     const decode = method.requestDeserialize as (bytes: Buffer) => unknown;

@@ -92,8 +92,12 @@ export interface RegistryEvents {
   registered: (info: RegistrationInfo) => void;
   /** The registration is gone; re-registration is under way. */
   lost: (info: LossInfo) => void;
-  /** Registered again after a loss; `downMs` since the loss. */
-  reregistered: (info: RegistrationInfo & { downMs: number }) => void;
+  /**
+   * Registered again after a loss; `downMs` since the loss. `keyWasGone`: the
+   * key had been deleted meanwhile, so every other node dropped this one (and
+   * stopped sending it invalidations) for a while.
+   */
+  reregistered: (info: RegistrationInfo & { downMs: number; keyWasGone: boolean }) => void;
   /**
    * A problem while re-registering that needs attention, e.g. `ERR_CONFLICT`
    * when another live node holds the name. Reported once per new problem;
@@ -182,7 +186,7 @@ interface Held {
   addr?: string;
 }
 
-type Attempt = { ok: true; leaseId: string; lease: Lease; revision: number } | { ok: false; held: Held };
+type Attempt = { ok: true; leaseId: string; lease: Lease; revision: number; created: boolean } | { ok: false; held: Held };
 
 /** The key changed between the steps of an attempt: try again, etcd is fine. */
 class KeyRace extends Error {}
@@ -407,7 +411,7 @@ export class Registry {
         .commit();
       if (txn.succeeded) {
         keep = true;
-        return { ok: true, leaseId: id, lease, revision: Number(txn.header.revision) };
+        return { ok: true, leaseId: id, lease, revision: Number(txn.header.revision), created: true };
       }
       const existing = txn.responses[0]?.response_range?.kvs[0];
       if (existing === undefined) {
@@ -430,7 +434,7 @@ export class Registry {
       if (existing.lease !== "0" && this.ownLeases.has(existing.lease)) {
         this.client.leaseClient.leaseRevoke({ ID: existing.lease }).catch(() => undefined);
       }
-      return { ok: true, leaseId: id, lease, revision: Number(takeover.header.revision) };
+      return { ok: true, leaseId: id, lease, revision: Number(takeover.header.revision), created: false };
     } finally {
       if (!keep) await this.revokeQuietly(lease);
     }
@@ -612,7 +616,7 @@ export class Registry {
     const info = this.adopt(result);
     const downMs = Date.now() - this.lostAt;
     this.logger.info("re-registered in etcd", { key: this.key, lease: info.leaseId, downMs });
-    this.emit("reregistered", { ...info, downMs });
+    this.emit("reregistered", { ...info, downMs, keyWasGone: result.created });
   }
 
   /**

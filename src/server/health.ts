@@ -4,6 +4,8 @@
  */
 import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import { ServingStatus, type HealthCheckRequest, type HealthCheckResponse } from "../wire/messages.ts";
+import { toStatus } from "../wire/status.ts";
+import { InvalidMessage } from "./service.ts";
 
 /** Service names this node answers for: "" (the whole server) and the cache service. */
 const KNOWN_SERVICES = new Set(["", "pb.GCache"]);
@@ -35,6 +37,11 @@ export class HealthService {
       call: ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>,
       callback: sendUnaryData<HealthCheckResponse>,
     ) => {
+      const request: HealthCheckRequest | InvalidMessage = call.request;
+      if (request instanceof InvalidMessage) {
+        callback(toStatus(request.error));
+        return;
+      }
       if (!KNOWN_SERVICES.has(call.request.service)) {
         callback({ code: status.NOT_FOUND, details: `unknown service ${JSON.stringify(call.request.service)}` });
         return;
@@ -42,6 +49,11 @@ export class HealthService {
       callback(null, { status: this.current });
     },
     Watch: (call: ServerWritableStream<HealthCheckRequest, HealthCheckResponse>) => {
+      const request: HealthCheckRequest | InvalidMessage = call.request;
+      if (request instanceof InvalidMessage) {
+        call.emit("error", toStatus(request.error));
+        return;
+      }
       const known = KNOWN_SERVICES.has(call.request.service);
       call.write({ status: known ? this.current : ServingStatus.SERVICE_UNKNOWN });
       this.watchers.add(call);

@@ -147,15 +147,17 @@ export class _HttpGateway {
   }
 
   private get(group: Group, key: string, request: Request, query: string, timeoutMs: number): Response | Promise<Response> {
-    let hit;
+    let timeout: number;
     try {
-      hit = group.cachedEntry(key);
+      // Validated before the lookup, so a bad timeout is a 400 whether or not the key is cached.
+      timeout = callTimeout(request, query, timeoutMs);
+      const hit = group.cachedEntry(key);
+      if (hit !== undefined) return valueResponse(hit.value, hit.expiresAt);
     } catch (error) {
       return errorResponse(error);
     }
-    if (hit !== undefined) return valueResponse(hit.value, hit.expiresAt);
     return group
-      ._loadMissed(key, { timeoutMs: callTimeout(request, query, timeoutMs), signal: request.signal })
+      ._loadMissed(key, { timeoutMs: timeout, signal: request.signal })
       .then((entry) => valueResponse(entry.value, entry.expiresAt), errorResponse);
   }
 
