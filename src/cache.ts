@@ -87,6 +87,11 @@ export class Cache<V = Uint8Array> {
     this.store.clear();
   }
 
+  /** A snapshot of the stored keys; O(n). */
+  keys(): string[] {
+    return this.store.keys();
+  }
+
   purgeExpired(): number {
     return this.store.purgeExpired();
   }

@@ -306,11 +306,15 @@ export class Group {
   /**
    * The member set changed. Copies of other nodes' values (and fallback loads)
    * may have missed invalidations while nodes disagreed about ownership: drop
-   * them, and keep loads already in flight from caching what they fetch.
+   * them and the values of keys this node no longer owns (O(n), once per
+   * change), and keep loads already in flight from caching what they fetch.
    */
   _membershipChanged(): void {
     for (const load of this.pending.values()) load.stale = true;
     this.hot?.clear();
+    // Keys that moved to another owner: their new owner answers for them now, and a
+    // copy left here would keep answering readers of this node with an older value.
+    for (const key of this.main.keys()) if (this.ownerOf(key) !== null) this.main.delete(key);
   }
 
   /** Routes keys through `membership` (set by the node that hosts the group); `null` serves everything locally. */

@@ -49,7 +49,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   protected sizes: Uint32Array;
   /** List of each slot; absent (all zero) when there is a single list. */
   protected listOf: Uint16Array | null;
-  protected keys: (string | undefined)[];
+  protected keyList: (string | undefined)[];
   protected vals: (V | undefined)[];
 
   private expires: Float64Array | null = null;
@@ -99,7 +99,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.prev = new Uint32Array(this.capacity);
     this.sizes = new Uint32Array(this.capacity);
     this.listOf = lists > 1 ? new Uint16Array(this.capacity) : null;
-    this.keys = new Array<string | undefined>(this.capacity).fill(undefined);
+    this.keyList = new Array<string | undefined>(this.capacity).fill(undefined);
     this.vals = new Array<V | undefined>(this.capacity).fill(undefined);
   }
 
@@ -186,6 +186,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return true;
   }
 
+  keys(): string[] {
+    return [...this.index.keys()];
+  }
+
   clear(): void {
     const listener = this.onEvict;
     const evicted: [string, V][] | null = listener === null || this.index.size === 0 ? null : [];
@@ -193,7 +197,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       for (const [key, i] of this.index) evicted.push([key, this.vals[i] as V]);
     }
     this.index.clear();
-    this.keys.fill(undefined);
+    this.keyList.fill(undefined);
     this.vals.fill(undefined);
     this.heads.fill(NIL);
     this.tails.fill(NIL);
@@ -303,7 +307,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       }
     }
     const i = this.allocSlot();
-    this.keys[i] = key;
+    this.keyList[i] = key;
     this.vals[i] = value;
     this.sizes[i] = size;
     this.index.set(key, i);
@@ -368,11 +372,11 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   private removeSlot(i: number, reason: EvictReason): void {
-    const key = this.keys[i]!;
+    const key = this.keyList[i]!;
     const value = this.vals[i] as V;
     this.unlink(i);
     this.index.delete(key);
-    this.keys[i] = undefined;
+    this.keyList[i] = undefined;
     this.vals[i] = undefined;
     if (this.expires !== null) {
       if (this.expires[i] !== 0) {
@@ -407,7 +411,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (this.expires !== null) this.expires = resized(this.expires, capacity);
     if (this.gens !== null) this.gens = resized(this.gens, capacity);
     for (let i = this.capacity; i < capacity; i++) {
-      this.keys.push(undefined);
+      this.keyList.push(undefined);
       this.vals.push(undefined);
     }
     this.capacity = capacity;

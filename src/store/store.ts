@@ -41,6 +41,8 @@ export interface Store<V = Uint8Array> {
   has(key: string): boolean;
   /** Absolute expiry time of a live entry: `0` when it never expires, `undefined` when absent. */
   expiresAt(key: string): number | undefined;
+  /** A snapshot of the stored keys (expired ones not yet swept included). O(n): for rare maintenance. */
+  keys(): string[];
   /** Removes every entry (each reported to `onEvict` with reason `cleared`). */
   clear(): void;
   /** Drops every expired entry now; returns how many. Cost is proportional to what expired. */
