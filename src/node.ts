@@ -273,7 +273,7 @@ export class CacheNode {
   }
 
   private applyMembers(members: readonly MemberSpec[]): void {
-    this.requirePicker().setMembers(members);
+    if (!this.requirePicker().setMembers(members)) return;
     for (const group of this.groups.values()) group._membershipChanged();
   }
 

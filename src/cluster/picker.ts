@@ -83,14 +83,16 @@ export class PeerPicker implements Membership {
 
   /**
    * Replaces the membership. This node is recognised by name or by any
-   * spelling of its address (and added when `selfAlwaysMember`).
+   * spelling of its address (and added when `selfAlwaysMember`). Returns
+   * whether the member set (names, addresses, weights) changed.
    */
-  setMembers(members: readonly MemberSpec[]): void {
+  setMembers(members: readonly MemberSpec[]): boolean {
     const old = this.view;
     this.view = this.build(members, old.byName);
     for (const [name, peer] of old.byName) {
       if (this.view.byName.get(name) !== peer) peer.close();
     }
+    return signature(old) !== signature(this.view);
   }
 
   close(): void {
@@ -142,4 +144,8 @@ export class PeerPicker implements Membership {
       members: all.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     };
   }
+}
+
+function signature(view: View): string {
+  return view.members.map((m) => `${m.name}@${m.address}*${m.weight ?? 1}`).join(",");
 }
