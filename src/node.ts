@@ -196,7 +196,7 @@ export class CacheNode {
     for (const group of this.groups.values()) group._attach(picker);
     if (this.options.etcd !== undefined) {
       try {
-        await this.joinEtcd(this.options.etcd, picker, advertise, options.httpAddress);
+        await this.joinEtcd(this.options.etcd, advertise, options.httpAddress);
       } catch (error) {
         this.state = "serving";
         await this.close();
@@ -208,7 +208,7 @@ export class CacheNode {
   }
 
   /** Follow etcd's member set, then register; this node joins its own ring as soon as registration succeeds. */
-  private async joinEtcd(etcd: NodeEtcdOptions, picker: PeerPicker, advertise: string, httpAddress: string | undefined): Promise<void> {
+  private async joinEtcd(etcd: NodeEtcdOptions, advertise: string, httpAddress: string | undefined): Promise<void> {
     const logger = this.options.logger ?? SILENT_LOGGER;
     // Loaded on demand: the etcd client is large and a node without etcd never needs it (start-up time).
     const [{ _createEtcdClient }, { EtcdDiscovery }, { Registry }] = await Promise.all([
