@@ -3,12 +3,13 @@
  * gcache-node processes over a test etcd, a steady load that records every
  * request it makes, and the staleness check run over that record.
  */
+import { afterAll, beforeAll } from "bun:test";
 import { GCacheClient } from "../../src/client.ts";
 import { HashRing } from "../../src/cluster/ring.ts";
 import { isGCacheError } from "../../src/errors.ts";
 import { CliNode } from "../_support/cli.ts";
 import { text } from "../_support/cluster.ts";
-import type { EtcdServer } from "../_support/etcd.ts";
+import { startEtcd, type EtcdServer } from "../_support/etcd.ts";
 import { randomInt, seededRandom } from "../_support/random.ts";
 import { waitFor } from "../_support/wait.ts";
 
@@ -391,4 +392,28 @@ export async function rssOf(pid: number | "self"): Promise<number> {
   } catch {
     return Number.NaN;
   }
+}
+
+/** What the process fault tests share: an etcd, an origin, the nodes and clients they start. */
+export interface FaultCluster {
+  etcd: EtcdServer;
+  origin: Origin;
+  nodes: CliNode[];
+  clients: GCacheClient[];
+}
+
+/** Starts etcd and the origin before the suite, and stops everything the suite started after it. */
+export function useFaultCluster(): FaultCluster {
+  const env = { nodes: [], clients: [] } as unknown as FaultCluster;
+  beforeAll(async () => {
+    env.etcd = await startEtcd();
+    env.origin = new Origin();
+  }, 30_000);
+  afterAll(async () => {
+    for (const client of env.clients) client.close();
+    await Promise.all(env.nodes.map((node) => node.stop()));
+    await env.origin?.stop();
+    await env.etcd?.stop();
+  });
+  return env;
 }

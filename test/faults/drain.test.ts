@@ -4,47 +4,32 @@
  * one request fails, and no read returns a value an acknowledged set had
  * replaced.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { GCacheClient } from "../../src/client.ts";
 import type { CliNode } from "../_support/cli.ts";
-import { describeEtcd, startEtcd, type EtcdServer } from "../_support/etcd.ts";
+import { describeEtcd, startEtcd } from "../_support/etcd.ts";
 import { waitFor } from "../_support/wait.ts";
 import { bytes, text } from "../_support/cluster.ts";
-import { codeOf, keysOwnedBy, Load, nodeArgs, Origin, ownerAmong, staleReads, startNodes, tally, waitForMembers } from "./_support.ts";
+import { codeOf, keysOwnedBy, Load, nodeArgs, ownerAmong, staleReads, startNodes, tally, waitForMembers, useFaultCluster } from "./_support.ts";
 
 const NAMES = ["A", "B", "C"];
 const LEAVING = "C";
 const KEYS = Array.from({ length: 300 }, (_, i) => `k-${i}`);
 
 describeEtcd("fault: SIGTERM a node under load", () => {
-  let etcd: EtcdServer;
-  let origin: Origin;
-  let nodes: CliNode[] = [];
-  const clients: GCacheClient[] = [];
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    origin = new Origin();
-  }, 30_000);
-
-  afterAll(async () => {
-    for (const client of clients) client.close();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await origin?.stop();
-    await etcd?.stop();
-  });
+  const env = useFaultCluster();
 
   test(
     "the node drains and exits 0; no request fails and no read is stale",
     async () => {
-      nodes = await startNodes(NAMES, (name) => nodeArgs(name, etcd, origin, ["--drain-grace=1s"]));
-      await waitForMembers(nodes, NAMES, 10_000);
-      const leaving = nodes.find((node) => node.name === LEAVING)!;
-      const staying = nodes.filter((node) => node !== leaving);
-      for (const node of staying) clients.push(new GCacheClient(node.address));
+      env.nodes = await startNodes(NAMES, (name) => nodeArgs(name, env.etcd, env.origin, ["--drain-grace=1s"]));
+      await waitForMembers(env.nodes, NAMES, 10_000);
+      const leaving = env.nodes.find((node) => node.name === LEAVING)!;
+      const staying = env.nodes.filter((node) => node !== leaving);
+      for (const node of staying) env.clients.push(new GCacheClient(node.address));
 
       // No retries: every failure counts.
-      const load = new Load({ clients, keys: KEYS, concurrency: 64, setShare: 0.1, timeoutMs: 3_000, seed: 2 });
+      const load = new Load({ clients: env.clients, keys: KEYS, concurrency: 64, setShare: 0.1, timeoutMs: 3_000, seed: 2 });
       load.start();
       try {
         await waitFor(() => load.completed >= 1_500, 15_000, "the load to warm up");
@@ -60,7 +45,7 @@ describeEtcd("fault: SIGTERM a node under load", () => {
         await waitFor(() => load.completed >= after + 3_000, 20_000, "the load to go on after C left");
         await load.stop();
         for (const key of KEYS) {
-          for (let via = 0; via < clients.length; via++) await load.getOnce(via, key);
+          for (let via = 0; via < env.clients.length; via++) await load.getOnce(via, key);
         }
 
         const sets = [...load.sets.values()].flat();
@@ -110,7 +95,7 @@ describeEtcd("fault: SIGTERM a node under load", () => {
       let pair: CliNode[] = [];
       const pairClients: GCacheClient[] = [];
       try {
-        pair = await startNodes(["A", "C"], (name) => nodeArgs(name, ownEtcd, origin, ["--drain-grace=1s", "--service=drain-deregister"]));
+        pair = await startNodes(["A", "C"], (name) => nodeArgs(name, ownEtcd, env.origin, ["--drain-grace=1s", "--service=drain-deregister"]));
         await waitForMembers(pair, ["A", "C"], 10_000);
         const [a, c] = pair as [CliNode, CliNode];
         const viaA = new GCacheClient(a.address);

@@ -6,12 +6,12 @@
  * The outage lasts GCACHE_FAULT_ETCD_DOWN_S seconds (default 8; far longer
  * than the 2 s lease TTL, so every lease runs out on the nodes' clocks).
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { GCacheClient } from "../../src/client.ts";
 import type { CliNode } from "../_support/cli.ts";
-import { describeEtcd, startEtcd, type EtcdServer } from "../_support/etcd.ts";
+import { describeEtcd } from "../_support/etcd.ts";
 import { waitFor } from "../_support/wait.ts";
-import { httpAddressOf, LEASE_TTL_S, Load, nodeArgs, Origin, staleReads, startNodes, tally, waitForMembers } from "./_support.ts";
+import { httpAddressOf, LEASE_TTL_S, Load, nodeArgs, staleReads, startNodes, tally, waitForMembers, useFaultCluster } from "./_support.ts";
 
 const NAMES = ["A", "B", "C"];
 const KEYS = Array.from({ length: 300 }, (_, i) => `k-${i}`);
@@ -30,60 +30,45 @@ async function ready(node: CliNode): Promise<boolean> {
 }
 
 describeEtcd("fault: etcd down under load", () => {
-  let etcd: EtcdServer;
-  let origin: Origin;
-  let nodes: CliNode[] = [];
-  const clients: GCacheClient[] = [];
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    origin = new Origin();
-  }, 30_000);
-
-  afterAll(async () => {
-    for (const client of clients) client.close();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await origin?.stop();
-    await etcd?.stop();
-  });
+  const env = useFaultCluster();
 
   test(
     `etcd killed for ${DOWN_S} s: no request fails; afterwards every node is registered and all agree`,
     async () => {
       if (!(DOWN_S > 0 && DOWN_S <= 300)) throw new Error(`GCACHE_FAULT_ETCD_DOWN_S must be 1-300, got ${process.env.GCACHE_FAULT_ETCD_DOWN_S}`);
-      nodes = await startNodes(NAMES, (name) => nodeArgs(name, etcd, origin));
-      await waitForMembers(nodes, NAMES, 10_000);
-      for (const node of nodes) clients.push(new GCacheClient(node.address));
+      env.nodes = await startNodes(NAMES, (name) => nodeArgs(name, env.etcd, env.origin));
+      await waitForMembers(env.nodes, NAMES, 10_000);
+      for (const node of env.nodes) env.clients.push(new GCacheClient(node.address));
 
-      const load = new Load({ clients, keys: KEYS, concurrency: 64, setShare: 0.1, timeoutMs: 3_000, seed: 3, maxDurationMs: (DOWN_S + 60) * 1000 });
+      const load = new Load({ clients: env.clients, keys: KEYS, concurrency: 64, setShare: 0.1, timeoutMs: 3_000, seed: 3, maxDurationMs: (DOWN_S + 60) * 1000 });
       load.start();
       try {
         await waitFor(() => load.completed >= 1_500, 15_000, "the load to warm up");
-        const logsBefore = nodes.map((node) => node.errorLines.length);
+        const logsBefore = env.nodes.map((node) => node.errorLines.length);
 
-        await etcd.kill();
+        await env.etcd.kill();
         const killedAt = performance.now();
         const beforeOutage = load.completed;
         // The outage itself: etcd stays down for the configured time while the load runs.
         await new Promise((resolve) => setTimeout(resolve, DOWN_S * 1000));
         const duringOutage = load.completed - beforeOutage;
-        await etcd.restart();
+        await env.etcd.restart();
         const restartedAt = performance.now();
 
         // Every node re-registered (readyz needs the registration) and every ring lists A, B, C.
         await waitFor(
-          async () => (await Promise.all(nodes.map(async (node) => (await ready(node)) && (await ring(node)) === "A,B,C"))).every(Boolean),
+          async () => (await Promise.all(env.nodes.map(async (node) => (await ready(node)) && (await ring(node)) === "A,B,C"))).every(Boolean),
           (LEASE_TTL_S + 15) * 1000,
           "every node to be registered again with the full ring",
         );
         const recoveredMs = performance.now() - restartedAt;
-        const registered = await etcd.client().getAll().prefix("/services/gcache/").keys();
+        const registered = await env.etcd.client().getAll().prefix("/services/gcache/").keys();
 
         const after = load.completed;
         await waitFor(() => load.completed >= after + 2_000, 20_000, "the load to go on after etcd came back");
         await load.stop();
         for (const key of KEYS) {
-          for (let via = 0; via < clients.length; via++) await load.getOnce(via, key);
+          for (let via = 0; via < env.clients.length; via++) await load.getOnce(via, key);
         }
 
         const sets = [...load.sets.values()].flat();
@@ -93,7 +78,7 @@ describeEtcd("fault: etcd down under load", () => {
         ];
         // No node died: no acknowledged value may be lost.
         const stale = staleReads(load, () => false);
-        const outageLogs = nodes.map((node, i) =>
+        const outageLogs = env.nodes.map((node, i) =>
           tally(
             node.logs().slice(logsBefore[i]).filter((log) => log.level !== "debug"),
             (log) => log.msg,
@@ -110,7 +95,7 @@ describeEtcd("fault: etcd down under load", () => {
             recoveredMsAfterRestart: Math.round(recoveredMs),
             outageMs: Math.round(restartedAt - killedAt),
             registered: registered.sort(),
-            membersAfter: nodes.map((node) => node.members()?.join(",")),
+            membersAfter: env.nodes.map((node) => node.members()?.join(",")),
             ackedSetsByUnreachablePeers: tally(sets.filter((set) => set.acked), (set) => set.unreachablePeers.join(",") || "(none)"),
             logsSinceOutage: outageLogs,
             staleReads: stale.length,
@@ -119,7 +104,7 @@ describeEtcd("fault: etcd down under load", () => {
         );
         expect(failed).toEqual([]);
         expect(registered.sort()).toEqual(NAMES.map((name) => `/services/gcache/${name}`));
-        for (const node of nodes) expect(node.members()).toEqual(NAMES);
+        for (const node of env.nodes) expect(node.members()).toEqual(NAMES);
         expect(stale).toEqual([]);
       } finally {
         await load.stop();

@@ -3,21 +3,21 @@
  * sent to the survivors never fail, the survivors drop the dead node within
  * its lease, and no read returns a value an acknowledged set had replaced.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { GCacheClient } from "../../src/client.ts";
-import type { CliNode } from "../_support/cli.ts";
-import { describeEtcd, startEtcd, type EtcdServer } from "../_support/etcd.ts";
+import { describeEtcd } from "../_support/etcd.ts";
 import { waitFor } from "../_support/wait.ts";
 import {
   LEASE_TTL_S,
   Load,
   nodeArgs,
-  Origin,
+  
   ownerAmong,
   staleReads,
   startNodes,
   tally,
   waitForMembers,
+  useFaultCluster,
 } from "./_support.ts";
 
 const NAMES = ["A", "B", "C"];
@@ -25,35 +25,20 @@ const VICTIM = "C";
 const KEYS = Array.from({ length: 300 }, (_, i) => `k-${i}`);
 
 describeEtcd("fault: SIGKILL a node under load", () => {
-  let etcd: EtcdServer;
-  let origin: Origin;
-  let nodes: CliNode[] = [];
-  const clients: GCacheClient[] = [];
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    origin = new Origin();
-  }, 30_000);
-
-  afterAll(async () => {
-    for (const client of clients) client.close();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await origin?.stop();
-    await etcd?.stop();
-  });
+  const env = useFaultCluster();
 
   test(
     "gets to the survivors never fail, the ring converges within the lease TTL + 1 s, and no read is stale",
     async () => {
-      nodes = await startNodes(NAMES, (name) => nodeArgs(name, etcd, origin));
-      await waitForMembers(nodes, NAMES, 10_000);
-      const victim = nodes.find((node) => node.name === VICTIM)!;
-      const survivors = nodes.filter((node) => node !== victim);
-      // Clients talk only to the nodes that stay alive.
-      for (const node of survivors) clients.push(new GCacheClient(node.address));
+      env.nodes = await startNodes(NAMES, (name) => nodeArgs(name, env.etcd, env.origin));
+      await waitForMembers(env.nodes, NAMES, 10_000);
+      const victim = env.nodes.find((node) => node.name === VICTIM)!;
+      const survivors = env.nodes.filter((node) => node !== victim);
+      // Clients talk only to the env.nodes that stay alive.
+      for (const node of survivors) env.clients.push(new GCacheClient(node.address));
 
       const load = new Load({
-        clients,
+        clients: env.clients,
         keys: KEYS,
         concurrency: 64,
         setShare: 0.1,
@@ -80,7 +65,7 @@ describeEtcd("fault: SIGKILL a node under load", () => {
 
         // A final sweep with no write in flight: every key through every survivor.
         for (const key of KEYS) {
-          for (let via = 0; via < clients.length; via++) await load.getOnce(via, key);
+          for (let via = 0; via < env.clients.length; via++) await load.getOnce(via, key);
         }
 
         const sets = [...load.sets.values()].flat();
