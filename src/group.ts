@@ -115,6 +115,8 @@ export interface GroupStats {
   fallbackLoads: number;
   /** Gets that arrived from peers. */
   serverRequests: number;
+  /** Sets and deletes sent on to a new owner after the ring dropped the one that could not be reached. */
+  writesRerouted: number;
   caches: { main: CacheStats; hot: CacheStats };
 }
 
@@ -135,6 +137,8 @@ export class Group {
   private loading = 0;
   private readonly flight = new SingleFlight<Entry>();
   private membership: Membership | null = null;
+  /** Writes waiting for the ring to replace an owner they could not reach. */
+  private readonly ringWaiters = new Set<() => void>();
   /**
    * Loads in flight, by key. A write or invalidation of the key marks the
    * load stale: its result, read before the write, is returned to the callers
@@ -152,6 +156,7 @@ export class Group {
     peerErrors: 0,
     localLoads: 0,
     localLoadErrors: 0,
+    writesRerouted: 0,
     fallbackLoads: 0,
     serverRequests: 0,
   };
@@ -248,11 +253,18 @@ export class Group {
     }
     const call = _startCall(options, this.peerTimeoutMs);
     try {
-      if (owner !== null) {
-        await owner.set(this.name, key, value, expiresAt, call);
-        this.dropLocal(key);
+      let storedAt = owner;
+      while (storedAt !== null) {
+        try {
+          await storedAt.set(this.name, key, value, expiresAt, call);
+          this.dropLocal(key);
+          break;
+        } catch (error) {
+          storedAt = await this.ownerAfterFailure(key, storedAt, error, call.signal);
+          if (storedAt === null) this.storeOwned(key, value, expiresAt);
+        }
       }
-      return { unreachablePeers: await this.broadcastInvalidate(key, owner, call) };
+      return { unreachablePeers: await this.broadcastInvalidate(key, storedAt, call) };
     } finally {
       call.dispose();
     }
@@ -265,9 +277,19 @@ export class Group {
     if (owner === null && fromPeer) return { deleted: this.dropLocal(key), unreachablePeers: [] };
     const call = _startCall(options, this.peerTimeoutMs);
     try {
-      const deleted = owner === null ? this.dropLocal(key) : await owner.delete(this.name, key, call);
-      if (owner !== null) this.dropLocal(key);
-      return { deleted, unreachablePeers: await this.broadcastInvalidate(key, owner, call) };
+      let deletedAt = owner;
+      let deleted = false;
+      while (deletedAt !== null) {
+        try {
+          deleted = await deletedAt.delete(this.name, key, call);
+          break;
+        } catch (error) {
+          deletedAt = await this.ownerAfterFailure(key, deletedAt, error, call.signal);
+        }
+      }
+      const droppedHere = this.dropLocal(key);
+      if (deletedAt === null) deleted = droppedHere;
+      return { deleted, unreachablePeers: await this.broadcastInvalidate(key, deletedAt, call) };
     } finally {
       call.dispose();
     }
@@ -315,6 +337,37 @@ export class Group {
     // Keys that moved to another owner: their new owner answers for them now, and a
     // copy left here would keep answering readers of this node with an older value.
     for (const key of this.main.keys()) if (this.ownerOf(key) !== null) this.main.delete(key);
+    for (const wake of [...this.ringWaiters]) wake();
+  }
+
+  /**
+   * After a write to `owner` failed: the member to send it to now (`null`: this
+   * node). Under discovery an owner that cannot be reached is about to lose its
+   * lease, so wait, within the call's deadline, for the ring to name another
+   * owner: a crash then costs writers latency, not errors. Rethrows `error`
+   * when retrying elsewhere cannot help.
+   */
+  private async ownerAfterFailure(key: string, owner: Peer, error: unknown, signal: AbortSignal): Promise<Peer | null> {
+    if (!(this.membership?.dropsDeadMembers ?? false) || !ownerIsUnreachable(error) || signal.aborted) throw error;
+    const next = await new Promise<Peer | null | undefined>((resolve) => {
+      const check = () => {
+        const now = this.ownerOf(key);
+        if (now === owner) return;
+        finish(now);
+      };
+      const onAbort = () => finish(undefined);
+      const finish = (result: Peer | null | undefined) => {
+        this.ringWaiters.delete(check);
+        signal.removeEventListener("abort", onAbort);
+        resolve(result);
+      };
+      this.ringWaiters.add(check);
+      signal.addEventListener("abort", onAbort, { once: true });
+      check();
+    });
+    if (next === undefined) throw error;
+    this.counters.writesRerouted++;
+    return next;
   }
 
   /** Routes keys through `membership` (set by the node that hosts the group); `null` serves everything locally. */
@@ -516,6 +569,16 @@ function shouldFallBack(error: unknown, signal: AbortSignal, deadline: number): 
   if (!isGCacheError(error)) return true;
   if (error.code === "ERR_NOT_FOUND") return false;
   return !isServerVerdict(error) || FALLBACK_VERDICTS.has(error.code);
+}
+
+/**
+ * The owner did not take the write because it is gone or going: no connection,
+ * or its own answer that it is closing. Its successor on the ring may take it.
+ */
+function ownerIsUnreachable(error: unknown): boolean {
+  if (!isGCacheError(error)) return false;
+  if (error.code === "ERR_CLOSED") return true;
+  return error.code === "ERR_UNAVAILABLE" && !isServerVerdict(error);
 }
 
 /** Answers from a live owner that still justify loading here: it is draining, or runs another configuration. */

@@ -1,10 +1,11 @@
 /** Group logic with in-process fake peers: routing decisions, load bookkeeping, errors. */
 import { describe, expect, test } from "bun:test";
 import type { Entry, Membership, Peer } from "../src/cluster/peer.ts";
-import { GCacheError, NotFoundError } from "../src/errors.ts";
+import { type ErrorCode, GCacheError, NotFoundError } from "../src/errors.ts";
 import { Group, type GroupOptions } from "../src/group.ts";
 import { FakeClock } from "./_support/clock.ts";
 import { bytes, text } from "./_support/cluster.ts";
+import { waitFor } from "./_support/wait.ts";
 
 class FakePeer implements Peer {
   readonly address: string;
@@ -20,7 +21,7 @@ class FakePeer implements Peer {
     this.gets++;
     return this.answer(key);
   }
-  async set(): Promise<void> {}
+  async set(_group: string, _key: string, _value: Uint8Array): Promise<void> {}
   async delete(): Promise<boolean> {
     return true;
   }
@@ -31,7 +32,7 @@ class FakePeer implements Peer {
 }
 
 function routeAllTo(peer: Peer | null, others: Peer[] = peer === null ? [] : [peer]): Membership {
-  return { ownerOf: () => peer, peers: () => others };
+  return { ownerOf: () => peer, peers: () => others, dropsDeadMembers: false };
 }
 
 function group(options: Partial<GroupOptions> = {}): Group {
@@ -211,6 +212,83 @@ describe("Group", () => {
     expect(await g.delete("k")).toEqual({ deleted: true, unreachablePeers: ["C"] });
     expect(await g.clear()).toEqual({ unreachablePeers: ["C"] });
     expect(good.invalidations).toEqual(["k", "k", null]);
+  });
+
+  describe("a write whose owner cannot be reached", () => {
+    /** A ring whose owner can be swapped, as discovery does when a lease expires. */
+    function movableRing(first: Peer, dropsDeadMembers: boolean) {
+      const ring = { owner: first as Peer | null, others: [first] as Peer[] };
+      const membership: Membership = { ownerOf: () => ring.owner, peers: () => ring.others, dropsDeadMembers };
+      return { ring, membership };
+    }
+    function deadPeer(name: string, code: ErrorCode = "ERR_UNAVAILABLE"): FakePeer & { writes: number } {
+      const peer = Object.assign(new FakePeer(name, () => Promise.reject(new GCacheError(code, "connection refused"))), { writes: 0 });
+      peer.set = () => {
+        peer.writes++;
+        return Promise.reject(new GCacheError(code, "connection refused"));
+      };
+      peer.delete = peer.set as unknown as FakePeer["delete"];
+      return peer;
+    }
+
+    test("under discovery it waits for the ring to drop the owner and goes to the new one", async () => {
+      const dead = deadPeer("C");
+      const stored: string[] = [];
+      const heir = new FakePeer("B", async () => ({ value: bytes("x"), expiresAt: 0 }));
+      heir.set = async (_group: string, key: string, value: Uint8Array) => {
+        stored.push(`${key}=${text(value)}`);
+      };
+      const { ring, membership } = movableRing(dead, true);
+      const g = group();
+      g._attach(membership);
+      const write = g.set("k", bytes("v1"), { timeoutMs: 2_000 });
+      await waitFor(() => dead.writes === 1);
+      ring.owner = heir;
+      ring.others = [heir];
+      g._membershipChanged();
+      expect(await write).toEqual({ unreachablePeers: [] });
+      expect(stored).toEqual(["k=v1"]);
+      expect(g.stats().writesRerouted).toBe(1);
+    });
+
+    test("when this node inherits the key, the write is stored here", async () => {
+      const dead = deadPeer("C", "ERR_CLOSED");
+      const { ring, membership } = movableRing(dead, true);
+      const g = group();
+      g._attach(membership);
+      const write = g.set("k", bytes("mine"), { timeoutMs: 2_000 });
+      const removal = g.delete("gone", { timeoutMs: 2_000 });
+      await waitFor(() => dead.writes === 2);
+      ring.owner = null;
+      ring.others = [];
+      g._membershipChanged();
+      expect(await write).toEqual({ unreachablePeers: [] });
+      expect(await removal).toEqual({ deleted: false, unreachablePeers: [] });
+      expect(text(await g.get("k"))).toBe("mine");
+    });
+
+    test("it fails with the owner's error at its deadline if the ring never changes", async () => {
+      const dead = deadPeer("C");
+      const g = group();
+      g._attach(movableRing(dead, true).membership);
+      const started = Date.now();
+      expect((await errorOf(g.set("k", bytes("v"), { timeoutMs: 150 }))).code).toBe("ERR_UNAVAILABLE");
+      expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+      expect(g.stats().writesRerouted).toBe(0);
+    });
+
+    test("with a static member list, or for a refusal that is not about reachability, it fails at once", async () => {
+      const dead = deadPeer("C");
+      const g = group();
+      g._attach(movableRing(dead, false).membership);
+      const started = Date.now();
+      expect((await errorOf(g.set("k", bytes("v"), { timeoutMs: 5_000 }))).code).toBe("ERR_UNAVAILABLE");
+      const refusing = deadPeer("D", "ERR_UNAUTHENTICATED");
+      const h = group();
+      h._attach(movableRing(refusing, true).membership);
+      expect((await errorOf(h.delete("k", { timeoutMs: 5_000 }))).code).toBe("ERR_UNAUTHENTICATED");
+      expect(Date.now() - started).toBeLessThan(1_000);
+    });
   });
 
   test("bad keys, values and options are clear errors", async () => {

@@ -36,6 +36,11 @@ export interface Membership {
   ownerOf(key: string): Peer | null;
   /** Every other live member. */
   peers(): readonly Peer[];
+  /**
+   * Whether a member that dies leaves on its own (discovery with leases), so
+   * that waiting for the membership to change is worth it; false for static lists.
+   */
+  readonly dropsDeadMembers: boolean;
 }
 
 const EMPTY = new Uint8Array(0);

@@ -72,6 +72,11 @@ export class PeerPicker implements Membership {
     return this.view.peers;
   }
 
+  /** Under discovery (the only mode where this node may be absent from the list), dead members' leases expire. */
+  get dropsDeadMembers(): boolean {
+    return !this.selfAlwaysMember;
+  }
+
   members(): readonly MemberSpec[] {
     return this.view.members;
   }

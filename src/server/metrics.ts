@@ -21,6 +21,7 @@ const GROUP_COUNTERS: [GroupCounter, string, string][] = [
   ["localLoadErrors", "gcache_local_load_errors_total", "Failed loader calls on this node."],
   ["fallbackLoads", "gcache_fallback_loads_total", "Local loads made because the owning peer could not answer."],
   ["serverRequests", "gcache_server_requests_total", "Gets that arrived from peers."],
+  ["writesRerouted", "gcache_writes_rerouted_total", "Writes sent on to a new owner after the unreachable one left the ring."],
 ];
 
 const CACHE_SERIES: [keyof CacheStats, string, "counter" | "gauge", string][] = [

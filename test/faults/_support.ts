@@ -208,12 +208,10 @@ export interface SetRecord {
   value: string;
   start: number;
   end: number;
-  /** The set was acknowledged (possibly after retries). */
+  /** The set was acknowledged. */
   acked: boolean;
-  /** Error codes of failed attempts, in order (the last one is final when `acked` is false). */
-  failures: string[];
-  /** performance.now() when the first attempt failed, or 0. */
-  firstFailureAt: number;
+  /** The gcache error code, when it failed. */
+  error?: string;
   /** Peers the acknowledging node could not tell to drop their copies. */
   unreachablePeers: string[];
 }
@@ -228,12 +226,6 @@ export interface LoadOptions {
   /** Deadline of each request. */
   timeoutMs: number;
   seed: number;
-  /**
-   * A set that fails with a retryable error is tried again (same value,
-   * 100 ms apart) until it succeeds or this much time has passed since it
-   * started. 0: no retries, every failure is final.
-   */
-  retrySetsForMs?: number;
   /** The load stops by itself after this long, whatever happens. Default: 60 s. */
   maxDurationMs?: number;
   group?: string;
@@ -313,32 +305,21 @@ export class Load {
   private async set(via: number, key: string): Promise<void> {
     this.settingKeys.add(key);
     const value = `set:${key}:${++this.seq}`;
-    const record: SetRecord = { key, via, value, start: performance.now(), end: 0, acked: false, failures: [], firstFailureAt: 0, unreachablePeers: [] };
+    const record: SetRecord = { key, via, value, start: performance.now(), end: 0, acked: false, unreachablePeers: [] };
     let list = this.sets.get(key);
     if (list === undefined) {
       list = [];
       this.sets.set(key, list);
     }
     list.push(record);
-    const retryFor = this.options.retrySetsForMs ?? 0;
     try {
-      for (let attempt = 0; attempt < 1_000; attempt++) {
-        try {
-          const result = await this.options.clients[via]!.set(this.group, key, new TextEncoder().encode(value), {
-            timeoutMs: this.options.timeoutMs,
-          });
-          record.acked = true;
-          record.unreachablePeers = result.unreachablePeers;
-          return;
-        } catch (error) {
-          if (record.failures.length === 0) record.firstFailureAt = performance.now();
-          record.failures.push(codeOf(error));
-          const retryable = isGCacheError(error) && error.retryable;
-          if (!retryable || performance.now() - record.start + 100 > retryFor) return;
-          // Back off before trying again: a retry policy, not a wait for a condition.
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      }
+      const result = await this.options.clients[via]!.set(this.group, key, new TextEncoder().encode(value), {
+        timeoutMs: this.options.timeoutMs,
+      });
+      record.acked = true;
+      record.unreachablePeers = result.unreachablePeers;
+    } catch (error) {
+      record.error = codeOf(error);
     } finally {
       record.end = performance.now();
       this.settingKeys.delete(key);

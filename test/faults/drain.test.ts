@@ -51,7 +51,7 @@ describeEtcd("fault: SIGTERM a node under load", () => {
         const sets = [...load.sets.values()].flat();
         const failed = [
           ...load.gets.filter((get) => get.error !== undefined).map((get) => `get ${get.key} via #${get.via}: ${get.error}`),
-          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.failures.join(" ")}`),
+          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.error}`),
         ];
         // The leaving node's values go with it: sets to keys it owned, sent before it exited, may be lost.
         const stale = staleReads(load, (set) => ownerAmong(NAMES, set.key) === LEAVING && set.start < exitedAt);

@@ -74,7 +74,7 @@ describeEtcd("fault: etcd down under load", () => {
         const sets = [...load.sets.values()].flat();
         const failed = [
           ...load.gets.filter((get) => get.error !== undefined).map((get) => `get ${get.key} via #${get.via}: ${get.error}`),
-          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.failures.join(" ")}`),
+          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.error}`),
         ];
         // No node died: no acknowledged value may be lost.
         const stale = staleReads(load, () => false);

@@ -1,7 +1,9 @@
 /**
- * SIGKILL one of three gcache-node processes under a steady mixed load: gets
- * sent to the survivors never fail, the survivors drop the dead node within
- * its lease, and no read returns a value an acknowledged set had replaced.
+ * SIGKILL one of three gcache-node processes under a steady mixed load: no
+ * get or set sent to the survivors fails (writes for the dead node's keys wait
+ * for its lease to expire and go to the new owner), the survivors drop the
+ * dead node within its lease, and no read returns a value an acknowledged set
+ * had replaced.
  */
 import { expect, test } from "bun:test";
 import { GCacheClient } from "../../src/client.ts";
@@ -11,7 +13,6 @@ import {
   LEASE_TTL_S,
   Load,
   nodeArgs,
-  
   ownerAmong,
   staleReads,
   startNodes,
@@ -28,7 +29,7 @@ describeEtcd("fault: SIGKILL a node under load", () => {
   const env = useFaultCluster();
 
   test(
-    "gets to the survivors never fail, the ring converges within the lease TTL + 1 s, and no read is stale",
+    "gets and sets sent to the survivors never fail, the ring converges within the lease TTL + 1 s, and no read is stale",
     async () => {
       env.nodes = await startNodes(NAMES, (name) => nodeArgs(name, env.etcd, env.origin));
       await waitForMembers(env.nodes, NAMES, 10_000);
@@ -42,10 +43,10 @@ describeEtcd("fault: SIGKILL a node under load", () => {
         keys: KEYS,
         concurrency: 64,
         setShare: 0.1,
-        timeoutMs: 3_000,
+        // Writes to the dead node's keys wait for its lease to expire and go to the
+        // new owner: a deadline above the lease TTL lets them, so no request may fail.
+        timeoutMs: (LEASE_TTL_S + 4) * 1000,
         seed: 1,
-        // A set whose owner was killed fails (ERR_UNAVAILABLE) until the ring drops it: retry those.
-        retrySetsForMs: (LEASE_TTL_S + 3) * 1000,
       });
       load.start();
       try {
@@ -71,17 +72,11 @@ describeEtcd("fault: SIGKILL a node under load", () => {
         const sets = [...load.sets.values()].flat();
         const failedGets = load.gets.filter((get) => get.error !== undefined);
         const failedSets = sets.filter((set) => !set.acked);
-        const retriedSets = sets.filter((set) => set.failures.length > 0);
         // A value stored only on the killed node is gone: sets sent before it died to keys it owned.
         const mayBeLost = (set: { key: string; start: number }) => ownerAmong(NAMES, set.key) === VICTIM && set.start < deadAt;
         const stale = staleReads(load, mayBeLost);
         const unreachable = tally(sets.filter((set) => set.acked), (set) => set.unreachablePeers.join(",") || "(none)");
-        const firstFailures = retriedSets.map((set) => ({
-          owner: ownerAmong(NAMES, set.key),
-          code: set.failures[0]!,
-          sentMsAfterKill: Math.round(set.start - killedAt),
-          failedMsAfterKill: Math.round(set.firstFailureAt - killedAt),
-        }));
+        const setsToVictimKeys = sets.filter((set) => ownerAmong(NAMES, set.key) === VICTIM && set.start >= killedAt && set.start < convergedAt);
         console.info(
           JSON.stringify({
             fault: "SIGKILL",
@@ -90,9 +85,8 @@ describeEtcd("fault: SIGKILL a node under load", () => {
             sets: sets.length,
             failedGets: failedGets.length,
             failedSets: failedSets.length,
-            setsThatNeededRetries: retriedSets.length,
-            retriedSetFirstErrors: tally(firstFailures, (f) => `${f.code} owner=${f.owner}`),
-            retriedSetsSentMsAfterKill: firstFailures.length === 0 ? null : [Math.min(...firstFailures.map((f) => f.sentMsAfterKill)), Math.max(...firstFailures.map((f) => f.sentMsAfterKill))],
+            setsToVictimKeysBeforeConvergence: setsToVictimKeys.length,
+            slowestOfThoseMs: Math.round(Math.max(0, ...setsToVictimKeys.map((set) => set.end - set.start))),
             ackedSetsByUnreachablePeers: unreachable,
             convergeMs: Math.round(convergeMs),
             originReads: load.gets.filter((g) => g.value?.startsWith("origin:")).length,
@@ -100,14 +94,10 @@ describeEtcd("fault: SIGKILL a node under load", () => {
           }),
         );
 
+        // The load must have hit the window this test is about: writes to the dead node's keys before the ring moved them.
+        expect(setsToVictimKeys.length).toBeGreaterThan(0);
         expect(failedGets.map((get) => `${get.key} via #${get.via}: ${get.error}`)).toEqual([]);
-        expect(failedSets.map((set) => `${set.key}: ${set.failures.join(" ")}`)).toEqual([]);
-        // The only sets that needed a retry are those routed to the dead owner before the ring dropped it.
-        for (const failure of firstFailures) {
-          expect(`${failure.code} owner=${failure.owner}`).toBe(`ERR_UNAVAILABLE owner=${VICTIM}`);
-          expect(failure.failedMsAfterKill).toBeGreaterThanOrEqual(0);
-          expect(failure.sentMsAfterKill).toBeLessThan(convergeMs + 1_000);
-        }
+        expect(failedSets.map((set) => `${set.key} via #${set.via} ${Math.round(set.start - killedAt)} ms after the kill: ${set.error}`)).toEqual([]);
         // The survivors could always reach each other: only the dead node may be missing from an invalidation.
         for (const peers of Object.keys(unreachable)) expect(["(none)", VICTIM]).toContain(peers);
         expect(convergeMs).toBeLessThan((LEASE_TTL_S + 1) * 1000);

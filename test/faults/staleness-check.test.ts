@@ -2,11 +2,11 @@
 import { expect, test } from "bun:test";
 import { Load, staleReads, type GetRecord, type SetRecord } from "./_support.ts";
 
-function loadWith(sets: Omit<SetRecord, "via" | "failures" | "firstFailureAt" | "unreachablePeers">[], gets: Omit<GetRecord, "via">[]): Load {
+function loadWith(sets: Omit<SetRecord, "via" | "error" | "unreachablePeers">[], gets: Omit<GetRecord, "via">[]): Load {
   const load = new Load({ clients: [], keys: [], concurrency: 0, setShare: 0, timeoutMs: 0, seed: 0 });
   for (const set of sets) {
     const list = load.sets.get(set.key) ?? [];
-    list.push({ ...set, via: 0, failures: set.acked ? [] : ["ERR_UNAVAILABLE"], firstFailureAt: 0, unreachablePeers: [] });
+    list.push({ ...set, via: 0, ...(set.acked ? {} : { error: "ERR_UNAVAILABLE" }), unreachablePeers: [] });
     load.sets.set(set.key, list);
   }
   for (const get of gets) load.gets.push({ ...get, via: 0 });

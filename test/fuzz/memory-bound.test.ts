@@ -56,7 +56,7 @@ describe("memory bound, in process", () => {
         invalidate: async () => {},
         close: () => {},
       };
-      const membership: Membership = { ownerOf: (key) => (key.startsWith("peer:") ? peer : null), peers: () => [peer] };
+      const membership: Membership = { ownerOf: (key) => (key.startsWith("peer:") ? peer : null), peers: () => [peer], dropsDeadMembers: false };
       const group = new Group({ name: "g", maxBytes: MAX_BYTES, maxValueBytes: MAX_VALUE, loader: () => freshValue() });
       group._attach(membership);
 
