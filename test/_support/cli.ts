@@ -20,19 +20,22 @@ export interface LogLine {
   [field: string]: unknown;
 }
 
+export interface CliNodeOptions {
+  cwd?: string;
+  env?: Record<string, string | undefined>;
+  /** A command that runs the node (e.g. `unshare … --net`): the node's command line is appended to it. */
+  wrap?: string[];
+}
+
 export class CliNode extends LineProcess {
   private addressValue: string | null = null;
 
-  private constructor(name: string, args: string[], options: { cwd?: string; env?: Record<string, string | undefined> }) {
-    super(name, nodeCommand(args), options);
+  private constructor(name: string, args: string[], options: CliNodeOptions) {
+    super(name, [...(options.wrap ?? []), ...nodeCommand(args)], options);
   }
 
   /** Starts `gcache-node serve …` and waits for its "serving" line. */
-  static async start(
-    name: string,
-    args: string[],
-    options: { cwd?: string; env?: Record<string, string | undefined>; timeoutMs?: number } = {},
-  ): Promise<CliNode> {
+  static async start(name: string, args: string[], options: CliNodeOptions & { timeoutMs?: number } = {}): Promise<CliNode> {
     const node = new CliNode(name, args, options);
     try {
       const line = await node.waitForLog((log) => log.msg === "serving", "serving", options.timeoutMs ?? 15_000);
