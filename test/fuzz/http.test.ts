@@ -18,7 +18,7 @@ import { randomInt, seededRandom } from "../_support/random.ts";
 import { httpAddressOf, rssOf, tally } from "../faults/_support.ts";
 
 const SEED = Number(process.env.GCACHE_FUZZ_SEED ?? "20240601");
-const REQUESTS = Number(process.env.GCACHE_FUZZ_HTTP_REQUESTS ?? "20000");
+const REQUESTS = Number(process.env.GCACHE_FUZZ_HTTP_REQUESTS ?? "50000");
 const IN_FLIGHT = 32;
 const CACHE_BYTES = 16 * 1024 * 1024;
 const MAX_VALUE = 1024 * 1024;
