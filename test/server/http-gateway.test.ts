@@ -1,0 +1,106 @@
+/**
+ * The gateway's key routes: gets of single-segment keys take Bun's router,
+ * everything else the gateway's own parser, and both must mean the same key.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { NotFoundError } from "../../src/errors.ts";
+import { CacheNode } from "../../src/node.ts";
+import { _HttpGateway } from "../../src/server/http-gateway.ts";
+
+const TOKEN = "a-long-enough-shared-secret";
+const encoder = new TextEncoder();
+
+describe("HTTP gateway keys", () => {
+  let node: CacheNode;
+  let gateway: _HttpGateway;
+  let base: string;
+  const loaded: string[] = [];
+
+  beforeAll(async () => {
+    node = new CacheNode({
+      port: 0,
+      groups: [
+        {
+          name: "g",
+          loader: (key) => {
+            loaded.push(key);
+            if (key.startsWith("missing")) throw new NotFoundError(key);
+            return encoder.encode(`loaded:${key}`);
+          },
+        },
+      ],
+    });
+    await node.start();
+    gateway = new _HttpGateway(node, { host: "127.0.0.1", port: 0 });
+    base = `http://${gateway.address}/v1/groups`;
+  });
+
+  afterAll(async () => {
+    await gateway?.close();
+    await node?.close();
+  });
+
+  const keys = ["plain", "with space", "plus+sign", "slash/inside", "ünïcödé", "emoji 🦀", "percent%sign", "\uFFFD", "a\uFFFDb", "?query-like", "#hash", "dot."];
+
+  test("every key written through the gateway is the same key for the library, whichever route reads it", async () => {
+    for (const key of keys) {
+      const put = await fetch(`${base}/g/keys/${encodeURIComponent(key)}`, { method: "PUT", body: `value of ${key}` });
+      expect({ key, status: put.status }).toEqual({ key, status: 200 });
+      expect(new TextDecoder().decode(await node.group("g")!.get(key))).toBe(`value of ${key}`);
+      const get = await fetch(`${base}/g/keys/${encodeURIComponent(key)}`);
+      expect({ key, status: get.status, body: await get.text() }).toEqual({ key, status: 200, body: `value of ${key}` });
+    }
+    // Slashes left unescaped are part of the key too (the router does not take these).
+    const nested = await fetch(`${base}/g/keys/slash/inside`);
+    expect(await nested.text()).toBe("value of slash/inside");
+    expect(loaded).toEqual([]);
+  });
+
+  test("malformed escapes are a 400 on the routed path as on the other, and nothing is loaded", async () => {
+    for (const path of ["g/keys/a%zz", "g/keys/a%", "g/keys/%E0%80", "g/keys/%ED%A0%80", "g%zz/keys/k", "g/keys/x%FFy"]) {
+      const response = await fetch(`${base}/${path}`);
+      expect({ path, status: response.status }).toEqual({ path, status: 400 });
+      expect(((await response.json()) as { error: string }).error).toBe("ERR_INVALID_ARGUMENT");
+    }
+    expect(loaded).toEqual([]);
+  });
+
+  test("HEAD answers like GET without a body; an unknown group is a 404 naming it", async () => {
+    await node.group("g")!.set("head", encoder.encode("12345"));
+    const head = await fetch(`${base}/g/keys/head`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe("");
+    const unknown = await fetch(`${base}/nope/keys/k`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toEqual({ error: "ERR_UNKNOWN_GROUP", message: 'unknown group "nope"' });
+  });
+
+  test("a miss loads through the loader and reads the time limit; a hit does not need one", async () => {
+    const miss = await fetch(`${base}/g/keys/fresh?timeout=2s`);
+    expect(await miss.text()).toBe("loaded:fresh");
+    expect((await fetch(`${base}/g/keys/missing-1`)).status).toBe(404);
+    expect((await fetch(`${base}/g/keys/other`, { headers: { "x-gcache-timeout": "soon" } })).status).toBe(400);
+    expect((await fetch(`${base}/g/keys/other?timeout=-1`)).status).toBe(400);
+    expect(loaded).toEqual(["fresh", "missing-1"]);
+    // The value is cached now: the limit has nothing to bound.
+    const hit = await fetch(`${base}/g/keys/fresh`, { headers: { "x-gcache-timeout": "soon" } });
+    expect(await hit.text()).toBe("loaded:fresh");
+    expect(loaded).toEqual(["fresh", "missing-1"]);
+  });
+});
+
+test("with the token required on reads, routed gets are refused without it", async () => {
+  const node = new CacheNode({ port: 0, groups: [{ name: "g" }] });
+  await node.start();
+  const gateway = new _HttpGateway(node, { host: "127.0.0.1", port: 0, auth: { token: TOKEN, reads: true } });
+  try {
+    await node.group("g")!.set("k", encoder.encode("secret"));
+    const url = `http://${gateway.address}/v1/groups/g/keys/k`;
+    expect((await fetch(url)).status).toBe(401);
+    const allowed = await fetch(url, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(await allowed.text()).toBe("secret");
+  } finally {
+    await gateway.close();
+    await node.close();
+  }
+});
