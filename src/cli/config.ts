@@ -60,6 +60,11 @@ export const SERVE_FLAGS = {
   "cache-bytes": { description: "bytes per group unless the group says otherwise", default: "64MiB", valueHint: "SIZE" },
   store: { description: `store algorithm: ${STORE_KINDS.join(" | ")}`, default: "lru2", valueHint: "KIND" },
   ttl: { description: "default time to live of values (e.g. 30s, 5m; 0 = never)", default: "0", valueHint: "DURATION" },
+  "hot-cache-share": {
+    description: "share of each group's bytes kept for copies of values other nodes own (0 = no copies)",
+    default: "0.125",
+    valueHint: "FRACTION",
+  },
   "max-value-bytes": { description: "largest value accepted", default: "1MiB", valueHint: "SIZE" },
   origin: {
     description: "loader for misses: HTTP GET of this URL with {group} and {key} placeholders; 404 = not found",
@@ -98,6 +103,7 @@ export interface ServeConfig {
   peers: MemberSpec[] | undefined;
   groups: GroupSpec[];
   ttlMs: number;
+  hotCacheShare: number;
   maxValueBytes: number;
   origin: string | undefined;
   originTimeoutMs: number;
@@ -179,6 +185,7 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     peers: peersText === undefined ? undefined : peers(peersText),
     groups,
     ttlMs: duration("ttl", raw("ttl") ?? "0", "s"),
+    hotCacheShare: fraction("hot-cache-share", raw("hot-cache-share") ?? "0.125", 0, 0.9),
     maxValueBytes: size("max-value-bytes", raw("max-value-bytes") ?? "1MiB"),
     origin,
     originTimeoutMs: duration("origin-timeout", raw("origin-timeout") ?? "5s", "s"),
@@ -279,6 +286,14 @@ function integerIn(flag: string, text: string, min: number, max: number): number
   const value = Number(text);
   if (!/^\d+$/.test(text.trim()) || value < min || value > max) {
     throw new UsageError(`--${flag}: expected an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+function fraction(flag: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isFinite(value) || value < min || value > max) {
+    throw new UsageError(`--${flag}: expected a number from ${min} to ${max}, got ${JSON.stringify(text)}`);
   }
   return value;
 }

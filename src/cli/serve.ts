@@ -37,6 +37,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
       maxBytes: group.maxBytes,
       store: group.store,
       ttlMs: config.ttlMs,
+      hotCacheShare: config.hotCacheShare,
       maxValueBytes: config.maxValueBytes,
       ...(loader === undefined ? {} : { loader }),
     })),

@@ -29,6 +29,9 @@ describe("serve configuration", () => {
     expect(resolve({ port: "8200" }, { GCACHE_PORT: "8100" }).port).toBe(8200);
     expect(resolve({}, { GCACHE_CACHE_BYTES: "1GiB" }).groups[0]!.maxBytes).toBe(1024 ** 3);
     expect(resolve({}, { GCACHE_TTL: "5m" }).ttlMs).toBe(300_000);
+    expect(resolve({}).hotCacheShare).toBe(0.125);
+    expect(resolve({ "hot-cache-share": "0" }, { GCACHE_HOT_CACHE_SHARE: "0.5" }).hotCacheShare).toBe(0);
+    expect(resolve({}, { GCACHE_HOT_CACHE_SHARE: "0.25" }).hotCacheShare).toBe(0.25);
   });
 
   test("groups: repeatable and comma-separated NAME[:BYTES[:STORE]]", () => {
@@ -57,6 +60,8 @@ describe("serve configuration", () => {
     expect(usageError(() => resolve({ store: "fifo" }))).toContain("--store: expected lru or lru2");
     expect(usageError(() => resolve({ "cache-bytes": "lots" }))).toContain("--cache-bytes: expected a size");
     expect(usageError(() => resolve({ ttl: "soon" }))).toContain("--ttl: expected a duration");
+    expect(usageError(() => resolve({ "hot-cache-share": "1" }))).toBe('--hot-cache-share: expected a number from 0 to 0.9, got "1"');
+    expect(usageError(() => resolve({ "hot-cache-share": "" }))).toContain("--hot-cache-share: expected a number");
     expect(usageError(() => resolve({ peers: "A=nowhere" }))).toContain("--peers: expected HOST:PORT");
     expect(usageError(() => resolve({ etcd: "127.0.0.1:2379" }))).toContain("--etcd: expected http(s)://HOST:PORT");
     expect(usageError(() => resolve({ "lease-ttl": "1500ms", etcd: "http://127.0.0.1:2379" }))).toContain("whole seconds");
