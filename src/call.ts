@@ -27,23 +27,29 @@ export function _deadlineOf(options: CallOptions | undefined, defaultTimeoutMs: 
   );
 }
 
+export function deadlineExceeded(budgetMs: number): GCacheError {
+  return new GCacheError("ERR_DEADLINE_EXCEEDED", `deadline exceeded after ${Math.round(budgetMs)} ms`);
+}
+
+/** The error a caller's aborted signal stands for. */
+export function _cancellation(signal: AbortSignal): GCacheError {
+  return signal.reason instanceof GCacheError
+    ? signal.reason
+    : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: signal.reason });
+}
+
 export function _startCall(options: CallOptions | undefined, defaultTimeoutMs: number): _ActiveCall {
   const now = Date.now();
   const deadline = _deadlineOf(options, defaultTimeoutMs, now);
   const controller = new AbortController();
   const budget = deadline - now;
   const timer = setTimeout(
-    () => controller.abort(new GCacheError("ERR_DEADLINE_EXCEEDED", `deadline exceeded after ${Math.round(budget)} ms`)),
+    () => controller.abort(deadlineExceeded(budget)),
     // setTimeout treats anything above 2^31-1 ms as 1 ms.
     Math.min(Math.max(0, budget), 2 ** 31 - 1),
   );
   const parent = options?.signal;
-  const onParentAbort = () =>
-    controller.abort(
-      parent!.reason instanceof GCacheError
-        ? parent!.reason
-        : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: parent!.reason }),
-    );
+  const onParentAbort = () => controller.abort(_cancellation(parent!));
   if (parent !== undefined) {
     if (parent.aborted) onParentAbort();
     else parent.addEventListener("abort", onParentAbort, { once: true });

@@ -5,7 +5,7 @@
  * what they fetched in a small "hot" cache that writes invalidate.
  */
 import { Cache, type CacheStats } from "./cache.ts";
-import { _startCall, type CallOptions } from "./call.ts";
+import { _cancellation, _deadlineOf, _startCall, deadlineExceeded, type CallOptions } from "./call.ts";
 import type { Entry, Membership, Peer } from "./cluster/peer.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
 import { SingleFlight } from "./singleflight.ts";
@@ -136,6 +136,9 @@ export class Group {
   private readonly maxConcurrentLoads: number;
   private loading = 0;
   private readonly flight = new SingleFlight<Entry>();
+  private readonly forwards = new Map<string, ForwardFlight>();
+  /** Loads a peer's batch started that failed, kept for the Get the peer sends next (see `_batchLookup`). */
+  private readonly failedPrefetches = new Map<string, { error: unknown; timer: ReturnType<typeof setTimeout> }>();
   private membership: Membership | null = null;
   /** Writes waiting for the ring to replace an owner they could not reach. */
   private readonly ringWaiters = new Set<() => void>();
@@ -221,6 +224,33 @@ export class Group {
     const c = this.counters;
     c.gets++;
     if (fromPeer) c.serverRequests++;
+    return this.lookup(key);
+  }
+
+  /**
+   * For a peer's batch: the cached value of `key`, or undefined after starting
+   * its load, which the Get the peer sends for it next will join. A hit
+   * counts as a get; a miss is counted by that Get. Throws for a bad key.
+   */
+  _batchLookup(key: string, deadline: number | Date | undefined): Entry | undefined {
+    this.checkKey(key);
+    const hit = this.lookup(key);
+    if (hit !== undefined) {
+      this.counters.gets++;
+      this.counters.serverRequests++;
+      return hit;
+    }
+    this.loadHere(key, deadline === undefined ? undefined : { deadline }, true).catch((error: unknown) => {
+      // The Get is on its way: hand it this outcome rather than load again.
+      clearTimeout(this.failedPrefetches.get(key)?.timer);
+      const timer = setTimeout(() => this.failedPrefetches.delete(key), PREFETCH_FAILURE_KEPT_MS);
+      this.failedPrefetches.set(key, { error, timer });
+    });
+    return undefined;
+  }
+
+  private lookup(key: string): Entry | undefined {
+    const c = this.counters;
     let value = this.main.get(key);
     if (value !== undefined) {
       c.cacheHits++;
@@ -387,9 +417,89 @@ export class Group {
   }
 
   /** The slow half of `getEntry`, for callers that already looked in the caches with `cachedEntry`. */
-  async _loadMissed(key: string, options: CallOptions | undefined, fromPeer = false): Promise<Entry> {
-    if (this.closed) throw new GCacheError("ERR_CLOSED", `group ${this.name} is closed`);
+  _loadMissed(key: string, options: CallOptions | undefined, fromPeer = false): Promise<Entry> {
+    if (this.closed) return Promise.reject(new GCacheError("ERR_CLOSED", `group ${this.name} is closed`));
+    if (fromPeer && this.failedPrefetches.size > 0) {
+      const failed = this.failedPrefetches.get(key);
+      if (failed !== undefined) {
+        this.failedPrefetches.delete(key);
+        clearTimeout(failed.timer);
+        return Promise.reject(failed.error);
+      }
+    }
     this.counters.loads++;
+    const owner = fromPeer ? null : this.ownerOf(key);
+    return owner === null ? this.loadHere(key, options, fromPeer) : this.forward(key, owner, options);
+  }
+
+  /**
+   * Fetches a key another node owns. Concurrent callers share one fetch;
+   * this is the peer hop's hot path, so a caller costs no AbortController and
+   * no listener unless it brings a signal or is less patient than the fetch.
+   * The fetch carries the deadline of the caller that started it across the
+   * hop (the owner's load ends with it); a caller that is more patient by
+   * more than FORWARD_JOIN_SLACK_MS starts a fetch of its own instead.
+   */
+  private forward(key: string, owner: Peer, options: CallOptions | undefined): Promise<Entry> {
+    const now = Date.now();
+    const deadline = _deadlineOf(options, this.timeoutMs, now);
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(_cancellation(signal));
+    if (deadline <= now) return Promise.reject(deadlineExceeded(deadline - now));
+    let flight = this.forwards.get(key);
+    if (flight === undefined || flight.deadline < deadline - FORWARD_JOIN_SLACK_MS) {
+      flight = this.startForward(key, owner, deadline);
+    }
+    if (signal === undefined && deadline >= flight.deadline) return flight.promise;
+    return leaveEarly(flight.promise, deadline < flight.deadline ? deadline - now : -1, signal);
+  }
+
+  private startForward(key: string, owner: Peer, deadline: number): ForwardFlight {
+    this.counters.loadsDeduped++;
+    const load = { stale: false };
+    // The callbacks below run after `promise` is assigned.
+    const flight = { deadline } as ForwardFlight;
+    this.pending.set(key, load);
+    this.forwards.set(key, flight);
+    flight.promise = owner.get(this.name, key, { deadline }).then(
+      (entry) => {
+        this.endForward(key, flight, load);
+        this.counters.peerLoads++;
+        if (!load.stale) this.hot?.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
+        return entry;
+      },
+      (error: unknown) => {
+        this.counters.peerErrors++;
+        if (!shouldFallBack(error, false, deadline)) {
+          this.endForward(key, flight, load);
+          throw error;
+        }
+        return this.fallBack(key, deadline, load).finally(() => this.endForward(key, flight, load));
+      },
+    );
+    return flight;
+  }
+
+  private endForward(key: string, flight: ForwardFlight, load: { stale: boolean }): void {
+    if (this.forwards.get(key) === flight) this.forwards.delete(key);
+    if (this.pending.get(key) === load) this.pending.delete(key);
+  }
+
+  /** The owner could not answer: serve the callers anyway, and keep the copy where writes will find and drop it. */
+  private async fallBack(key: string, deadline: number, load: { stale: boolean }): Promise<Entry> {
+    this.counters.fallbackLoads++;
+    const call = _startCall({ deadline }, this.timeoutMs);
+    try {
+      const entry = await this.loadLocally(key, deadline, call.signal);
+      if (!load.stale) this.hot?.set(key, entry.value, { expiresAt: entry.expiresAt });
+      return entry;
+    } finally {
+      call.dispose();
+    }
+  }
+
+  /** A miss of a key this node owns (or is asked for by a peer): one load, however many callers. */
+  private async loadHere(key: string, options: CallOptions | undefined, fromPeer: boolean): Promise<Entry> {
     const call = _startCall(options, this.timeoutMs);
     try {
       // The shared load may serve later, more patient callers: it gets the group's time
@@ -402,7 +512,7 @@ export class Group {
     }
   }
 
-  /** Runs once per key however many callers wait: ask the owner, or load here. */
+  /** Runs once per key however many callers wait. */
   private async loadOnce(key: string, fromPeer: boolean, deadline: number, signal: AbortSignal): Promise<Entry> {
     this.counters.loadsDeduped++;
     // Another flight may have filled the cache between our miss and now.
@@ -413,26 +523,9 @@ export class Group {
     const load = { stale: false };
     this.pending.set(key, load);
     try {
-      const owner = fromPeer ? null : this.ownerOf(key);
-      if (owner === null) {
-        const entry = await this.loadLocally(key, deadline, signal);
-        if (!load.stale) this.main.set(key, entry.value, { expiresAt: entry.expiresAt });
-        return entry;
-      }
-      try {
-        const entry = await owner.get(this.name, key, { deadline, signal });
-        this.counters.peerLoads++;
-        if (!load.stale) this.hot?.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
-        return entry;
-      } catch (error) {
-        this.counters.peerErrors++;
-        if (!shouldFallBack(error, signal, deadline)) throw error;
-      }
-      // The owner could not answer: serve the caller anyway, and keep the copy
-      // where writes will find and drop it.
-      this.counters.fallbackLoads++;
       const entry = await this.loadLocally(key, deadline, signal);
-      if (!load.stale) this.hot?.set(key, entry.value, { expiresAt: entry.expiresAt });
+      // A peer asks the owner; the owner keeps what it loaded.
+      if (!load.stale && (fromPeer || this.ownerOf(key) === null)) this.main.set(key, entry.value, { expiresAt: entry.expiresAt });
       return entry;
     } finally {
       if (this.pending.get(key) === load) this.pending.delete(key);
@@ -556,6 +649,23 @@ export class Group {
   }
 }
 
+/** A fetch in flight of a key another node owns, shared by concurrent callers. */
+interface ForwardFlight {
+  readonly deadline: number;
+  promise: Promise<Entry>;
+}
+
+/**
+ * How much more patient than a shared fetch a caller may be and still join
+ * it (and so be answered up to this much before its own deadline when the
+ * owner is slow); callers of one service with one timeout differ by the
+ * milliseconds between their arrivals.
+ */
+const FORWARD_JOIN_SLACK_MS = 50;
+
+/** How long the outcome of a failed load started for a peer's batch waits for the peer's Get. */
+const PREFETCH_FAILURE_KEPT_MS = 1_000;
+
 const EMPTY_CACHE_STATS: CacheStats = { gets: 0, hits: 0, misses: 0, evictions: 0, expirations: 0, bytes: 0, items: 0 };
 
 /**
@@ -564,8 +674,8 @@ const EMPTY_CACHE_STATS: CacheStats = { gets: 0, hits: 0, misses: 0, evictions: 
  * loader failed (that would double the load on a failing origin), not when
  * our own caller gave up.
  */
-function shouldFallBack(error: unknown, signal: AbortSignal, deadline: number): boolean {
-  if (signal.aborted || Date.now() >= deadline) return false;
+function shouldFallBack(error: unknown, aborted: boolean, deadline: number): boolean {
+  if (aborted || Date.now() >= deadline) return false;
   if (!isGCacheError(error)) return true;
   if (error.code === "ERR_NOT_FOUND") return false;
   return !isServerVerdict(error) || FALLBACK_VERDICTS.has(error.code);
@@ -589,6 +699,34 @@ function bucketsFitting(mainBytes: number, largestEntry: number): number {
   let buckets = 16;
   while (buckets > 1 && (mainBytes / buckets) * 0.5 < largestEntry) buckets >>= 1;
   return buckets;
+}
+
+/**
+ * A caller's view of a shared fetch: settles with it, or earlier when the
+ * caller's own time (`budgetMs`; negative: none of its own) runs out or its
+ * signal aborts.
+ */
+function leaveEarly<T>(shared: Promise<T>, budgetMs: number, signal: AbortSignal | undefined): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = budgetMs < 0 ? undefined : setTimeout(() => reject(deadlineExceeded(budgetMs)), budgetMs);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(_cancellation(signal!));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    shared.then(
+      (value) => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** Settles with the signal's reason as soon as it aborts, even if the loader ignores the signal. */

@@ -1,9 +1,14 @@
 /**
  * Coalesces concurrent gets to one peer (for one group) into batched RPCs.
- * At most `maxInFlight` RPCs run at once; while they do, new gets queue and
- * leave together as one batch when a slot frees up. At low load nothing
- * waits: a get finds a free slot and goes out alone, as a plain Get, so
+ * At most `maxInFlight` batches run at once; while they do, new gets queue
+ * and leave together as one batch when a slot frees up. At low load nothing
+ * waits: a get finds a free slot and goes out at once, as a batch of one, so
  * batching never adds latency; under load batches grow by themselves.
+ *
+ * A slot is held only as long as the owner needs to look in its cache: the
+ * owner answers a batch at once, marking the keys it has to load "ask
+ * alone" (and starting those loads). Those keys then go out as plain Gets
+ * outside the slots, so one slow load never holds up the keys behind it.
  */
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
@@ -27,8 +32,12 @@ interface Pending {
 }
 
 export const DEFAULT_BATCH_OPTIONS = {
-  /** RPCs in flight to one peer per group before gets start to queue. */
-  maxInFlight: 4,
+  /**
+   * Batches in flight to one peer per group before gets start to queue. One:
+   * each batch costs a gRPC call, so fewer, larger batches carry the most keys
+   * per second (1 slot carried 1.7x the keys/s of 4 through the HTTP gateway).
+   */
+  maxInFlight: 1,
   /** Keys per batched RPC. */
   maxBatch: 256,
 } as const;
@@ -44,7 +53,6 @@ export class _GetBatcher {
   ) {}
 
   get(key: string, context: CallContext): Promise<Entry> {
-    if (this.inFlight < this.maxInFlight && this.queue.length === 0) return this.alone(key, context);
     return new Promise<Entry>((resolve, reject) => {
       const pending: Pending = { key, deadline: context.deadline, signal: context.signal, resolve, reject, done: false, onAbort: null };
       const signal = context.signal;
@@ -57,31 +65,23 @@ export class _GetBatcher {
         signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       this.queue.push(pending);
+      if (this.inFlight < this.maxInFlight) this.flush();
     });
   }
 
-  private async alone(key: string, context: CallContext): Promise<Entry> {
-    this.inFlight++;
-    try {
-      return await this.transport.getOne(key, context);
-    } finally {
-      this.inFlight--;
-      this.flush();
-    }
+  /** A key the owner must load travels alone, outside the slots. */
+  private alone(pending: Pending): void {
+    const context = { deadline: pending.deadline, ...(pending.signal === undefined ? {} : { signal: pending.signal }) };
+    this.transport.getOne(pending.key, context).then(
+      (entry) => this.settle(pending, entry, null),
+      (error: unknown) => this.settle(pending, null, error),
+    );
   }
 
   private flush(): void {
     while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch).filter((p) => !p.done);
-      if (batch.length === 1) {
-        const only = batch[0]!;
-        this.alone(only.key, { deadline: only.deadline, ...(only.signal === undefined ? {} : { signal: only.signal }) }).then(
-          (entry) => this.settle(only, entry, null),
-          (error: unknown) => this.settle(only, null, error),
-        );
-      } else if (batch.length > 1) {
-        void this.sendBatch(batch);
-      }
+      if (batch.length > 0) void this.sendBatch(batch);
     }
   }
 
@@ -103,10 +103,7 @@ export class _GetBatcher {
       batch.forEach((p, i) => {
         const result = results[i];
         if (result === "alone") {
-          this.alone(p.key, { deadline: p.deadline, ...(p.signal === undefined ? {} : { signal: p.signal }) }).then(
-            (entry) => this.settle(p, entry, null),
-            (error: unknown) => this.settle(p, null, error),
-          );
+          this.alone(p);
         } else if (result instanceof GCacheError) {
           this.settle(p, null, result);
         } else if (result === undefined) {

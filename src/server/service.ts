@@ -7,6 +7,7 @@ import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import type { CallOptions } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { Group } from "../group.ts";
+import type { Entry } from "../cluster/peer.ts";
 import type {
   BatchGetItem,
   BatchGetRequest,
@@ -126,17 +127,23 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       if (request.keys.length > MAX_BATCH_KEYS) {
         throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${request.keys.length}`);
       }
-      const results = await Promise.allSettled(request.keys.map((key) => group.getEntry(key, options, true)));
-      // Values that would overflow the response are sent back to be asked for alone.
+      // Answered at once from the cache: a key that must be loaded is sent back to
+      // be asked for alone, and its load starts now, so that the Get that asks for
+      // it joins the load and no slow load holds up the batch (see _GetBatcher).
+      // Values that would overflow the response are sent back to be asked for alone too.
       let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
-      const items = results.map((result): BatchGetItem => {
-        if (result.status === "rejected") {
-          const error = result.reason instanceof GCacheError ? result.reason : new GCacheError("ERR_INTERNAL", String(result.reason));
-          return { value: EMPTY, expiresAtMs: 0, errorCode: error.code, errorMessage: error.message, retryAlone: false };
+      const items = request.keys.map((key): BatchGetItem => {
+        let hit: Entry | undefined;
+        try {
+          hit = group._batchLookup(key, options.deadline);
+        } catch (error) {
+          const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
+          return { value: EMPTY, expiresAtMs: 0, errorCode: known.code, errorMessage: known.message, retryAlone: false };
         }
-        room -= result.value.value.byteLength + ITEM_FRAMING_BYTES;
-        if (room < 0) return { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
-        return { value: result.value.value, expiresAtMs: result.value.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
+        if (hit === undefined) return RETRY_ALONE;
+        room -= hit.value.byteLength + ITEM_FRAMING_BYTES;
+        if (room < 0) return RETRY_ALONE;
+        return { value: hit.value, expiresAtMs: hit.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
       });
       return { items };
     }),
@@ -148,6 +155,8 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     }),
   };
 }
+
+const RETRY_ALONE: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
 
 /** What the server-side decoder yields for bytes that are not a valid message. */
 export class InvalidMessage {

@@ -41,14 +41,14 @@ const far = () => ({ deadline: Date.now() + 10_000 });
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 describe("GetBatcher", () => {
-  test("at low load every get goes out alone, at once", async () => {
+  test("at low load a get goes out at once, as a batch of one", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 4, 100);
     const results = [batcher.get("a", far()), batcher.get("b", far())];
-    expect(transport.singles).toEqual(["a", "b"]);
+    expect(transport.batches).toEqual([["a"], ["b"]]);
     transport.release();
     expect((await Promise.all(results)).map((e) => text(e.value))).toEqual(["v:a", "v:b"]);
-    expect(transport.batches).toEqual([]);
+    expect(transport.singles).toEqual([]);
   });
 
   test("while the slots are busy, gets queue and leave together as one batch", async () => {
@@ -56,34 +56,40 @@ describe("GetBatcher", () => {
     const batcher = new _GetBatcher(transport, 2, 100);
     const keys = Array.from({ length: 52 }, (_, i) => `k${i}`);
     const results = keys.map((key) => batcher.get(key, far()));
-    expect(transport.singles).toEqual(["k0", "k1"]);
+    expect(transport.batches).toEqual([["k0"], ["k1"]]);
     transport.release();
     await settle();
     // Both slots freed: the 50 queued keys leave as one batch (under maxBatch).
-    expect(transport.batches).toEqual([keys.slice(2)]);
+    expect(transport.batches.slice(2)).toEqual([keys.slice(2)]);
     transport.release();
     const values = (await Promise.all(results)).map((e) => text(e.value));
     expect(values).toEqual(keys.map((key) => `v:${key}`));
   });
 
-  test("item errors reach only their caller; 'ask alone' items are fetched alone", async () => {
+  test("item errors reach only their caller; 'ask alone' items are fetched alone, outside the slots", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
-    transport.answer = (key) => (key === "missing" ? new GCacheError("ERR_NOT_FOUND", "nope") : key === "huge" ? "alone" : value(key));
+    transport.answer = (key) => (key === "missing" ? new GCacheError("ERR_NOT_FOUND", "nope") : key.startsWith("load") ? "alone" : value(key));
     const first = batcher.get("first", far());
-    const queued = ["ok", "missing", "huge"].map((key) => batcher.get(key, far()).then(
-      (e) => text(e.value),
-      (e: GCacheError) => e.code,
-    ));
+    const queued = ["ok", "missing", "load-1", "load-2"].map((key) =>
+      batcher.get(key, far()).then(
+        (e) => text(e.value),
+        (e: GCacheError) => e.code,
+      ),
+    );
     transport.release();
     await settle();
-    expect(transport.batches).toEqual([["ok", "missing", "huge"]]);
+    expect(transport.batches).toEqual([["first"], ["ok", "missing", "load-1", "load-2"]]);
     transport.release();
     await settle();
-    expect(transport.singles).toEqual(["first", "huge"]);
+    expect(transport.singles).toEqual(["load-1", "load-2"]);
+    // The slow keys travel alone and hold no slot: a later get goes out at once.
+    const later = batcher.get("later", far());
+    expect(transport.batches.at(-1)).toEqual(["later"]);
     transport.release();
     expect(text((await first).value)).toBe("v:first");
-    expect(await Promise.all(queued)).toEqual(["v:ok", "ERR_NOT_FOUND", "v:huge"]);
+    expect(await Promise.all(queued)).toEqual(["v:ok", "ERR_NOT_FOUND", "v:load-1", "v:load-2"]);
+    expect(text((await later).value)).toBe("v:later");
   });
 
   test("an aborted caller leaves alone; the batch RPC is cancelled once every caller left", async () => {
@@ -98,7 +104,7 @@ describe("GetBatcher", () => {
     transport.release();
     await first;
     await settle();
-    expect(transport.batches).toEqual([["x", "y"]]);
+    expect(transport.batches).toEqual([["first"], ["x", "y"]]);
     const rpcSignal = transport.signals.at(-1)!;
     a.abort(new Error("x gave up"));
     expect(rpcSignal.aborted).toBe(false);
@@ -143,6 +149,54 @@ test("over real gRPC, 500 concurrent forwards to one owner all get their own val
     expect(stats.peerLoads).toBe(500);
     expect(stats.fallbackLoads).toBe(0);
   } finally {
+    await cluster.close();
+  }
+});
+
+test("over real gRPC, a slow load at the owner holds up no other key, and a failed one is not loaded twice", async () => {
+  let slowLoads = 0;
+  let failedLoads = 0;
+  let releaseSlow: () => void = () => {};
+  const slowGate = new Promise<void>((resolve) => (releaseSlow = resolve));
+  const cluster = await startCluster(["A", "B"], () => [
+    {
+      name: "g",
+      hotCacheShare: 0,
+      loader: async (key) => {
+        if (key.startsWith("slow")) {
+          slowLoads++;
+          await slowGate;
+        }
+        if (key.startsWith("broken")) {
+          failedLoads++;
+          throw new Error("origin is down");
+        }
+        return bytes(`origin:${key}`);
+      },
+    },
+  ]);
+  try {
+    const a = cluster.byName("A");
+    const slowKey = keyOwnedBy(a, "B", "slow");
+    const brokenKey = keyOwnedBy(a, "B", "broken");
+    const keys = Array.from({ length: 50 }, (_, i) => keyOwnedBy(a, "B", `fast${i}`));
+    const slow = cluster.clients[0]!.get("g", slowKey, { timeoutMs: 10_000 });
+    // The fast keys queue behind the slow key's batch and come back while its load still waits.
+    const fast = await Promise.all(keys.map((key) => cluster.clients[0]!.get("g", key, { timeoutMs: 10_000 })));
+    expect(fast.map(text)).toEqual(keys.map((key) => `origin:${key}`));
+    expect(slowLoads).toBe(1);
+    releaseSlow();
+    expect(text(await slow)).toBe(`origin:${slowKey}`);
+    expect(slowLoads).toBe(1);
+
+    const failure = await cluster.clients[0]!.get("g", brokenKey).then(
+      () => "no error",
+      (error: GCacheError) => error.code,
+    );
+    expect(failure).toBe("ERR_LOAD_FAILED");
+    expect(failedLoads).toBe(1);
+  } finally {
+    releaseSlow();
     await cluster.close();
   }
 });
