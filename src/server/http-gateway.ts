@@ -179,7 +179,9 @@ export class _HttpGateway {
       return errorResponse(error);
     }
     return group
-      ._loadMissed(key, { timeoutMs: timeout, signal: request.signal })
+      // No request.signal: a client that hangs up is rare, and listening for it
+      // costs every forwarded get; the time limit still bounds the work.
+      ._loadMissed(key, { timeoutMs: timeout })
       .then((entry) => valueResponse(entry.value, entry.expiresAt), errorResponse);
   }
 
