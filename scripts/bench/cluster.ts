@@ -44,14 +44,10 @@
  * round; contenders that are compared run next to each other, and ratios are
  * taken within a round (per-round ratios are printed), then the median.
  *
- * Peer hop without the hot cache: the CLI has no hot-cache-share flag, so a
- * non-owner keeps copies of peer values in a hot cache of 1/8 of the group's
- * bytes. The peer-hop keys cycle in order over 1.5x what that hot cache holds
- * (every run continues the cycle where the previous one stopped), so LRU
- * keeps none of them by the time they come back; A's counters confirm it.
- * Group `cold` is 64 MiB (an 8 MiB hot cache: about 112,000 keys of 100
- * bytes, loaded from the origin at their owners before the rounds, 20-40 s);
- * --quick uses 4MiB:lru (7,000 keys, a couple of seconds).
+ * Peer hop without the hot cache: group `cold` is started with a hot-cache
+ * share of 0 (`--group cold:SIZE:STORE:0`), so A keeps no copies and every
+ * peer-hop get crosses the hop; A's counters confirm it. Its keys (as many as
+ * the hit keys) are loaded from the origin at their owners before the rounds.
  *
  * Goals (median of per-round ratios): HTTP gateway hits >= 1.2x Redis GET req/s and >= 0.9x bare Bun.serve,
  * p99 <= Redis's; gRPC hits >= 0.9x bare grpc-js; peer hop req/s >= 0.5x local hits on the same transport.
@@ -128,10 +124,6 @@ const verbose = flags.verbose;
 
 const MEMBERS = ["A", "B", "C"];
 const WRK_THREADS = 2;
-/** The hot cache's share of a group's bytes, as the CLI configures every group. */
-const HOT_SHARE = 0.125;
-/** The peer-hop keys cycle over this many times what A's hot cache holds. */
-const COLD_CYCLE = 1.5;
 /** A run during which the rest of the machine used less than this share of a core counts as quiet. */
 const QUIET_OTHER_CPU = 0.2;
 const MIXED = { universe: 100_000, zipf: 0.99, setShare: 0.1 };
@@ -269,7 +261,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
   const nodes = await startCluster({
     binary,
     names: MEMBERS,
-    groups: [`cold:${coldSpec}`, "mixed"],
+    // No hot cache in group cold: every peer-hop get crosses the hop.
+    groups: [`cold:${coldBytesText}:${coldStore}:0`, "mixed"],
     origin: `http://${origin.address}/{group}/{key}`,
   });
   const [A, B, C] = nodes as [NodeProcess, NodeProcess, NodeProcess];
@@ -285,16 +278,15 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
 
   // ---- key sets and prefill
   const setups: SizeSetup[] = [];
-  const hotBytes = Math.floor(coldBytes! * HOT_SHARE);
-  const coldMainBytes = coldBytes! - hotBytes;
+  const coldMainBytes = coldBytes!;
   for (const [index, size] of sizes.entries()) {
     const prefillStart = performance.now();
     // Hit keys: at most 10 MiB of values per size, so the default group (64 MiB) keeps all of them in level 1.
     const hitCount = Math.max(100, Math.min(quick ? 2_000 : 10_000, Math.floor((10 * 1024 * 1024) / (size + 16) / 100) * 100));
     const hitKeys = wanted.has("http-gcache") || wanted.has("grpc-gcache") ? keysOwnedBy(MEMBERS, ["A"], `h${size}-`, hitCount) : [];
-    // Peer-hop keys: 1.5x what A's hot cache of group cold holds, owned by B and C.
+    // Peer-hop keys, owned by B and C: as many as hit keys, in group cold, which keeps no copies on A.
     const coldEntry = size + 12;
-    const coldCount = Math.max(256, Math.ceil((COLD_CYCLE * hotBytes) / coldEntry));
+    const coldCount = hitCount;
     const coldKeys = wanted.has("http-peer") || wanted.has("grpc-peer") ? keysOwnedBy(MEMBERS, ["B", "C"], `c${size}-`, coldCount) : [];
     if (coldKeys.length > 0 && (coldCount / 2) * 1.2 * coldEntry > coldMainBytes * (coldStore === "lru2" ? 0.4 : 0.8)) {
       throw new Error(
@@ -348,7 +340,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
     setups.push(setup);
     if (hitKeys.length + coldKeys.length > 0) note(
       `${sizeLabel(size)}: ${hitKeys.length} hit keys (PUT on A), ${coldKeys.length} peer-hop keys (group cold ${coldSpec}, ` +
-        `A's hot cache ${(hotBytes / 1024).toFixed(0)} KiB), prefilled in ${((performance.now() - prefillStart) / 1000).toFixed(1)} s`,
+        `no hot cache), prefilled in ${((performance.now() - prefillStart) / 1000).toFixed(1)} s`,
     );
   }
 
@@ -356,8 +348,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
   const redisRate = new Map<number, number>();
   /**
    * Per size, where the cycle over the peer-hop keys stands (counted without
-   * wrapping): every run, HTTP or gRPC, continues it, so a key comes back only
-   * after all the others, by which time A's hot cache has dropped it.
+   * wrapping): every run, HTTP or gRPC, continues it, so every key is asked
+   * for as often as the others.
    */
   const coldCursor = new Map<number, number>();
   const measure = async (id: ContenderId, setup: SizeSetup, warmup: number): Promise<Measured> => {

@@ -48,8 +48,9 @@ export const SERVE_FLAGS = {
     valueHint: "DURATION",
   },
   group: {
-    description: "extra group NAME[:BYTES[:STORE]] (repeatable or comma-separated); group 'default' always exists",
-    valueHint: "NAME[:BYTES[:STORE]]",
+    description:
+      "extra group NAME[:BYTES[:STORE[:HOT_SHARE]]] (repeatable or comma-separated); group 'default' always exists",
+    valueHint: "NAME[:BYTES[:STORE[:HOT_SHARE]]]",
     repeatable: true,
   },
   "http-port": {
@@ -93,6 +94,8 @@ export interface GroupSpec {
   name: string;
   maxBytes: number;
   store: StoreKind;
+  /** Overrides --hot-cache-share for this group. */
+  hotCacheShare?: number;
 }
 
 export interface ServeConfig {
@@ -331,14 +334,17 @@ function address(flag: string, text: string): string {
 }
 
 function groupSpec(text: string, cacheBytes: number, store: StoreKind): GroupSpec {
-  const [name = "", bytesText, storeText, ...rest] = text.split(":");
+  const [name = "", bytesText, storeText, hotText, ...rest] = text.split(":");
   if (!/^[\w.-]+$/.test(name) || rest.length > 0) {
-    throw new UsageError(`--group: expected NAME[:BYTES[:STORE]] with NAME of letters, digits, . _ -, got ${JSON.stringify(text)}`);
+    throw new UsageError(
+      `--group: expected NAME[:BYTES[:STORE[:HOT_SHARE]]] with NAME of letters, digits, . _ -, got ${JSON.stringify(text)}`,
+    );
   }
   return {
     name,
     maxBytes: bytesText === undefined || bytesText === "" ? cacheBytes : size("group", bytesText),
-    store: storeText === undefined ? store : storeKind("group", storeText),
+    store: storeText === undefined || storeText === "" ? store : storeKind("group", storeText),
+    ...(hotText === undefined || hotText === "" ? {} : { hotCacheShare: fraction("group", hotText, 0, 0.9) }),
   };
 }
 

@@ -37,7 +37,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
       maxBytes: group.maxBytes,
       store: group.store,
       ttlMs: config.ttlMs,
-      hotCacheShare: config.hotCacheShare,
+      hotCacheShare: group.hotCacheShare ?? config.hotCacheShare,
       maxValueBytes: config.maxValueBytes,
       ...(loader === undefined ? {} : { loader }),
     })),

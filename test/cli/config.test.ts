@@ -34,14 +34,16 @@ describe("serve configuration", () => {
     expect(resolve({}, { GCACHE_HOT_CACHE_SHARE: "0.25" }).hotCacheShare).toBe(0.25);
   });
 
-  test("groups: repeatable and comma-separated NAME[:BYTES[:STORE]]", () => {
-    const groups = resolve({ group: ["users:8MiB", "pages:512KB:lru,misc"], store: "lru2", "cache-bytes": "16MiB" }).groups;
+  test("groups: repeatable and comma-separated NAME[:BYTES[:STORE[:HOT_SHARE]]]", () => {
+    const groups = resolve({ group: ["users:8MiB", "pages:512KB:lru,misc", "cold:1MiB::0"], store: "lru2", "cache-bytes": "16MiB" }).groups;
     expect(groups).toEqual([
       { name: "default", maxBytes: 16 * 1024 ** 2, store: "lru2" },
       { name: "users", maxBytes: 8 * 1024 ** 2, store: "lru2" },
       { name: "pages", maxBytes: 512_000, store: "lru" },
       { name: "misc", maxBytes: 16 * 1024 ** 2, store: "lru2" },
+      { name: "cold", maxBytes: 1024 ** 2, store: "lru2", hotCacheShare: 0 },
     ]);
+    expect(usageError(() => resolve({ group: "g:1MiB:lru:2" }))).toBe('--group: expected a number from 0 to 0.9, got "2"');
     expect(repeatedFlag(["--port", "1", "--group", "a", "--group=b:1MiB", "--group"], "group")).toEqual(["a", "b:1MiB"]);
   });
 
