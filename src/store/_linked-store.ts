@@ -302,6 +302,16 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (this.counts[list]! + 1 > this.maxCounts[list]! || this.listBytes[list]! + size > this.maxListBytes[list]!) {
       // Expired entries are better victims than live ones.
       if (this.heap !== null && this.heap.peekTime() <= this.clock()) this.purgeExpired();
+      const tail = this.tails[list]!;
+      const full = this.counts[list]! + 1 > this.maxCounts[list]! || this.listBytes[list]! + size > this.maxListBytes[list]!;
+      if (
+        full &&
+        tail !== NIL &&
+        this.counts[list]! <= this.maxCounts[list]! &&
+        this.listBytes[list]! - this.sizes[tail]! + size <= this.maxListBytes[list]!
+      ) {
+        return this.replaceTail(tail, list, key, value, size, expiry);
+      }
       while (this.counts[list]! + 1 > this.maxCounts[list]! || this.listBytes[list]! + size > this.maxListBytes[list]!) {
         this.removeSlot(this.tails[list]!, "capacity");
       }
@@ -313,6 +323,36 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.index.set(key, i);
     this.linkHead(i, list);
     if (expiry !== 0) this.setExpiry(i, expiry);
+    return true;
+  }
+
+  /**
+   * The steady state of a full store: evicting the tail alone makes room, so
+   * the new entry takes the tail's slot over in place (no unlink, free-list
+   * round trip and relink), as a reused slot in the same list.
+   */
+  private replaceTail(i: number, list: number, key: string, value: V, size: number, expiry: number): boolean {
+    const evictedKey = this.keyList[i]!;
+    const evictedValue = this.vals[i] as V;
+    this.index.delete(evictedKey);
+    if (this.expires !== null) {
+      if (this.expires[i] !== 0) {
+        this.expires[i] = 0;
+        this.liveWithTtl--;
+      }
+      // Invalidates any heap entry still pointing at this slot.
+      this.gens![i]!++;
+    }
+    const delta = size - this.sizes[i]!;
+    this.sizes[i] = size;
+    this.listBytes[list] = this.listBytes[list]! + delta;
+    this.totalBytes += delta;
+    this.keyList[i] = key;
+    this.vals[i] = value;
+    this.index.set(key, i);
+    this.moveToHead(i, list);
+    if (expiry !== 0) this.setExpiry(i, expiry);
+    if (this.onEvict !== null) this.onEvict(evictedKey, evictedValue, "capacity");
     return true;
   }
 
