@@ -137,8 +137,8 @@ export class Group {
   private loading = 0;
   private readonly flight = new SingleFlight<Entry>();
   private readonly forwards = new Map<string, ForwardFlight>();
-  /** Loads a peer's batch started that failed, kept for the Get the peer sends next (see `_batchLookup`). */
-  private readonly failedPrefetches = new Map<string, { error: unknown; timer: ReturnType<typeof setTimeout> }>();
+  /** Loads a peer's batch started, until the Get the peer sends next arrives (see `_batchLookup`). */
+  private readonly prefetches = new Map<string, Prefetch>();
   private membership: Membership | null = null;
   /** Writes waiting for the ring to replace an owner they could not reach. */
   private readonly ringWaiters = new Set<() => void>();
@@ -240,11 +240,17 @@ export class Group {
       this.counters.serverRequests++;
       return hit;
     }
-    this.loadHere(key, deadline === undefined ? undefined : { deadline }, true).catch((error: unknown) => {
-      // The Get is on its way: hand it this outcome rather than load again.
-      clearTimeout(this.failedPrefetches.get(key)?.timer);
-      const timer = setTimeout(() => this.failedPrefetches.delete(key), PREFETCH_FAILURE_KEPT_MS);
-      this.failedPrefetches.set(key, { error, timer });
+    const prefetch: Prefetch = { failed: false, error: undefined, timer: undefined };
+    clearTimeout(this.prefetches.get(key)?.timer);
+    this.prefetches.set(key, prefetch);
+    const done = () => this.prefetches.get(key) === prefetch && this.prefetches.delete(key);
+    this.loadHere(key, deadline === undefined ? undefined : { deadline }, true).then(done, (error: unknown) => {
+      // The peer's Get is still on its way (one that arrived joined the load and
+      // has the error): hand it this outcome rather than load again.
+      if (this.prefetches.get(key) !== prefetch) return;
+      prefetch.failed = true;
+      prefetch.error = error;
+      prefetch.timer = setTimeout(done, PREFETCH_FAILURE_KEPT_MS);
     });
     return undefined;
   }
@@ -419,12 +425,13 @@ export class Group {
   /** The slow half of `getEntry`, for callers that already looked in the caches with `cachedEntry`. */
   _loadMissed(key: string, options: CallOptions | undefined, fromPeer = false): Promise<Entry> {
     if (this.closed) return Promise.reject(new GCacheError("ERR_CLOSED", `group ${this.name} is closed`));
-    if (fromPeer && this.failedPrefetches.size > 0) {
-      const failed = this.failedPrefetches.get(key);
-      if (failed !== undefined) {
-        this.failedPrefetches.delete(key);
-        clearTimeout(failed.timer);
-        return Promise.reject(failed.error);
+    if (fromPeer && this.prefetches.size > 0) {
+      const prefetch = this.prefetches.get(key);
+      if (prefetch !== undefined) {
+        // The Get a batch announced: it takes a failure the load already had, or joins the load below.
+        this.prefetches.delete(key);
+        clearTimeout(prefetch.timer);
+        if (prefetch.failed) return Promise.reject(prefetch.error);
       }
     }
     this.counters.loads++;
@@ -662,6 +669,13 @@ interface ForwardFlight {
  * milliseconds between their arrivals.
  */
 const FORWARD_JOIN_SLACK_MS = 50;
+
+/** A load started for a key a peer's batch missed; a failure waits here for the peer's Get. */
+interface Prefetch {
+  failed: boolean;
+  error: unknown;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
 
 /** How long the outcome of a failed load started for a peer's batch waits for the peer's Get. */
 const PREFETCH_FAILURE_KEPT_MS = 1_000;

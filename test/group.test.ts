@@ -291,6 +291,40 @@ describe("Group", () => {
     });
   });
 
+  test("a load a peer's batch started hands a failure to the Get that follows it, and to no later one", async () => {
+    let calls = 0;
+    let fail: (error: Error) => void = () => {};
+    const g = group({
+      loader: () => {
+        calls++;
+        return new Promise<Uint8Array>((_, reject) => (fail = reject));
+      },
+    });
+    // The failure comes before the peer's Get: the Get takes it without a second load.
+    expect(g._batchLookup("k", undefined)).toBeUndefined();
+    await waitFor(() => calls === 1);
+    fail(new Error("origin down"));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect((await errorOf(g._loadMissed("k", undefined, true))).code).toBe("ERR_LOAD_FAILED");
+    expect(calls).toBe(1);
+    // A later Get is not handed that old failure: it loads.
+    const later = g._loadMissed("k", undefined, true);
+    await waitFor(() => calls === 2);
+    fail(new Error("still down"));
+    expect((await errorOf(later)).message).toContain("still down");
+
+    // The peer's Get arrives while the load runs: it joins it, and nothing is kept for anyone after.
+    expect(g._batchLookup("j", undefined)).toBeUndefined();
+    await waitFor(() => calls === 3);
+    const joined = g._loadMissed("j", undefined, true);
+    fail(new Error("once"));
+    expect((await errorOf(joined)).message).toContain("once");
+    const next = g._loadMissed("j", undefined, true);
+    await waitFor(() => calls === 4);
+    fail(new Error("twice"));
+    expect((await errorOf(next)).message).toContain("twice");
+  });
+
   test("bad keys, values and options are clear errors", async () => {
     const g = group({ maxValueBytes: 100, maxKeyBytes: 8 });
     expect((await errorOf(g.get(""))).code).toBe("ERR_INVALID_ARGUMENT");
