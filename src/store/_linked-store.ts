@@ -147,25 +147,26 @@ export abstract class _LinkedStore<V> implements Store<V> {
   set(key: string, value: V, options?: SetOptions): boolean {
     if (typeof key !== "string") throw invalidArgument(`key must be a string, got ${typeof key}`);
     if (this.closed) return false;
-    const valueSize = this.sizeOf(value);
-    if (valueSize !== valueSize >>> 0) {
-      throw invalidArgument(`sizeOf must return a whole number of bytes below 2^32, got ${valueSize}`);
-    }
-    const expiry = this.expiryFor(options);
+    const expiry = options === undefined && this.defaultTtlMs === 0 ? 0 : this.expiryFor(options);
     const existing = this.index.get(key);
     if (expiry !== 0 && expiry <= this.clock()) {
       // Already expired on arrival: store nothing, and let no older value survive it.
       if (existing !== undefined) this.removeSlot(existing, "replaced");
       return false;
     }
+    // Same value again (a refresh, the common write of a hot key): only recency
+    // and expiry change, and the value need not even be sized.
+    if (existing !== undefined && this.vals[existing] === value) {
+      this.setExpiry(existing, expiry);
+      this.moveToHead(existing, this.listOf === null ? 0 : this.listOf[existing]!);
+      return true;
+    }
+    const valueSize = this.sizeOf(value);
+    if (valueSize !== valueSize >>> 0) {
+      throw invalidArgument(`sizeOf must return a whole number of bytes below 2^32, got ${valueSize}`);
+    }
     if (existing !== undefined) {
       const old = this.vals[existing] as V;
-      if (old === value) {
-        // Same value again: only recency and expiry change.
-        this.setExpiry(existing, expiry);
-        this.moveToHead(existing, this.listOf === null ? 0 : this.listOf[existing]!);
-        return true;
-      }
       // The key is unchanged, so its byte count is the entry size minus the old value's.
       const size = this.sizes[existing]! - this.sizeOf(old) + valueSize;
       return this.update(existing, key, value, size, expiry);
