@@ -464,26 +464,42 @@ export class Group {
   private startForward(key: string, owner: Peer, deadline: number): ForwardFlight {
     this.counters.loadsDeduped++;
     const load = { stale: false };
-    // The callbacks below run after `promise` is assigned.
+    // `promise` is assigned before anything below can settle.
     const flight = { deadline } as ForwardFlight;
     this.pending.set(key, load);
     this.forwards.set(key, flight);
-    flight.promise = owner.get(this.name, key, { deadline }).then(
-      (entry) => {
+    flight.promise = new Promise<Entry>((resolve, reject) => {
+      const budget = deadline - Date.now();
+      let settled = false;
+      const finish = (entry: Entry | null, error: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
         this.endForward(key, flight, load);
-        this.counters.peerLoads++;
-        if (!load.stale) this.hot?.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
-        return entry;
-      },
-      (error: unknown) => {
-        this.counters.peerErrors++;
-        if (!shouldFallBack(error, false, deadline)) {
-          this.endForward(key, flight, load);
-          throw error;
-        }
-        return this.fallBack(key, deadline, load).finally(() => this.endForward(key, flight, load));
-      },
-    );
+        if (entry !== null) resolve(entry);
+        else reject(error);
+      };
+      // The fetch answers by its deadline even while the batch it waits in is held up.
+      const timer = setTimeout(() => finish(null, deadlineExceeded(budget)), budget);
+      owner.get(this.name, key, { deadline }).then(
+        (entry) => {
+          this.counters.peerLoads++;
+          if (!load.stale && !settled) this.hot?.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
+          finish(entry, null);
+        },
+        (error: unknown) => {
+          this.counters.peerErrors++;
+          if (settled || !shouldFallBack(error, false, deadline)) {
+            finish(null, error);
+            return;
+          }
+          this.fallBack(key, deadline, load).then(
+            (entry) => finish(entry, null),
+            (fallbackError: unknown) => finish(null, fallbackError),
+          );
+        },
+      );
+    });
     return flight;
   }
 

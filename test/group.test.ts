@@ -325,6 +325,20 @@ describe("Group", () => {
     expect((await errorOf(next)).message).toContain("twice");
   });
 
+  test("a fetch from an owner that never answers ends at the caller's deadline, with no signal needed", async () => {
+    const silent = new FakePeer("B", () => new Promise<Entry>(() => {}));
+    const g = group();
+    g._attach(routeAllTo(silent));
+    const started = Date.now();
+    const outcomes = await Promise.all([g.get("k", { timeoutMs: 100 }), g.get("k", { timeoutMs: 100 })].map((p) => errorOf(p)));
+    expect(outcomes.map((e) => e.code)).toEqual(["ERR_DEADLINE_EXCEEDED", "ERR_DEADLINE_EXCEEDED"]);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(silent.gets).toBe(1);
+    // Nothing is left behind: the next get asks again.
+    await errorOf(g.get("k", { timeoutMs: 50 }));
+    expect(silent.gets).toBe(2);
+  });
+
   test("bad keys, values and options are clear errors", async () => {
     const g = group({ maxValueBytes: 100, maxKeyBytes: 8 });
     expect((await errorOf(g.get(""))).code).toBe("ERR_INVALID_ARGUMENT");

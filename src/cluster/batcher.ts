@@ -80,7 +80,12 @@ export class _GetBatcher {
 
   private flush(): void {
     while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch).filter((p) => !p.done);
+      const now = Date.now();
+      const batch = this.queue.splice(0, this.maxBatch).filter((p) => {
+        // A get whose time ran out while it queued is not sent.
+        if (!p.done && p.deadline <= now) this.settle(p, null, new GCacheError("ERR_DEADLINE_EXCEEDED", "deadline exceeded while queued for a batch"));
+        return !p.done;
+      });
       if (batch.length > 0) void this.sendBatch(batch);
     }
   }

@@ -113,6 +113,22 @@ describe("GetBatcher", () => {
     expect(await Promise.all(calls)).toEqual(["x gave up", "y gave up"]);
   });
 
+  test("a get whose deadline passes while it queues is answered DEADLINE_EXCEEDED and never sent", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 1, 100);
+    const first = batcher.get("first", far());
+    const hasty = batcher.get("hasty", { deadline: Date.now() + 20 }).catch((e: GCacheError) => e.code);
+    const patient = batcher.get("patient", far());
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    transport.release();
+    await first;
+    await settle();
+    expect(transport.batches).toEqual([["first"], ["patient"]]);
+    expect(await hasty).toBe("ERR_DEADLINE_EXCEEDED");
+    transport.release();
+    expect(text((await patient).value)).toBe("v:patient");
+  });
+
   test("a failed batch RPC fails each of its callers", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
