@@ -38,9 +38,10 @@ export interface Membership {
   peers(): readonly Peer[];
   /**
    * Whether a member that dies leaves on its own (discovery with leases), so
-   * that waiting for the membership to change is worth it; false for static lists.
+   * that waiting for the membership to change is worth it. Default: false
+   * (static lists).
    */
-  readonly dropsDeadMembers: boolean;
+  readonly dropsDeadMembers?: boolean;
 }
 
 const EMPTY = new Uint8Array(0);
