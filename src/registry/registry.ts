@@ -31,7 +31,7 @@ export const DEFAULT_REGISTRY_OPTIONS = {
   weight: 1,
   /** First delay between attempts to re-register after a loss; doubles per failure. */
   retryInitialMs: 100,
-  /** Largest delay between re-registration attempts. */
+  /** Largest delay between re-registration attempts (and never above a quarter of the lease TTL). */
   retryMaxMs: 3_000,
   /** Deadline for revoking the lease on deregistration. */
   revokeTimeoutMs: 2_000,
@@ -247,7 +247,14 @@ export class Registry {
     const version = options.version ?? packageJson.version;
     if (typeof version !== "string") throw invalidOption("version must be a string");
     this.retryInitialMs = positiveMs(options.retryInitialMs ?? DEFAULT_REGISTRY_OPTIONS.retryInitialMs, "retryInitialMs");
-    this.retryMaxMs = Math.max(this.retryInitialMs, positiveMs(options.retryMaxMs ?? DEFAULT_REGISTRY_OPTIONS.retryMaxMs, "retryMaxMs"));
+    // After an etcd restart the old lease lives one more TTL: a node that tries
+    // again within it moves its key off that lease (one put, peers see nothing);
+    // one that comes later finds the key gone, is dropped and rejoins with its
+    // cache discarded. So retry at least four times per TTL, whatever retryMaxMs says.
+    this.retryMaxMs = Math.max(
+      this.retryInitialMs,
+      Math.min(positiveMs(options.retryMaxMs ?? DEFAULT_REGISTRY_OPTIONS.retryMaxMs, "retryMaxMs"), (ttl * 1000) / 4),
+    );
     if (options.client === undefined && options.etcd === undefined) {
       throw invalidOption("registry needs etcd options (endpoints) or a client");
     }
