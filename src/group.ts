@@ -290,15 +290,10 @@ export class Group {
     const call = _startCall(options, this.peerTimeoutMs);
     try {
       let storedAt = owner;
-      while (storedAt !== null) {
-        try {
-          await storedAt.set(this.name, key, value, expiresAt, call);
-          this.dropLocal(key);
-          break;
-        } catch (error) {
-          storedAt = await this.ownerAfterFailure(key, storedAt, error, call.signal);
-          if (storedAt === null) this.storeOwned(key, value, expiresAt);
-        }
+      if (owner !== null) {
+        storedAt = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
+        if (storedAt === null) this.storeOwned(key, value, expiresAt);
+        else this.dropLocal(key);
       }
       return { unreachablePeers: await this.broadcastInvalidate(key, storedAt, call) };
     } finally {
@@ -313,16 +308,10 @@ export class Group {
     if (owner === null && fromPeer) return { deleted: this.dropLocal(key), unreachablePeers: [] };
     const call = _startCall(options, this.peerTimeoutMs);
     try {
-      let deletedAt = owner;
       let deleted = false;
-      while (deletedAt !== null) {
-        try {
-          deleted = await deletedAt.delete(this.name, key, call);
-          break;
-        } catch (error) {
-          deletedAt = await this.ownerAfterFailure(key, deletedAt, error, call.signal);
-        }
-      }
+      const deletedAt = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
+        deleted = await peer.delete(this.name, key, call);
+      });
       const droppedHere = this.dropLocal(key);
       if (deletedAt === null) deleted = droppedHere;
       return { deleted, unreachablePeers: await this.broadcastInvalidate(key, deletedAt, call) };
@@ -374,6 +363,24 @@ export class Group {
     // copy left here would keep answering readers of this node with an older value.
     for (const key of this.main.keys()) if (this.ownerOf(key) !== null) this.main.delete(key);
     for (const wake of [...this.ringWaiters]) wake();
+  }
+
+  /**
+   * Sends a write to `owner`, following the key to its next owner when one
+   * cannot be reached (see `ownerAfterFailure`). Resolves with the member that
+   * took the write, or `null` when the key came to this node (or `owner` was
+   * null): the caller applies it here.
+   */
+  private async writeAtOwner(key: string, owner: Peer | null, signal: AbortSignal, write: (peer: Peer) => Promise<void>): Promise<Peer | null> {
+    while (owner !== null) {
+      try {
+        await write(owner);
+        return owner;
+      } catch (error) {
+        owner = await this.ownerAfterFailure(key, owner, error, signal);
+      }
+    }
+    return null;
   }
 
   /**
@@ -489,7 +496,7 @@ export class Group {
         },
         (error: unknown) => {
           this.counters.peerErrors++;
-          if (settled || !shouldFallBack(error, false, deadline)) {
+          if (settled || !shouldFallBack(error, deadline)) {
             finish(null, error);
             return;
           }
@@ -704,8 +711,8 @@ const EMPTY_CACHE_STATS: CacheStats = { gets: 0, hits: 0, misses: 0, evictions: 
  * loader failed (that would double the load on a failing origin), not when
  * our own caller gave up.
  */
-function shouldFallBack(error: unknown, aborted: boolean, deadline: number): boolean {
-  if (aborted || Date.now() >= deadline) return false;
+function shouldFallBack(error: unknown, deadline: number): boolean {
+  if (Date.now() >= deadline) return false;
   if (!isGCacheError(error)) return true;
   if (error.code === "ERR_NOT_FOUND") return false;
   return !isServerVerdict(error) || FALLBACK_VERDICTS.has(error.code);
@@ -762,21 +769,8 @@ function leaveEarly<T>(shared: Promise<T>, budgetMs: number, signal: AbortSignal
 /** Settles with the signal's reason as soon as it aborts, even if the loader ignores the signal. */
 function raceSignal<T>(work: T | Promise<T>, signal: AbortSignal): Promise<T> {
   if (!(work instanceof Promise)) return Promise.resolve(work);
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
+  if (signal.aborted) return Promise.reject(_cancellation(signal));
+  return leaveEarly(work, -1, signal);
 }
 
 function copyOf(value: Uint8Array): Uint8Array {

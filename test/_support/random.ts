@@ -13,3 +13,24 @@ export function seededRandom(seed: number): () => number {
 export function randomInt(random: () => number, below: number): number {
   return Math.floor(random() * below);
 }
+
+/** Seeded random choices for randomized and fuzz tests. */
+export class RandomSource {
+  protected readonly random: () => number;
+
+  constructor(seed: number) {
+    this.random = seededRandom(seed);
+  }
+
+  int(below: number): number {
+    return randomInt(this.random, below);
+  }
+
+  chance(p: number): boolean {
+    return this.random() < p;
+  }
+
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)]!;
+  }
+}

@@ -266,6 +266,27 @@ export class Load {
     await Promise.all(this.workers);
   }
 
+  /** Stops the load, then reads every key through every client once, with no write in flight. */
+  async stopAndSweep(): Promise<void> {
+    await this.stop();
+    for (const key of this.options.keys) {
+      for (let via = 0; via < this.options.clients.length; via++) await this.getOnce(via, key);
+    }
+  }
+
+  /** Every set, in no particular order across keys. */
+  allSets(): SetRecord[] {
+    return [...this.sets.values()].flat();
+  }
+
+  /** Every failed request, described for an assertion message. */
+  failures(): string[] {
+    return [
+      ...this.gets.filter((get) => get.error !== undefined).map((get) => `get ${get.key} via #${get.via}: ${get.error}`),
+      ...this.allSets().filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.error}`),
+    ];
+  }
+
   /** One get outside the load (e.g. a final sweep), recorded like the others. */
   async getOnce(via: number, key: string): Promise<GetRecord> {
     const record = await this.get(via, key);
@@ -383,13 +404,20 @@ export interface FaultCluster {
   clients: GCacheClient[];
 }
 
-/** Starts etcd and the origin before the suite, and stops everything the suite started after it. */
-export function useFaultCluster(): FaultCluster {
+/**
+ * Starts etcd and the origin before the suite (and, given `names`, those nodes
+ * with a client of the first one), and stops everything the suite started after it.
+ */
+export function useFaultCluster(names?: string[]): FaultCluster {
   const env = { nodes: [], clients: [] } as unknown as FaultCluster;
   beforeAll(async () => {
     env.etcd = await startEtcd();
     env.origin = new Origin();
-  }, 30_000);
+    if (names === undefined) return;
+    env.nodes = await startNodes(names, (name) => nodeArgs(name, env.etcd, env.origin));
+    await waitForMembers(env.nodes, names, 10_000);
+    env.clients.push(new GCacheClient(env.nodes[0]!.address));
+  }, 40_000);
   afterAll(async () => {
     for (const client of env.clients) client.close();
     await Promise.all(env.nodes.map((node) => node.stop()));

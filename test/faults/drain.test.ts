@@ -43,16 +43,10 @@ describeEtcd("fault: SIGTERM a node under load", () => {
 
         const after = load.completed;
         await waitFor(() => load.completed >= after + 3_000, 20_000, "the load to go on after C left");
-        await load.stop();
-        for (const key of KEYS) {
-          for (let via = 0; via < env.clients.length; via++) await load.getOnce(via, key);
-        }
+        await load.stopAndSweep();
 
-        const sets = [...load.sets.values()].flat();
-        const failed = [
-          ...load.gets.filter((get) => get.error !== undefined).map((get) => `get ${get.key} via #${get.via}: ${get.error}`),
-          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.error}`),
-        ];
+        const sets = load.allSets();
+        const failed = load.failures();
         // The leaving node's values go with it: sets to keys it owned, sent before it exited, may be lost.
         const stale = staleReads(load, (set) => ownerAmong(NAMES, set.key) === LEAVING && set.start < exitedAt);
         console.info(

@@ -66,16 +66,10 @@ describeEtcd("fault: etcd down under load", () => {
 
         const after = load.completed;
         await waitFor(() => load.completed >= after + 2_000, 20_000, "the load to go on after etcd came back");
-        await load.stop();
-        for (const key of KEYS) {
-          for (let via = 0; via < env.clients.length; via++) await load.getOnce(via, key);
-        }
+        await load.stopAndSweep();
 
-        const sets = [...load.sets.values()].flat();
-        const failed = [
-          ...load.gets.filter((get) => get.error !== undefined).map((get) => `get ${get.key} via #${get.via}: ${get.error}`),
-          ...sets.filter((set) => !set.acked).map((set) => `set ${set.key} via #${set.via}: ${set.error}`),
-        ];
+        const sets = load.allSets();
+        const failed = load.failures();
         // No node died: no acknowledged value may be lost.
         const stale = staleReads(load, () => false);
         const outageLogs = env.nodes.map((node, i) =>

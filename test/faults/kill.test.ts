@@ -62,14 +62,10 @@ describeEtcd("fault: SIGKILL a node under load", () => {
 
         const after = load.completed;
         await waitFor(() => load.completed >= after + 3_000, 20_000, "the load to go on after the ring converged");
-        await load.stop();
-
         // A final sweep with no write in flight: every key through every survivor.
-        for (const key of KEYS) {
-          for (let via = 0; via < env.clients.length; via++) await load.getOnce(via, key);
-        }
+        await load.stopAndSweep();
 
-        const sets = [...load.sets.values()].flat();
+        const sets = load.allSets();
         const failedGets = load.gets.filter((get) => get.error !== undefined);
         const failedSets = sets.filter((set) => !set.acked);
         // A value stored only on the killed node is gone: sets sent before it died to keys it owned.

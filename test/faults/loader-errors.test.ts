@@ -4,72 +4,52 @@
  * with an origin that fails first and then answers, and in process for
  * loaders that throw synchronously, reject, or return garbage.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { GCacheClient } from "../../src/client.ts";
+import { afterAll, describe, expect, test } from "bun:test";
 import { GCacheError, NotFoundError } from "../../src/errors.ts";
 import { Group, type Loader } from "../../src/group.ts";
-import type { CliNode } from "../_support/cli.ts";
 import { bytes, text } from "../_support/cluster.ts";
-import { describeEtcd, startEtcd, type EtcdServer } from "../_support/etcd.ts";
-import { codeOf, httpAddressOf, keysOwnedBy, nodeArgs, Origin, startNodes, tally, waitForMembers } from "./_support.ts";
+import { describeEtcd } from "../_support/etcd.ts";
+import { codeOf, httpAddressOf, keysOwnedBy, tally, useFaultCluster } from "./_support.ts";
 
 const NAMES = ["A", "B"];
 
 describeEtcd("fault: origin errors", () => {
-  let etcd: EtcdServer;
-  let origin: Origin;
-  let nodes: CliNode[] = [];
-  let client: GCacheClient | undefined;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    origin = new Origin();
-    nodes = await startNodes(NAMES, (name) => nodeArgs(name, etcd, origin));
-    await waitForMembers(nodes, NAMES, 10_000);
-    client = new GCacheClient(nodes[0]!.address);
-  }, 40_000);
-
-  afterAll(async () => {
-    client?.close();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await origin?.stop();
-    await etcd?.stop();
-  });
+  const env = useFaultCluster(NAMES);
 
   for (const owner of NAMES) {
     test(`origin 500 then 200, key owned by ${owner}: ERR_LOAD_FAILED once, then the value; the failure is not cached`, async () => {
       const key = keysOwnedBy(NAMES, owner, 1, "flaky")[0]!;
-      origin.behaviour = (k, n) => (k === key && n === 1 ? { status: 500, body: "boom" } : {});
-      const first = await client!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
+      env.origin.behaviour = (k, n) => (k === key && n === 1 ? { status: 500, body: "boom" } : {});
+      const first = await env.clients[0]!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
       // One origin request for the failed get: a failed load at the owner is not retried by the caller's node.
-      const afterFirst = origin.requestsFor(key);
-      const second = await client!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
-      const third = await client!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
-      origin.behaviour = () => ({});
+      const afterFirst = env.origin.requestsFor(key);
+      const second = await env.clients[0]!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
+      const third = await env.clients[0]!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
+      env.origin.behaviour = () => ({});
       expect([first, second, third]).toEqual(["ERR_LOAD_FAILED", `origin:${key}`, `origin:${key}`]);
-      expect([afterFirst, origin.requestsFor(key)]).toEqual([1, 2]);
+      expect([afterFirst, env.origin.requestsFor(key)]).toEqual([1, 2]);
     });
 
     test(`origin 404 then 200, key owned by ${owner}: not found is not cached either`, async () => {
       const key = keysOwnedBy(NAMES, owner, 1, "appearing")[0]!;
-      origin.behaviour = (k, n) => (k === key && n === 1 ? { status: 404 } : {});
-      const first = await client!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
-      const second = await client!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
-      origin.behaviour = () => ({});
+      env.origin.behaviour = (k, n) => (k === key && n === 1 ? { status: 404 } : {});
+      const first = await env.clients[0]!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
+      const second = await env.clients[0]!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
+      env.origin.behaviour = () => ({});
       expect([first, second]).toEqual(["ERR_NOT_FOUND", `origin:${key}`]);
-      expect(origin.requestsFor(key)).toBe(2);
+      expect(env.origin.requestsFor(key)).toBe(2);
     });
   }
 
   test("HTTP gateway: 502 for a failed load, then 200 with the value", async () => {
     const key = keysOwnedBy(NAMES, "B", 1, "flaky-http")[0]!;
-    origin.behaviour = (k, n) => (k === key && n === 1 ? { status: 503 } : {});
-    const url = `http://${httpAddressOf(nodes[0]!)}/v1/groups/default/keys/${key}`;
+    env.origin.behaviour = (k, n) => (k === key && n === 1 ? { status: 503 } : {});
+    const url = `http://${httpAddressOf(env.nodes[0]!)}/v1/groups/default/keys/${key}`;
     const first = await fetch(url);
     const firstBody = (await first.json()) as { error: string };
     const second = await fetch(url);
     const secondBody = await second.text();
-    origin.behaviour = () => ({});
+    env.origin.behaviour = () => ({});
     expect([first.status, firstBody.error]).toEqual([502, "ERR_LOAD_FAILED"]);
     expect([second.status, secondBody]).toEqual([200, `origin:${key}`]);
   });

@@ -6,13 +6,11 @@
  * loads itself and for one whose owner is another node (the deadline crosses
  * the peer hop), over gRPC and over the HTTP gateway.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { GCacheClient } from "../../src/client.ts";
-import type { CliNode } from "../_support/cli.ts";
+import { expect, test } from "bun:test";
 import { text } from "../_support/cluster.ts";
-import { describeEtcd, startEtcd, type EtcdServer } from "../_support/etcd.ts";
+import { describeEtcd } from "../_support/etcd.ts";
 import { waitFor } from "../_support/wait.ts";
-import { codeOf, httpAddressOf, keysOwnedBy, nodeArgs, Origin, startNodes, waitForMembers } from "./_support.ts";
+import { codeOf, httpAddressOf, keysOwnedBy, useFaultCluster } from "./_support.ts";
 
 const NAMES = ["A", "B"];
 const DEADLINE_MS = 500;
@@ -21,25 +19,7 @@ const MARGIN_MS = 250;
 const SLOW_MS = 2_500;
 
 describeEtcd("fault: a loader slower than the deadline", () => {
-  let etcd: EtcdServer;
-  let origin: Origin;
-  let nodes: CliNode[] = [];
-  let client: GCacheClient | undefined;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    origin = new Origin();
-    nodes = await startNodes(NAMES, (name) => nodeArgs(name, etcd, origin));
-    await waitForMembers(nodes, NAMES, 10_000);
-    client = new GCacheClient(nodes[0]!.address);
-  }, 40_000);
-
-  afterAll(async () => {
-    client?.close();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await origin?.stop();
-    await etcd?.stop();
-  });
+  const env = useFaultCluster(NAMES);
 
   const cases = [
     { owner: "A", how: "gRPC" },
@@ -53,35 +33,35 @@ describeEtcd("fault: a loader slower than the deadline", () => {
       `${how} get via A of a key owned by ${owner}: DEADLINE_EXCEEDED on time, origin request aborted, nothing cached`,
       async () => {
         const key = keysOwnedBy(NAMES, owner, 1, `slow-${how}`)[0]!;
-        const abortedBefore = origin.aborted;
-        const completedBefore = origin.slowCompleted;
-        origin.behaviour = (k) => (k === key ? { delayMs: SLOW_MS, body: `slow:${k}` } : {});
+        const abortedBefore = env.origin.aborted;
+        const completedBefore = env.origin.slowCompleted;
+        env.origin.behaviour = (k) => (k === key ? { delayMs: SLOW_MS, body: `slow:${k}` } : {});
 
         const start = performance.now();
         let outcome: string;
         if (how === "gRPC") {
-          outcome = await client!.get("default", key, { timeoutMs: DEADLINE_MS }).then(text, codeOf);
+          outcome = await env.clients[0]!.get("default", key, { timeoutMs: DEADLINE_MS }).then(text, codeOf);
         } else {
-          const response = await fetch(`http://${httpAddressOf(nodes[0]!)}/v1/groups/default/keys/${key}?timeout=${DEADLINE_MS}ms`);
+          const response = await fetch(`http://${httpAddressOf(env.nodes[0]!)}/v1/groups/default/keys/${key}?timeout=${DEADLINE_MS}ms`);
           const body = await response.text();
           outcome = response.status === 504 ? (JSON.parse(body) as { error: string }).error : `${response.status} ${body}`;
         }
         const elapsed = performance.now() - start;
 
         // The origin sees the load give up: its request is aborted, not left running to completion.
-        await waitFor(() => origin.aborted > abortedBefore && origin.inFlight === 0, 2_000, "the origin request to be aborted");
+        await waitFor(() => env.origin.aborted > abortedBefore && env.origin.inFlight === 0, 2_000, "the origin request to be aborted");
         const abortedMs = performance.now() - start;
-        origin.behaviour = () => ({});
-        const fresh = await client!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
+        env.origin.behaviour = () => ({});
+        const fresh = await env.clients[0]!.get("default", key, { timeoutMs: 2_000 }).then(text, codeOf);
         console.info(JSON.stringify({ fault: "slow loader", how, owner, outcome, elapsedMs: Math.round(elapsed), abortSeenMs: Math.round(abortedMs), fresh }));
 
         expect(outcome).toBe("ERR_DEADLINE_EXCEEDED");
         expect(elapsed).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
         expect(elapsed).toBeLessThan(DEADLINE_MS + MARGIN_MS);
-        expect(origin.aborted - abortedBefore).toBe(1);
-        expect(origin.slowCompleted).toBe(completedBefore);
+        expect(env.origin.aborted - abortedBefore).toBe(1);
+        expect(env.origin.slowCompleted).toBe(completedBefore);
         expect(fresh).toBe(`origin:${key}`);
-        expect(origin.requestsFor(key)).toBe(2);
+        expect(env.origin.requestsFor(key)).toBe(2);
       },
       15_000,
     );
@@ -96,16 +76,16 @@ describeEtcd("fault: a loader slower than the deadline", () => {
       async () => {
         const key = keysOwnedBy(NAMES, owner, 1, `shared-${owner}`)[0]!;
         const SHARED_SLOW_MS = 1_000;
-        origin.behaviour = (k) => (k === key ? { delayMs: SHARED_SLOW_MS } : {});
+        env.origin.behaviour = (k) => (k === key ? { delayMs: SHARED_SLOW_MS } : {});
         const start = performance.now();
-        const impatient = client!.get("default", key, { timeoutMs: 300 }).then(text, codeOf);
+        const impatient = env.clients[0]!.get("default", key, { timeoutMs: 300 }).then(text, codeOf);
         // The patient get is sent once the impatient one's load has reached the origin.
-        await waitFor(() => origin.requestsFor(key) === 1, 2_000, "the first load to reach the origin");
-        const patient = client!.get("default", key, { timeoutMs: 4_000 }).then(text, codeOf);
+        await waitFor(() => env.origin.requestsFor(key) === 1, 2_000, "the first load to reach the origin");
+        const patient = env.clients[0]!.get("default", key, { timeoutMs: 4_000 }).then(text, codeOf);
         const outcomes = { impatient: await impatient, patient: await patient };
         const elapsed = performance.now() - start;
-        origin.behaviour = () => ({});
-        console.info(JSON.stringify({ fault: "shared slow load", owner, outcomes, elapsedMs: Math.round(elapsed), originRequests: origin.requestsFor(key) }));
+        env.origin.behaviour = () => ({});
+        console.info(JSON.stringify({ fault: "shared slow load", owner, outcomes, elapsedMs: Math.round(elapsed), originRequests: env.origin.requestsFor(key) }));
 
         expect(outcomes.impatient).toBe("ERR_DEADLINE_EXCEEDED");
         expect(outcomes.patient).toBe(`origin:${key}`);

@@ -11,7 +11,7 @@ import { Client, credentials, status, type ServiceError } from "@grpc/grpc-js";
 import { GCacheClient } from "../../src/client.ts";
 import { CliNode } from "../_support/cli.ts";
 import { bytes, text } from "../_support/cluster.ts";
-import { randomInt, seededRandom } from "../_support/random.ts";
+import { RandomSource } from "../_support/random.ts";
 import { rssOf, tally } from "../faults/_support.ts";
 
 const SEED = Number(process.env.GCACHE_FUZZ_SEED ?? "20240601");
@@ -96,24 +96,7 @@ class Writer {
   }
 }
 
-class Frames {
-  private readonly random: () => number;
-  constructor(seed: number) {
-    this.random = seededRandom(seed);
-  }
-
-  int(below: number): number {
-    return randomInt(this.random, below);
-  }
-
-  chance(p: number): boolean {
-    return this.random() < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-
+class Frames extends RandomSource {
   randomBytes(length: number): Uint8Array {
     const out = new Uint8Array(length);
     for (let i = 0; i < length; i++) out[i] = this.int(256);

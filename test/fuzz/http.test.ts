@@ -14,7 +14,7 @@ import { connect } from "node:net";
 import { CacheNode } from "../../src/node.ts";
 import { _HttpGateway } from "../../src/server/http-gateway.ts";
 import { CliNode } from "../_support/cli.ts";
-import { randomInt, seededRandom } from "../_support/random.ts";
+import { RandomSource, randomInt, seededRandom } from "../_support/random.ts";
 import { httpAddressOf, rssOf, tally } from "../faults/_support.ts";
 
 const SEED = Number(process.env.GCACHE_FUZZ_SEED ?? "20240601");
@@ -41,20 +41,7 @@ afterAll(async () => {
   await node?.stop();
 });
 
-class Requests {
-  private readonly random: () => number;
-  constructor(seed: number) {
-    this.random = seededRandom(seed);
-  }
-  int(below: number): number {
-    return randomInt(this.random, below);
-  }
-  chance(p: number): boolean {
-    return this.random() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
+class Requests extends RandomSource {
   ascii(length: number): string {
     let out = "";
     for (let i = 0; i < length; i++) out += String.fromCharCode(33 + this.int(94));

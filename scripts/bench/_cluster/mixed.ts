@@ -18,6 +18,7 @@
  * GET answers `valueBytes` bytes whether it was loaded or set.
  */
 import { sampleMachine, sampleProcess, serveCommands, type ProcSample } from "../_node/commands.ts";
+import { Rng, Zipf } from "../traces.ts";
 
 export interface MixedSpec {
   /** Gateway base URLs, e.g. http://127.0.0.1:9001. */
@@ -58,48 +59,6 @@ export interface MixedResult {
   machineBusyCpus: number;
 }
 
-/** A small seeded generator (mulberry32), so every run draws the same sequence. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const cdfs = new Map<string, Float64Array>();
-
-/** Cumulative Zipf distribution over ranks 0..n-1, normalised to end at 1. */
-function zipfCdf(n: number, s: number): Float64Array {
-  const id = `${n}:${s}`;
-  let cdf = cdfs.get(id);
-  if (cdf === undefined) {
-    cdf = new Float64Array(n);
-    let sum = 0;
-    for (let i = 0; i < n; i++) {
-      sum += 1 / (i + 1) ** s;
-      cdf[i] = sum;
-    }
-    for (let i = 0; i < n; i++) cdf[i]! /= sum;
-    cdfs.set(id, cdf);
-  }
-  return cdf;
-}
-
-function draw(cdf: Float64Array, u: number): number {
-  let lo = 0;
-  let hi = cdf.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (cdf[mid]! < u) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 class Latencies {
   private values = new Float64Array(1 << 15);
   count = 0;
@@ -119,8 +78,8 @@ class Latencies {
 }
 
 async function run(spec: MixedSpec): Promise<MixedResult> {
-  const cdf = zipfCdf(spec.universe, spec.zipf);
-  const rand = random(spec.seed ?? 1);
+  const zipf = new Zipf(spec.universe, spec.zipf);
+  const rng = new Rng(spec.seed ?? 1);
   const body = new Uint8Array(spec.valueBytes).fill(0x62);
   const putHeaders = { "content-type": "application/octet-stream" };
   const paths = spec.bases.map((base) => `${base}/v1/groups/${encodeURIComponent(spec.group)}/keys/`);
@@ -136,9 +95,9 @@ async function run(spec: MixedSpec): Promise<MixedResult> {
 
   const worker = async () => {
     while (!stopping) {
-      const key = `${spec.keyPrefix}${draw(cdf, rand())}`;
+      const key = `${spec.keyPrefix}${zipf.sample(rng)}`;
       const url = paths[turn++ % paths.length]! + encodeURIComponent(key);
-      const isSet = rand() < spec.setShare;
+      const isSet = rng.float() < spec.setShare;
       const start = performance.now();
       let ok = false;
       try {
