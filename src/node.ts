@@ -96,6 +96,8 @@ export class CacheNode {
   private nodeName: string | null = null;
   private state: State = "new";
   private inFlight = 0;
+  /** Open BatchGetStreams, by the function that ends each. */
+  private readonly batchStreams = new Set<() => void>();
   private drained: (() => void) | null = null;
   private etcdClient: Etcd3 | null = null;
   /** While closing, calls are still accepted until this time (epoch ms). */
@@ -162,6 +164,10 @@ export class CacheNode {
         auth: this.authCheck === null ? null : { check: this.authCheck, reads: this.options.auth?.reads === true },
         begin: () => this.inFlight++,
         end: () => this.callEnded(),
+        streamOpened: (end) => {
+          this.batchStreams.add(end);
+          return () => this.batchStreams.delete(end);
+        },
       }),
     );
     server.addService(validatingService(HEALTH_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), this.health.handlers);
@@ -343,6 +349,8 @@ export class CacheNode {
       });
     }
     this.health.endWatches();
+    // Peers send what a stream still carries as calls, which the closing server refuses with UNAVAILABLE.
+    for (const end of [...this.batchStreams]) end();
     const server = this.server;
     if (server !== null) {
       await new Promise<void>((resolve) => {

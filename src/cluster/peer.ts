@@ -6,6 +6,7 @@ import { invalidArgument } from "../errors.ts";
 import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
 import { GCACHE_SERVICE } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
+import { _BatchStream } from "./batch-stream.ts";
 import { _GetBatcher } from "./batcher.ts";
 
 /** A value with its absolute expiry (epoch ms; 0 = never). */
@@ -50,6 +51,7 @@ export class GrpcPeer implements Peer {
   readonly name: string;
   readonly address: string;
   private readonly connection: _Connection;
+  private readonly batchStream: _BatchStream;
   /** One batcher per group: concurrent gets to this peer travel together. */
   private readonly batchers = new Map<string, _GetBatcher>();
 
@@ -58,6 +60,9 @@ export class GrpcPeer implements Peer {
     this.name = name;
     this.address = address;
     this.connection = new _Connection(address, options);
+    this.batchStream = new _BatchStream(this.connection, (request, context) =>
+      this.connection.unary(GCACHE_SERVICE.BatchGet, request, context),
+    );
   }
 
   get(group: string, key: string, context: CallContext): Promise<Entry> {
@@ -73,7 +78,7 @@ export class GrpcPeer implements Peer {
   }
 
   private async getMany(group: string, keys: string[], context: CallContext) {
-    const response = await this.connection.unary(GCACHE_SERVICE.BatchGet, { group, keys }, context);
+    const response = await this.batchStream.send({ group, keys }, context);
     const what = `/pb.GCache/BatchGet on ${this.address}`;
     return response.items.map((item) => {
       if (item.retryAlone) return "alone" as const;
@@ -113,6 +118,7 @@ export class GrpcPeer implements Peer {
   }
 
   close(): void {
+    this.batchStream.close();
     this.connection.close();
   }
 }

@@ -3,7 +3,7 @@
  * outcome to a gRPC status. Requests marked `from_peer` are served here and
  * never forwarded again, which is what makes forwarding loops impossible.
  */
-import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
+import type { Metadata, ServerDuplexStream, ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import type { CallOptions } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { Group } from "../group.ts";
@@ -44,6 +44,12 @@ export interface CacheServiceHooks {
   /** Brackets every call so the node can wait for in-flight calls at shutdown. */
   begin(): void;
   end(): void;
+  /**
+   * A BatchGetStream opened: the node ends it (with `end`) when it stops, so
+   * long-lived streams never hold up shutdown. Returns the call to make once
+   * the stream is over.
+   */
+  streamOpened(end: () => void): () => void;
 }
 
 export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHooks) {
@@ -55,21 +61,61 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     return group;
   }
 
+  /** The error for a call without the token `access` needs, or null when it may go on. */
+  function refusal(access: "read" | "write", metadata: Metadata): GCacheError | null {
+    const auth = hooks.auth;
+    if (auth === null || (access === "read" && !auth.reads)) return null;
+    const header = metadata.get("authorization")[0];
+    if (auth.check.accepts(typeof header === "string" ? header : undefined)) return null;
+    return new GCacheError("ERR_UNAUTHENTICATED", `${access}s need a valid auth token (authorization: Bearer <token>)`);
+  }
+
+  /**
+   * A batch's items, answered at once from the cache: a key that must be loaded
+   * is sent back to be asked for alone, and its load starts now, so that the Get
+   * that asks for it joins the load and no slow load holds up the batch (see
+   * _GetBatcher). Values that would overflow the response go back to be asked
+   * for alone too.
+   */
+  function batchItems(group: Group, keys: readonly string[], deadline: CallOptions["deadline"]): BatchGetItem[] {
+    let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
+    return keys.map((key): BatchGetItem => {
+      let hit: Entry | undefined;
+      try {
+        hit = group._batchLookup(key, deadline);
+      } catch (error) {
+        const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
+        return { value: EMPTY, expiresAtMs: 0, errorCode: known.code, errorMessage: known.message, retryAlone: false };
+      }
+      if (hit === undefined) return RETRY_ALONE;
+      room -= hit.value.byteLength + ITEM_FRAMING_BYTES;
+      if (room < 0) return RETRY_ALONE;
+      return { value: hit.value, expiresAtMs: hit.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
+    });
+  }
+
+  /** One batch off a stream. What the stream cannot answer well goes back to be sent as a call, whose status tells why. */
+  function streamedAnswer(request: BatchGetRequest): BatchGetResponse {
+    const id = request.id ?? 0;
+    const group = lookup(request.group);
+    if (!hooks.accepting() || group === undefined || request.keys.length > MAX_BATCH_KEYS) {
+      return { items: NO_ITEMS, id, useCall: true };
+    }
+    const timeoutMs = request.timeoutMs ?? 0;
+    return { items: batchItems(group, request.keys, timeoutMs > 0 ? Date.now() + timeoutMs : undefined), id, useCall: false };
+  }
+
   /** Runs `work` with the call's deadline and cancellation, answering exactly once. */
   function serve<Req, Res>(access: "read" | "write", work: (request: Req, options: CallOptions) => Res | Promise<Res>): Unary<Req, Res> {
-    const auth = hooks.auth;
-    const check = auth !== null && (access === "write" || auth.reads) ? auth.check : null;
     return (call, callback) => {
       if (!hooks.accepting()) {
         callback(toStatus(new GCacheError("ERR_UNAVAILABLE", "node is shutting down")));
         return;
       }
-      if (check !== null) {
-        const header = call.metadata.get("authorization")[0];
-        if (!check.accepts(typeof header === "string" ? header : undefined)) {
-          callback(toStatus(new GCacheError("ERR_UNAUTHENTICATED", `${access}s need a valid auth token (authorization: Bearer <token>)`)));
-          return;
-        }
+      const refused = refusal(access, call.metadata);
+      if (refused !== null) {
+        callback(toStatus(refused));
+        return;
       }
       hooks.begin();
       const options = new ServerCallOptions(call);
@@ -127,26 +173,38 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       if (request.keys.length > MAX_BATCH_KEYS) {
         throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${request.keys.length}`);
       }
-      // Answered at once from the cache: a key that must be loaded is sent back to
-      // be asked for alone, and its load starts now, so that the Get that asks for
-      // it joins the load and no slow load holds up the batch (see _GetBatcher).
-      // Values that would overflow the response are sent back to be asked for alone too.
-      let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
-      const items = request.keys.map((key): BatchGetItem => {
-        let hit: Entry | undefined;
-        try {
-          hit = group._batchLookup(key, options.deadline);
-        } catch (error) {
-          const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
-          return { value: EMPTY, expiresAtMs: 0, errorCode: known.code, errorMessage: known.message, retryAlone: false };
-        }
-        if (hit === undefined) return RETRY_ALONE;
-        room -= hit.value.byteLength + ITEM_FRAMING_BYTES;
-        if (room < 0) return RETRY_ALONE;
-        return { value: hit.value, expiresAtMs: hit.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
-      });
-      return { items };
+      return { items: batchItems(group, request.keys, options.deadline) };
     }),
+    BatchGetStream: (call: ServerDuplexStream<BatchGetRequest | InvalidMessage, BatchGetResponse>) => {
+      const refused = refusal("read", call.metadata);
+      if (refused !== null) {
+        call.emit("error", toStatus(refused));
+        return;
+      }
+      let over = false;
+      const finish = (error: GCacheError | null) => {
+        if (over) return;
+        over = true;
+        untrack();
+        if (error !== null) call.emit("error", toStatus(error));
+        else call.end();
+      };
+      const untrack = hooks.streamOpened(() => finish(null));
+      call.on("data", (request: BatchGetRequest | InvalidMessage) => {
+        if (over) return;
+        if (request instanceof InvalidMessage) finish(request.error);
+        else call.write(streamedAnswer(request));
+      });
+      call.on("end", () => finish(null));
+      call.on("error", () => {
+        over = true;
+        untrack();
+      });
+      call.on("cancelled", () => {
+        over = true;
+        untrack();
+      });
+    },
     Invalidate: serve<InvalidateRequest, InvalidateResponse>("write", (request) => {
       const group = groupOf(request.group);
       if (!request.all && request.key === "") throw new GCacheError("ERR_INVALID_ARGUMENT", "key must be non-empty");
@@ -156,6 +214,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
   };
 }
 
+const NO_ITEMS: BatchGetItem[] = [];
 const RETRY_ALONE: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
 
 /** What the server-side decoder yields for bytes that are not a valid message. */

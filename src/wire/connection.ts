@@ -2,7 +2,14 @@
  * One gRPC channel to one node, shared by every call to it. Used by peers
  * (node to node) and by `GCacheClient` (application to node).
  */
-import { Client, credentials as grpcCredentials, Metadata, type ChannelCredentials, type ClientOptions } from "@grpc/grpc-js";
+import {
+  Client,
+  credentials as grpcCredentials,
+  Metadata,
+  type ChannelCredentials,
+  type ClientDuplexStream,
+  type ClientOptions,
+} from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { parseAddress } from "../cluster/address.ts";
 import { GCacheError, invalidOption } from "../errors.ts";
@@ -94,6 +101,14 @@ export class _Connection {
       );
       const onAbort = () => call.cancel();
       if (signal !== undefined) signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Opens a bidirectional stream that ends by `deadline` at the latest; null once the connection is closed. */
+  duplex<Req, Res>(method: MethodDefinition<Req, Res>, deadline: number): ClientDuplexStream<Req, Res> | null {
+    if (this.closed) return null;
+    return this.client.makeBidiStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, this.metadata(), {
+      deadline,
     });
   }
 

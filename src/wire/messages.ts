@@ -46,6 +46,10 @@ export interface ClearResponse {
 export interface BatchGetRequest {
   group: string;
   keys: string[];
+  /** Stream only: the sender's id for the batch. */
+  id?: number;
+  /** Stream only: the batch's time budget, ms. */
+  timeoutMs?: number;
 }
 
 export interface BatchGetItem {
@@ -58,6 +62,10 @@ export interface BatchGetItem {
 
 export interface BatchGetResponse {
   items: BatchGetItem[];
+  /** Stream only: the id of the batch answered. */
+  id?: number;
+  /** Stream only: ask again with a BatchGet call. */
+  useCall?: boolean;
 }
 
 export interface HealthCheckRequest {
@@ -137,6 +145,8 @@ export const codecs = {
   BatchGetRequest: codec<BatchGetRequest>("pb.BatchGetRequest", (m) => ({
     group: m.group as string,
     keys: m.keys as string[],
+    id: m.id as number,
+    timeoutMs: m.timeoutMs as number,
   })),
   BatchGetResponse: codec<BatchGetResponse>("pb.BatchGetResponse", (m) => ({
     items: (m.items as Record<string, unknown>[]).map((item) => ({
@@ -146,6 +156,8 @@ export const codecs = {
       errorMessage: item.errorMessage as string,
       retryAlone: item.retryAlone as boolean,
     })),
+    id: m.id as number,
+    useCall: m.useCall as boolean,
   })),
   HealthCheckRequest: codec<HealthCheckRequest>("grpc.health.v1.HealthCheckRequest", (m) => ({
     service: m.service as string,
@@ -174,6 +186,11 @@ export const GCACHE_SERVICE = {
   Clear: unary("/pb.GCache/Clear", codecs.ClearRequest, codecs.ClearResponse),
   Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
   BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
+  BatchGetStream: {
+    ...unary("/pb.GCache/BatchGetStream", codecs.BatchGetRequest, codecs.BatchGetResponse),
+    requestStream: true,
+    responseStream: true,
+  },
 } as const;
 
 export const HEALTH_SERVICE = {

@@ -50,6 +50,13 @@ const METHODS: Record<string, Field[]> = {
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },
   ],
+  // A stream; sent as one request message and a half-close.
+  "/pb.GCache/BatchGetStream": [
+    { kind: "string", no: 1 },
+    { kind: "repeated-string", no: 2 },
+    { kind: "int64", no: 3 },
+    { kind: "int64", no: 4 },
+  ],
   "/grpc.health.v1.Health/Check": [{ kind: "string", no: 1 }],
 };
 

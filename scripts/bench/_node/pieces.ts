@@ -113,6 +113,7 @@ const handlers = cacheServiceHandlers((name) => (name === "bench" ? group : unde
   auth: null,
   begin: () => {},
   end: () => {},
+  streamOpened: () => () => {},
 });
 /** What-if, not the project's code: a hit answered synchronously (cachedEntry, no promise, no per-call options). */
 const syncHitHandler = (call: ServerUnaryCall<Request, ResponseForGet>, callback: sendUnaryData<ResponseForGet>) => {

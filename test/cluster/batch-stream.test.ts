@@ -1,0 +1,187 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { _BatchStream } from "../../src/cluster/batch-stream.ts";
+import { GCacheError } from "../../src/errors.ts";
+import { CacheNode } from "../../src/node.ts";
+import { _Connection } from "../../src/wire/connection.ts";
+import { GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
+import { bytes, text } from "../_support/cluster.ts";
+import { waitFor } from "../_support/wait.ts";
+
+/** A stream client whose fallback calls and opened streams are counted. */
+function observed(address: string, options?: { maxAgeMs: number; retryAfterMs: number }, token?: string) {
+  const connection = new _Connection(address, token === undefined ? {} : { token });
+  const calls: BatchGetRequest[] = [];
+  const streams: { statuses: number[] }[] = [];
+  const duplex = connection.duplex.bind(connection);
+  connection.duplex = (<Req, Res>(method: typeof GCACHE_SERVICE.BatchGetStream, deadline: number) => {
+    const call = duplex(method, deadline) as ClientDuplexStream<Req, Res> | null;
+    const record = { statuses: [] as number[] };
+    streams.push(record);
+    call?.on("status", (s: StatusObject) => record.statuses.push(s.code));
+    return call;
+  }) as typeof connection.duplex;
+  const stream = new _BatchStream(
+    connection,
+    (request, context) => {
+      calls.push(request);
+      return connection.unary(GCACHE_SERVICE.BatchGet, request, context);
+    },
+    options,
+  );
+  return {
+    stream,
+    calls,
+    streams,
+    close() {
+      stream.close();
+      connection.close();
+    },
+  };
+}
+
+const within = (ms: number) => ({ deadline: Date.now() + ms });
+const values = (response: BatchGetResponse) => response.items.map((item) => (item.retryAlone ? "alone" : item.errorCode || text(item.value)));
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function startNode(options: Partial<ConstructorParameters<typeof CacheNode>[0]> = {}): Promise<CacheNode> {
+  const node = new CacheNode({ name: "B", port: 0, groups: [{ name: "g", maxBytes: 8 << 20, loader: (key) => bytes(`loaded:${key}`) }], ...options });
+  await node.start();
+  cleanups.push(() => node.close());
+  for (let i = 0; i < 10; i++) await node.group("g")!.set(`k${i}`, bytes(`v${i}`));
+  return node;
+}
+
+/** A grpc-js server with only the given handlers of pb.GCache. */
+async function startBare(handlers: Partial<Record<keyof typeof GCACHE_SERVICE, unknown>>): Promise<{ address: string; server: Server }> {
+  const server = new Server();
+  const definition = Object.fromEntries(Object.keys(handlers).map((name) => [name, GCACHE_SERVICE[name as keyof typeof GCACHE_SERVICE]]));
+  server.addService(definition as never, handlers as never);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+  );
+  cleanups.push(() => void server.forceShutdown());
+  return { address: `127.0.0.1:${port}`, server };
+}
+
+describe("BatchGetStream", () => {
+  test("concurrent batches share one stream and get the answers a BatchGet call gives", async () => {
+    const node = await startNode();
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    const batches = Array.from({ length: 40 }, (_, i) => [`k${i % 10}`, `k${(i + 3) % 10}`, `missing-${i}`]);
+    const answers = await Promise.all(batches.map((keys) => client.stream.send({ group: "g", keys }, within(5_000))));
+    answers.forEach((answer, i) => {
+      const [a, b] = batches[i]!;
+      expect(values(answer)).toEqual([`v${a!.slice(1)}`, `v${b!.slice(1)}`, "alone"]);
+    });
+    expect(client.streams.length).toBe(1);
+    expect(client.calls).toEqual([]);
+    const connection = new _Connection(node.address);
+    cleanups.push(() => connection.close());
+    const unary = await connection.unary(GCACHE_SERVICE.BatchGet, { group: "g", keys: ["k0", "k3", "missing-x"] }, within(5_000));
+    expect(values(unary)).toEqual(values(answers[0]!));
+    // Each "alone" key's load was started by its batch.
+    await waitFor(() => node.group("g")!.stats().localLoads === 41, 5_000, "the announced loads");
+  });
+
+  test("a batch the stream cannot answer (unknown group) goes as a call and gets the call's error", async () => {
+    const node = await startNode();
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    const error = await client.stream.send({ group: "nope", keys: ["a"] }, within(5_000)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(GCacheError);
+    expect((error as GCacheError).code).toBe("ERR_UNKNOWN_GROUP");
+    expect(client.calls.map((c) => c.group)).toEqual(["nope"]);
+    // The stream stays usable for good batches.
+    expect(values(await client.stream.send({ group: "g", keys: ["k1"] }, within(5_000)))).toEqual(["v1"]);
+    expect(client.streams.length).toBe(1);
+  });
+
+  test("a peer without the method gets calls only, after one try", async () => {
+    const item = { value: bytes("fixed"), expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: false };
+    const bare = await startBare({
+      BatchGet: (call: { request: BatchGetRequest }, callback: (e: null, r: BatchGetResponse) => void) =>
+        callback(null, { items: call.request.keys.map(() => item) }),
+    });
+    const client = observed(bare.address);
+    cleanups.push(() => client.close());
+    for (let i = 0; i < 3; i++) expect(values(await client.stream.send({ group: "g", keys: ["a", "b"] }, within(5_000)))).toEqual(["fixed", "fixed"]);
+    expect(client.streams.length).toBe(1);
+    expect(client.streams[0]!.statuses).toEqual([status.UNIMPLEMENTED]);
+    expect(client.calls.length).toBe(3);
+  });
+
+  test("a batch the peer never answers fails at its deadline", async () => {
+    const bare = await startBare({ BatchGetStream: (_call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) => {} });
+    const client = observed(bare.address);
+    cleanups.push(() => client.close());
+    const started = Date.now();
+    const error = await client.stream.send({ group: "g", keys: ["a"] }, within(300)).catch((e: unknown) => e);
+    const elapsed = Date.now() - started;
+    expect((error as GCacheError).code).toBe("ERR_DEADLINE_EXCEEDED");
+    expect(elapsed).toBeGreaterThanOrEqual(290);
+    expect(elapsed).toBeLessThan(3_000);
+    expect(client.calls).toEqual([]);
+  });
+
+  test("a stream that breaks with a batch on it: the batch goes as a call, which reports the failure at once", async () => {
+    let received = 0;
+    const bare = await startBare({
+      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) => call.on("data", () => received++),
+    });
+    const client = observed(bare.address);
+    cleanups.push(() => client.close());
+    const pending = client.stream.send({ group: "g", keys: ["a"] }, within(10_000)).catch((e: unknown) => e);
+    await waitFor(() => received === 1, 5_000, "the batch to arrive");
+    const started = Date.now();
+    bare.server.forceShutdown();
+    const error = (await pending) as GCacheError;
+    expect(error.code).toBe("ERR_UNAVAILABLE");
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(client.calls.length).toBe(1);
+  });
+
+  test("a closing node ends its streams cleanly, and close does not wait for them", async () => {
+    const node = await startNode();
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    expect(values(await client.stream.send({ group: "g", keys: ["k2"] }, within(5_000)))).toEqual(["v2"]);
+    await node.close();
+    await waitFor(() => client.streams[0]!.statuses.length === 1, 5_000, "the stream to end");
+    expect(client.streams[0]!.statuses).toEqual([status.OK]);
+    const error = (await client.stream.send({ group: "g", keys: ["k2"] }, within(2_000)).catch((e: unknown) => e)) as GCacheError;
+    expect(error.code).toBe("ERR_UNAVAILABLE");
+  });
+
+  test("new batches move to a fresh stream once the current one is half its maximum age; the old one ends cleanly", async () => {
+    const node = await startNode();
+    const client = observed(node.address, { maxAgeMs: 400, retryAfterMs: 1_000 });
+    cleanups.push(() => client.close());
+    expect(values(await client.stream.send({ group: "g", keys: ["k3"] }, within(5_000)))).toEqual(["v3"]);
+    const opened = Date.now();
+    await waitFor(() => Date.now() - opened > 210, 1_000, "half the stream's age");
+    expect(values(await client.stream.send({ group: "g", keys: ["k4"] }, within(5_000)))).toEqual(["v4"]);
+    expect(client.streams.length).toBe(2);
+    await waitFor(() => client.streams[0]!.statuses.length === 1, 5_000, "the old stream to end");
+    expect(client.streams[0]!.statuses).toEqual([status.OK]);
+    expect(client.calls).toEqual([]);
+  });
+
+  test("with read tokens: a stream without the token is refused and the batch gets the call's UNAUTHENTICATED; with it, the stream serves", async () => {
+    const node = await startNode({ auth: { token: "secret-token-123", reads: true } });
+    const stranger = observed(node.address);
+    cleanups.push(() => stranger.close());
+    const error = (await stranger.stream.send({ group: "g", keys: ["k1"] }, within(5_000)).catch((e: unknown) => e)) as GCacheError;
+    expect(error.code).toBe("ERR_UNAUTHENTICATED");
+    expect(stranger.calls.length).toBe(1);
+    const member = observed(node.address, undefined, "secret-token-123");
+    cleanups.push(() => member.close());
+    expect(values(await member.stream.send({ group: "g", keys: ["k1"] }, within(5_000)))).toEqual(["v1"]);
+    expect(member.calls).toEqual([]);
+  });
+});
