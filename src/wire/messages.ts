@@ -98,13 +98,37 @@ function toBuffer(bytes: Uint8Array): Buffer {
 
 export interface Codec<T> {
   encode(message: T): Buffer;
+  /**
+   * Like `encode`, but the bytes live in a buffer the next call reuses: only
+   * for a caller that copies them before encoding again. grpc-js's server
+   * does (it copies every response into its frame at once); its client does
+   * not (it frames requests after an await).
+   */
+  encodeTransient(message: T): Buffer;
   decode(bytes: Uint8Array): T;
 }
 
+/**
+ * Encoding buffers up to this size are kept for the next message. A fresh
+ * writer grows by doubling and then copies its result out; for large batch
+ * responses those copies, and the garbage they leave, cost the owner more
+ * than the encoding itself.
+ */
+const KEPT_WRITER_BYTES = 1024 * 1024;
+
 function codec<T>(typeName: string, normalize: (decoded: Record<string, unknown>) => T): Codec<T> {
   const type = root.lookupType(typeName);
+  let kept: protobuf.Writer | null = null;
   return {
     encode: (message) => toBuffer(type.encode(message as object).finish()),
+    encodeTransient: (message) => {
+      // Taken, not shared, while in use: a throw mid-encoding leaves it behind, half-written.
+      const writer = kept?.reset() ?? protobuf.Writer.create();
+      kept = null;
+      const bytes = type.encode(message as object, writer).finish(true);
+      if (bytes.byteLength <= KEPT_WRITER_BYTES) kept = writer;
+      return toBuffer(bytes);
+    },
     decode: (bytes) => normalize(type.decode(bytes) as unknown as Record<string, unknown>),
   };
 }
@@ -174,7 +198,8 @@ function unary<Req, Res>(path: string, req: Codec<Req>, res: Codec<Res>): Method
     responseStream: false,
     requestSerialize: req.encode,
     requestDeserialize: req.decode,
-    responseSerialize: res.encode,
+    // Responses are encoded only by our server (see Codec.encodeTransient).
+    responseSerialize: res.encodeTransient,
     responseDeserialize: res.decode,
   };
 }
