@@ -1,0 +1,128 @@
+/**
+ * Latency of the peer hop at low load: one get at a time from this process to
+ * a node that owns (and holds) the key, through the path a node uses for a key
+ * another node owns (`GrpcPeer.get`: the batcher, a batch of one on the
+ * BatchGetStream), against one plain Get call with `from_peer` on the same
+ * kind of channel. The goal: batching adds no latency when there is nothing
+ * to batch.
+ *
+ *   bun run bench:hop-latency                 # 5 rounds x 2 contenders x 3,000 gets: about 15 s
+ *   bun run bench:hop-latency --rounds=9 --gets=5000
+ *
+ * The node is `src/cli/main.ts` in its own Bun process on loopback; each
+ * contender has its own connection; rounds alternate the order; 300 gets warm
+ * each contender up before every measurement. Reported: median over rounds of
+ * p50, p90 and p99 per contender, and of the per-round p50 ratio.
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { GrpcPeer } from "../../src/cluster/peer.ts";
+import { _Connection } from "../../src/wire/connection.ts";
+import { GCACHE_SERVICE } from "../../src/wire/messages.ts";
+import { installCleanup, Service, stopAll, waitForHttp } from "./_cluster/procs.ts";
+import { fmtMs, fmtRatio, freePorts, median, table } from "./_cluster/util.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "5" },
+    gets: { type: "string", default: "3000" },
+    "value-bytes": { type: "string", default: "100" },
+  },
+});
+const ROUNDS = wholeNumber("rounds", args.rounds);
+const GETS = wholeNumber("gets", args.gets);
+const VALUE_BYTES = wholeNumber("value-bytes", args["value-bytes"]);
+const WARMUP_GETS = 300;
+const KEYS = 1_000;
+const DEADLINE_MS = 5_000;
+const EMPTY = new Uint8Array(0);
+
+function wholeNumber(name: string, text: string | undefined): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a whole number >= 1, got ${text}`);
+  return n;
+}
+
+interface Contender {
+  name: string;
+  get(key: string): Promise<unknown>;
+}
+
+async function measure(contender: Contender, count: number): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const key = `k${i % KEYS}`;
+    const started = performance.now();
+    await contender.get(key);
+    latencies.push(performance.now() - started);
+  }
+  return latencies;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+async function main(): Promise<void> {
+  installCleanup();
+  const [grpcPort, httpPort] = freePorts(2);
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  const node = new Service("B", [process.execPath, "src/cli/main.ts", "--node", "B", "--host", "127.0.0.1", "--port", String(grpcPort), "--http-port", String(httpPort), "--log-level", "warn"], { cwd: root, holdStdin: true });
+  const http = `http://127.0.0.1:${httpPort}`;
+  await waitForHttp(`${http}/readyz`, 30_000, node);
+  const value = new Uint8Array(VALUE_BYTES).fill(7);
+  for (let i = 0; i < KEYS; i++) {
+    const response = await fetch(`${http}/v1/groups/default/keys/k${i}`, { method: "PUT", body: value });
+    if (!response.ok) throw new Error(`PUT k${i}: ${response.status} ${await response.text()}`);
+  }
+  const address = `127.0.0.1:${grpcPort}`;
+  const peer = new GrpcPeer("B", address);
+  const connection = new _Connection(address);
+  const contenders: Contender[] = [
+    { name: "batch of one on the stream (GrpcPeer.get)", get: (key) => peer.get("default", key, { deadline: Date.now() + DEADLINE_MS }) },
+    {
+      name: "one plain Get call (from_peer)",
+      get: (key) =>
+        connection.unary(GCACHE_SERVICE.Get, { group: "default", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true }, { deadline: Date.now() + DEADLINE_MS }),
+    },
+  ];
+  const results = new Map<string, { p50: number[]; p90: number[]; p99: number[] }>(contenders.map((c) => [c.name, { p50: [], p90: [], p99: [] }]));
+  const ratios: number[] = [];
+  console.log(`hop latency: 1 get in flight, ${VALUE_BYTES}-byte values, ${ROUNDS} rounds x ${GETS} gets per contender (after ${WARMUP_GETS} warm-up gets)`);
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? contenders : [...contenders].reverse();
+    const p50s = new Map<string, number>();
+    for (const contender of order) {
+      await measure(contender, WARMUP_GETS);
+      const sorted = (await measure(contender, GETS)).sort((a, b) => a - b);
+      const r = results.get(contender.name)!;
+      r.p50.push(percentile(sorted, 0.5));
+      r.p90.push(percentile(sorted, 0.9));
+      r.p99.push(percentile(sorted, 0.99));
+      p50s.set(contender.name, percentile(sorted, 0.5));
+    }
+    ratios.push(p50s.get(contenders[0]!.name)! / p50s.get(contenders[1]!.name)!);
+  }
+  peer.close();
+  connection.close();
+  await stopAll();
+  console.log(
+    table(
+      ["contender", "p50 ms", "p90 ms", "p99 ms"],
+      contenders.map((c) => {
+        const r = results.get(c.name)!;
+        return [c.name, fmtMs(median(r.p50), 3), fmtMs(median(r.p90), 3), fmtMs(median(r.p99), 3)];
+      }),
+    ),
+  );
+  const ratio = median(ratios);
+  console.log(
+    `goal (stream p50 <= plain call p50): ${fmtRatio(ratio)} (per round: ${ratios.map((r) => r.toFixed(3)).join(" ")}) -> ${ratio <= 1 ? "PASS" : "FAIL"}`,
+  );
+}
+
+await main().catch(async (error: unknown) => {
+  console.error(error);
+  await stopAll();
+  process.exit(1);
+});
