@@ -11,13 +11,25 @@ import {
   type StoreOptions,
 } from "./store.ts";
 
-/** "No slot" in the typed-array links. Slot indices stay below it. */
-const NIL = 0xffffffff;
-const MAX_SLOTS = NIL - 1;
+/**
+ * "No slot" in the typed-array links: slot 0 is never handed out, so the same
+ * constant works for 16- and 32-bit links, and every link value is a small
+ * non-negative integer (a sentinel of 2^32 - 1 read from a Uint32Array does
+ * not fit an int32 and sends the JIT to slower double arithmetic).
+ */
+const NIL = 0;
+/** Slot indices, doubled to index the links, stay int32 for the same reason. */
+const MAX_SLOTS = 0x3ffffffe;
+/** Up to this many slots the links are 16-bit, as in lru-cache: 4 bytes per entry less. */
+const MAX_NARROW_SLOTS = 0xffff;
 const MAX_ENTRY_BYTES = 0xffffffff;
 /** Slots preallocated up front when `maxEntries` is known; beyond this the pool doubles on demand. */
 const MAX_PREALLOCATED_SLOTS = 1 << 20;
-const UNBOUNDED_INITIAL_SLOTS = 1024;
+/** With slot 0, the arrays of a store without an entry bound start at 1024. */
+const UNBOUNDED_INITIAL_SLOTS = 1023;
+
+/** Slot links: 16-bit for small stores, 32-bit otherwise; fixed for the life of a store. */
+type Links = Uint16Array | Uint32Array;
 
 /** Per-list bounds; `Infinity` means unbounded. */
 export interface _ListLimits {
@@ -28,7 +40,10 @@ export interface _ListLimits {
 /**
  * The machinery both stores share: entries live in numbered slots; keys and
  * values in plain arrays, links, sizes and expiries in typed arrays, so an
- * operation allocates nothing beyond the key's map entry. Slots belong to one
+ * operation allocates nothing beyond the key's map entry. A store bounded by
+ * at most 65,535 entries gets 16-bit links; one that may hold more gets
+ * 32-bit links from the start, so a store never switches array types (a hot
+ * access that sees both widths is markedly slower). Slots belong to one
  * of several doubly linked recency lists (LRU uses one, LRU-2 two per bucket).
  * Subclasses decide which list a new key enters and what a read hit does.
  *
@@ -43,12 +58,21 @@ export abstract class _LinkedStore<V> implements Store<V> {
   protected readonly listBytes: Float64Array;
   protected readonly maxCounts: Float64Array;
   protected readonly maxListBytes: Float64Array;
-  protected next: Uint32Array;
-  protected prev: Uint32Array;
-  /** Entry bytes (key + value); entries are capped below 4 GiB. */
-  protected sizes: Uint32Array;
-  /** List of each slot; absent (all zero) when there is a single list. */
-  protected listOf: Uint16Array | null;
+  /**
+   * Links of slot `i`: next (towards the tail) at `2i`, prev at `2i + 1`. Both
+   * usually share a cache line, which in a store larger than the CPU caches
+   * saves a memory access on every move.
+   */
+  protected links: Links;
+  /**
+   * Entry bytes (key + value; entries are capped below 4 GiB), kept only when a
+   * byte bound needs them per slot. Without one, `bytes` is still exact: an
+   * entry's size is recomputed when it leaves (`sizeOf` is deterministic by
+   * contract), which saves 4 bytes per entry.
+   */
+  protected sizes: Uint32Array | null;
+  /** List of each slot (one byte while there are at most 256 lists); absent when there is a single list. */
+  protected listOf: Uint8Array | Uint16Array | null;
   protected keyList: (string | undefined)[];
   protected vals: (V | undefined)[];
 
@@ -58,9 +82,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private liveWithTtl = 0;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
 
-  /** Freed slots form a stack threaded through `next`, so free-slot bookkeeping costs no memory. */
+  /** Freed slots form a stack threaded through the next links, so free-slot bookkeeping costs no memory. */
   private freeHead = NIL;
-  private neverUsed = 0;
+  private neverUsed = 1;
+  /** Length of the slot arrays, slot 0 included. */
   private capacity: number;
   private readonly slotLimit: number;
   private totalBytes = 0;
@@ -83,8 +108,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
     );
 
     const lists = limits.length;
-    this.heads = new Uint32Array(lists).fill(NIL);
-    this.tails = new Uint32Array(lists).fill(NIL);
+    this.heads = new Uint32Array(lists);
+    this.tails = new Uint32Array(lists);
     this.counts = new Uint32Array(lists);
     this.listBytes = new Float64Array(lists);
     this.maxCounts = Float64Array.from(limits, (l) => l.maxEntries);
@@ -92,13 +117,12 @@ export abstract class _LinkedStore<V> implements Store<V> {
 
     const totalEntries = limits.reduce((sum, l) => sum + l.maxEntries, 0);
     this.slotLimit = Math.min(totalEntries, MAX_SLOTS);
-    this.capacity = Number.isFinite(totalEntries)
-      ? Math.min(this.slotLimit, MAX_PREALLOCATED_SLOTS)
-      : UNBOUNDED_INITIAL_SLOTS;
-    this.next = new Uint32Array(this.capacity);
-    this.prev = new Uint32Array(this.capacity);
-    this.sizes = new Uint32Array(this.capacity);
-    this.listOf = lists > 1 ? new Uint16Array(this.capacity) : null;
+    this.capacity =
+      1 + (Number.isFinite(totalEntries) ? Math.min(this.slotLimit, MAX_PREALLOCATED_SLOTS) : UNBOUNDED_INITIAL_SLOTS);
+    const narrow = this.slotLimit <= MAX_NARROW_SLOTS;
+    this.links = narrow ? new Uint16Array(2 * this.capacity) : new Uint32Array(2 * this.capacity);
+    this.sizes = limits.some((l) => l.maxBytes !== Infinity) ? new Uint32Array(this.capacity) : null;
+    this.listOf = lists === 1 ? null : lists <= 256 ? new Uint8Array(this.capacity) : new Uint16Array(this.capacity);
     this.keyList = new Array<string | undefined>(this.capacity).fill(undefined);
     this.vals = new Array<V | undefined>(this.capacity).fill(undefined);
   }
@@ -165,12 +189,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (valueSize !== valueSize >>> 0) {
       throw invalidArgument(`sizeOf must return a whole number of bytes below 2^32, got ${valueSize}`);
     }
-    if (existing !== undefined) {
-      const old = this.vals[existing] as V;
-      // The key is unchanged, so its byte count is the entry size minus the old value's.
-      const size = this.sizes[existing]! - this.sizeOf(old) + valueSize;
-      return this.update(existing, key, value, size, expiry);
-    }
+    if (existing !== undefined) return this.update(existing, key, value, valueSize, expiry);
     const size = utf8Length(key) + valueSize;
     if (size > MAX_ENTRY_BYTES) throw invalidArgument(`entry of ${size} bytes is too large (limit ${MAX_ENTRY_BYTES})`);
     return this.insert(key, value, size, expiry);
@@ -206,7 +225,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.listBytes.fill(0);
     this.totalBytes = 0;
     this.freeHead = NIL;
-    this.neverUsed = 0;
+    this.neverUsed = 1;
     this.expires?.fill(0);
     this.heap?.clear();
     this.liveWithTtl = 0;
@@ -247,23 +266,36 @@ export abstract class _LinkedStore<V> implements Store<V> {
   protected moveToHead(i: number, list: number): void {
     const head = this.heads[list]!;
     if (head === i) return;
-    const p = this.prev[i]!;
-    const n = this.next[i]!;
+    const links = this.links;
+    const p = links[(i << 1) | 1]!;
+    const n = links[i << 1]!;
     // `i` is not the head, so it has a predecessor.
-    this.next[p] = n;
+    links[p << 1] = n;
     if (n === NIL) this.tails[list] = p;
-    else this.prev[n] = p;
-    this.prev[i] = NIL;
-    this.next[i] = head;
-    this.prev[head] = i;
+    else links[(n << 1) | 1] = p;
+    links[(i << 1) | 1] = NIL;
+    links[i << 1] = head;
+    links[(head << 1) | 1] = i;
     this.heads[list] = i;
   }
 
-  /** Moves slot `i` from its list to the head of `target`, then trims `target`. */
-  protected moveToList(i: number, target: number): void {
-    this.unlink(i);
+  /** Moves slot `i` from `list` to the head of `target`, then trims `target`. */
+  protected moveToList(i: number, list: number, target: number): void {
+    this.unlink(i, list);
     this.linkHead(i, target);
+    const sizes = this.sizes;
+    if (sizes !== null) {
+      const size = sizes[i]!;
+      this.listBytes[list] = this.listBytes[list]! - size;
+      this.listBytes[target] = this.listBytes[target]! + size;
+    }
     this.trim(target);
+  }
+
+  /** Whether slot `i` fits the byte bound of `list` on its own. */
+  protected fitsList(i: number, list: number): boolean {
+    const sizes = this.sizes;
+    return sizes === null || sizes[i]! <= this.maxListBytes[list]!;
   }
 
   private liveSlot(key: string): number | undefined {
@@ -304,12 +336,13 @@ export abstract class _LinkedStore<V> implements Store<V> {
       // Expired entries are better victims than live ones.
       if (this.heap !== null && this.heap.peekTime() <= this.clock()) this.purgeExpired();
       const tail = this.tails[list]!;
+      const sizes = this.sizes;
       const full = this.counts[list]! + 1 > this.maxCounts[list]! || this.listBytes[list]! + size > this.maxListBytes[list]!;
       if (
         full &&
         tail !== NIL &&
         this.counts[list]! <= this.maxCounts[list]! &&
-        this.listBytes[list]! - this.sizes[tail]! + size <= this.maxListBytes[list]!
+        (sizes === null || this.listBytes[list]! - sizes[tail]! + size <= this.maxListBytes[list]!)
       ) {
         return this.replaceTail(tail, list, key, value, size, expiry);
       }
@@ -320,9 +353,14 @@ export abstract class _LinkedStore<V> implements Store<V> {
     const i = this.allocSlot();
     this.keyList[i] = key;
     this.vals[i] = value;
-    this.sizes[i] = size;
     this.index.set(key, i);
     this.linkHead(i, list);
+    this.totalBytes += size;
+    const sizes = this.sizes;
+    if (sizes !== null) {
+      sizes[i] = size;
+      this.listBytes[list] = this.listBytes[list]! + size;
+    }
     if (expiry !== 0) this.setExpiry(i, expiry);
     return true;
   }
@@ -335,6 +373,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private replaceTail(i: number, list: number, key: string, value: V, size: number, expiry: number): boolean {
     const evictedKey = this.keyList[i]!;
     const evictedValue = this.vals[i] as V;
+    const delta = size - this.entrySize(i);
     this.index.delete(evictedKey);
     if (this.expires !== null) {
       if (this.expires[i] !== 0) {
@@ -344,32 +383,40 @@ export abstract class _LinkedStore<V> implements Store<V> {
       // Invalidates any heap entry still pointing at this slot.
       this.gens![i]!++;
     }
-    const delta = size - this.sizes[i]!;
-    this.sizes[i] = size;
-    this.listBytes[list] = this.listBytes[list]! + delta;
     this.totalBytes += delta;
+    const sizes = this.sizes;
+    if (sizes !== null) {
+      sizes[i] = size;
+      this.listBytes[list] = this.listBytes[list]! + delta;
+    }
     this.keyList[i] = key;
     this.vals[i] = value;
     this.index.set(key, i);
-    this.moveToHead(i, list);
+    this.moveTailToHead(i, list);
     if (expiry !== 0) this.setExpiry(i, expiry);
     if (this.onEvict !== null) this.onEvict(evictedKey, evictedValue, "capacity");
     return true;
   }
 
-  private update(i: number, key: string, value: V, size: number, expiry: number): boolean {
+  private update(i: number, key: string, value: V, valueSize: number, expiry: number): boolean {
     const list = this.listOf === null ? 0 : this.listOf[i]!;
+    const old = this.vals[i] as V;
+    const oldValueSize = this.sizeOf(old);
+    // The key is unchanged, so its byte count is the entry size minus the old value's.
+    const sizes = this.sizes;
+    const size = (sizes === null ? utf8Length(key) : sizes[i]! - oldValueSize) + valueSize;
     if (size > this.maxListBytes[list]! || size > MAX_ENTRY_BYTES) {
       // Too large for the list it lives in: start over as a new key (which may not fit either).
       this.removeSlot(i, "replaced");
       return this.insert(key, value, size, expiry);
     }
-    const old = this.vals[i] as V;
     this.vals[i] = value;
-    const delta = size - this.sizes[i]!;
-    this.sizes[i] = size;
-    this.listBytes[list] = this.listBytes[list]! + delta;
+    const delta = valueSize - oldValueSize;
     this.totalBytes += delta;
+    if (sizes !== null) {
+      sizes[i] = size;
+      this.listBytes[list] = this.listBytes[list]! + delta;
+    }
     this.setExpiry(i, expiry);
     this.moveToHead(i, list);
     this.trim(list);
@@ -384,38 +431,59 @@ export abstract class _LinkedStore<V> implements Store<V> {
     }
   }
 
+  /** Moves the tail `i` of `list` to its head: the steady-state eviction path, one branch shorter than `moveToHead`. */
+  private moveTailToHead(i: number, list: number): void {
+    const head = this.heads[list]!;
+    if (head === i) return;
+    const links = this.links;
+    const p = links[(i << 1) | 1]!;
+    links[p << 1] = NIL;
+    this.tails[list] = p;
+    links[(i << 1) | 1] = NIL;
+    links[i << 1] = head;
+    links[(head << 1) | 1] = i;
+    this.heads[list] = i;
+  }
+
+  /** Links slot `i` in at the head of `list`; byte accounting is the caller's. */
   private linkHead(i: number, list: number): void {
     const head = this.heads[list]!;
-    this.prev[i] = NIL;
-    this.next[i] = head;
+    const links = this.links;
+    links[(i << 1) | 1] = NIL;
+    links[i << 1] = head;
     if (head === NIL) this.tails[list] = i;
-    else this.prev[head] = i;
+    else links[(head << 1) | 1] = i;
     this.heads[list] = i;
     if (this.listOf !== null) this.listOf[i] = list;
     this.counts[list]!++;
-    const size = this.sizes[i]!;
-    this.listBytes[list] = this.listBytes[list]! + size;
-    this.totalBytes += size;
   }
 
-  private unlink(i: number): void {
-    const list = this.listOf === null ? 0 : this.listOf[i]!;
-    const p = this.prev[i]!;
-    const n = this.next[i]!;
+  /** Unlinks slot `i` from `list`; byte accounting is the caller's. */
+  private unlink(i: number, list: number): void {
+    const links = this.links;
+    const p = links[(i << 1) | 1]!;
+    const n = links[i << 1]!;
     if (p === NIL) this.heads[list] = n;
-    else this.next[p] = n;
+    else links[p << 1] = n;
     if (n === NIL) this.tails[list] = p;
-    else this.prev[n] = p;
+    else links[(n << 1) | 1] = p;
     this.counts[list]!--;
-    const size = this.sizes[i]!;
-    this.listBytes[list] = this.listBytes[list]! - size;
-    this.totalBytes -= size;
+  }
+
+  /** Bytes of the entry in slot `i`, recomputed when no per-slot sizes are kept. */
+  private entrySize(i: number): number {
+    const sizes = this.sizes;
+    return sizes !== null ? sizes[i]! : utf8Length(this.keyList[i]!) + this.sizeOf(this.vals[i] as V);
   }
 
   private removeSlot(i: number, reason: EvictReason): void {
     const key = this.keyList[i]!;
     const value = this.vals[i] as V;
-    this.unlink(i);
+    const list = this.listOf === null ? 0 : this.listOf[i]!;
+    const size = this.entrySize(i);
+    this.totalBytes -= size;
+    if (this.sizes !== null) this.listBytes[list] = this.listBytes[list]! - size;
+    this.unlink(i, list);
     this.index.delete(key);
     this.keyList[i] = undefined;
     this.vals[i] = undefined;
@@ -427,7 +495,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       // Invalidates any heap entry still pointing at this slot.
       this.gens![i]!++;
     }
-    this.next[i] = this.freeHead;
+    this.links[i << 1] = this.freeHead;
     this.freeHead = i;
     if (this.onEvict !== null) this.onEvict(key, value, reason);
   }
@@ -435,7 +503,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private allocSlot(): number {
     const free = this.freeHead;
     if (free !== NIL) {
-      this.freeHead = this.next[free]!;
+      this.freeHead = this.links[free << 1]!;
       return free;
     }
     if (this.neverUsed === this.capacity) this.grow();
@@ -443,11 +511,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   private grow(): void {
-    const capacity = Math.min(this.capacity * 2, this.slotLimit);
+    const capacity = Math.min(this.capacity * 2, this.slotLimit + 1);
     if (capacity <= this.capacity) throw new RangeError("store slot pool exhausted");
-    this.next = resized(this.next, capacity);
-    this.prev = resized(this.prev, capacity);
-    this.sizes = resized(this.sizes, capacity);
+    this.links = resized(this.links, 2 * capacity);
+    if (this.sizes !== null) this.sizes = resized(this.sizes, capacity);
     if (this.listOf !== null) this.listOf = resized(this.listOf, capacity);
     if (this.expires !== null) this.expires = resized(this.expires, capacity);
     if (this.gens !== null) this.gens = resized(this.gens, capacity);
@@ -507,7 +574,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 }
 
-function resized<T extends Uint32Array | Float64Array | Uint16Array>(array: T, length: number): T {
+function resized<T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(array: T, length: number): T {
   const copy = new (array.constructor as new (n: number) => T)(length);
   copy.set(array);
   return copy;

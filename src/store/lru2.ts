@@ -67,10 +67,10 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
 
   protected touch(i: number): void {
     const list = this.listOf![i]!;
-    if ((list & 1) === 1 || this.sizes[i]! > this.maxListBytes[list + 1]!) {
+    if ((list & 1) === 1 || !this.fitsList(i, list + 1)) {
       this.moveToHead(i, list);
     } else {
-      this.moveToList(i, list + 1);
+      this.moveToList(i, list, list + 1);
     }
   }
 }

@@ -79,6 +79,63 @@ describe("LRUStore", () => {
     for (let i = 0; i < 50_000; i += 997) expect(store.get(`k${i}`)).toBe(one);
   });
 
+  test("links are 16-bit up to 65,535 entries and 32-bit from 65,536; both keep LRU order", () => {
+    for (const [maxEntries, links] of [
+      [65_535, Uint16Array],
+      [65_536, Uint32Array],
+    ] as const) {
+      const { store, evicted } = recorded({ maxEntries });
+      expect((store as unknown as { links: unknown }).links).toBeInstanceOf(links);
+      for (let i = 0; i < maxEntries; i++) store.set(`k${i}`, one);
+      // The first and the last slot both work as heads and tails.
+      expect(store.get("k0")).toBe(one);
+      store.set("new1", one);
+      store.set("new2", one);
+      expect(evicted).toEqual(["k1:capacity", "k2:capacity"]);
+      expect(store.size).toBe(maxEntries);
+      expect(store.get(`k${maxEntries - 1}`)).toBe(one);
+      for (let i = 3; i < 100; i++) store.delete(`k${i}`);
+      for (let i = 0; i < 97; i++) store.set(`again${i}`, one);
+      expect(store.size).toBe(maxEntries);
+      expect(evicted.length).toBe(2 + 97);
+      expect(store.has("k0")).toBe(true);
+      expect(store.bytes).toBe(
+        [...store.keys()].reduce((sum, key) => sum + key.length + 1, 0),
+      );
+    }
+  });
+
+  test("a store bounded by bytes only grows past 65,536 slots on 32-bit links", () => {
+    const n = 70_000;
+    const keys = Array.from({ length: n }, (_, i) => `k${i}`);
+    const maxBytes = keys.reduce((sum, key) => sum + key.length + 1, 0);
+    const { store, evicted } = recorded({ maxBytes });
+    expect((store as unknown as { links: unknown }).links).toBeInstanceOf(Uint32Array);
+    for (const key of keys) store.set(key, one);
+    expect(store.size).toBe(n);
+    expect(store.bytes).toBe(maxBytes);
+    expect(evicted).toEqual([]);
+    store.get("k0"); // k0 becomes the newest; k1 the oldest
+    for (let i = 1; i < n; i += 997) expect(store.peek(`k${i}`)).toBe(one);
+    store.set("big", new Uint8Array(11)); // 14 bytes: k1 to k5 (3 bytes each) must go
+    expect(evicted).toEqual(["k1:capacity", "k2:capacity", "k3:capacity", "k4:capacity", "k5:capacity"]);
+    expect(store.has("k0")).toBe(true);
+    expect(store.bytes).toBe(maxBytes - 1);
+  });
+
+  test("a store bounded by entries only keeps bytes exact without per-entry sizes", () => {
+    const { store } = recorded({ maxEntries: 2 });
+    store.set("a", new Uint8Array(10));
+    store.set("é", new Uint8Array(5)); // a 2-byte key
+    expect(store.bytes).toBe(11 + 7);
+    store.set("a", new Uint8Array(3)); // replaced in place
+    expect(store.bytes).toBe(4 + 7);
+    store.set("c", new Uint8Array(1)); // evicts é
+    expect(store.bytes).toBe(4 + 2);
+    store.delete("a");
+    expect(store.bytes).toBe(2);
+  });
+
   test("freed slots are reused and never alias a live key", () => {
     const store = new LRUStore<string>({ maxEntries: 4, sweepIntervalMs: 0 });
     for (let round = 0; round < 1000; round++) {

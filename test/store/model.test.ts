@@ -238,6 +238,59 @@ const scenarios: Scenario[] = [
     listFor: (key) => (hash32(key) & 1) * 2,
     twoLevels: true,
   },
+  {
+    name: "LRUStore (entries bounded only: sizes recomputed on removal)",
+    operations: 300_000,
+    seed: 4,
+    keys: 300,
+    largeValue: 1200,
+    build: (clock, onEvict) =>
+      createStore("lru", {
+        maxEntries: 100,
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    limits: [{ maxEntries: 100, maxBytes: Infinity }],
+    listFor: () => 0,
+    twoLevels: false,
+  },
+  {
+    name: "LRUStore (bytes bounded only: 32-bit links)",
+    operations: 300_000,
+    seed: 5,
+    keys: 300,
+    largeValue: 1200,
+    build: (clock, onEvict) =>
+      createStore("lru", {
+        maxBytes: 3000,
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    limits: [{ maxEntries: Infinity, maxBytes: 3000 }],
+    listFor: () => 0,
+    twoLevels: false,
+  },
+  {
+    name: "LRU2Store (256 buckets, 16-bit list numbers, entries bounded only)",
+    operations: 300_000,
+    seed: 6,
+    keys: 3000,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", {
+        maxEntries: 1024,
+        buckets: 256,
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    // Per bucket: 4 entries, split half and half.
+    limits: lru2Limits(256, { maxEntries: 2, maxBytes: Infinity }, { maxEntries: 2, maxBytes: Infinity }),
+    listFor: (key) => (hash32(key) & 255) * 2,
+    twoLevels: true,
+  },
 ];
 
 for (const scenario of scenarios) {
