@@ -6,7 +6,7 @@
  */
 import { Cache, type CacheStats } from "./cache.ts";
 import { _cancellation, _deadlineOf, _startCall, deadlineExceeded, type CallOptions } from "./call.ts";
-import type { Entry, Membership, Peer } from "./cluster/peer.ts";
+import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
 import { SingleFlight } from "./singleflight.ts";
 import type { StoreKind } from "./store/index.ts";
@@ -488,24 +488,25 @@ export class Group {
       };
       // The fetch answers by its deadline even while the batch it waits in is held up.
       const timer = setTimeout(() => finish(null, deadlineExceeded(budget)), budget);
-      owner.get(this.name, key, { deadline }).then(
-        (entry) => {
+      const fetched: FetchDone = (entry, error) => {
+        if (entry !== null) {
           this.counters.peerLoads++;
           if (!load.stale && !settled) this.hot?.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
           finish(entry, null);
-        },
-        (error: unknown) => {
-          this.counters.peerErrors++;
-          if (settled || !shouldFallBack(error, deadline)) {
-            finish(null, error);
-            return;
-          }
-          this.fallBack(key, deadline, load).then(
-            (entry) => finish(entry, null),
-            (fallbackError: unknown) => finish(null, fallbackError),
-          );
-        },
-      );
+          return;
+        }
+        this.counters.peerErrors++;
+        if (settled || !shouldFallBack(error, deadline)) {
+          finish(null, error);
+          return;
+        }
+        this.fallBack(key, deadline, load).then(
+          (fallback) => finish(fallback, null),
+          (fallbackError: unknown) => finish(null, fallbackError),
+        );
+      };
+      if (owner.fetch !== undefined) owner.fetch(this.name, key, { deadline }, fetched);
+      else owner.get(this.name, key, { deadline }).then((entry) => fetched(entry, null), (error: unknown) => fetched(null, error));
     });
     return flight;
   }

@@ -45,5 +45,5 @@ export { SingleFlight } from "./singleflight.ts";
 export { HashRing, DEFAULT_RING_OPTIONS, type RingOptions, type RingMember } from "./cluster/ring.ts";
 export { hash32, type HashFn } from "./cluster/hash.ts";
 export type { MemberSpec } from "./cluster/picker.ts";
-export type { Entry, Peer, Membership } from "./cluster/peer.ts";
+export type { Entry, FetchDone, Peer, Membership } from "./cluster/peer.ts";
 export { GCacheError, NotFoundError, isGCacheError, type ErrorCode } from "./errors.ts";

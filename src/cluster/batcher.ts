@@ -12,7 +12,7 @@
  */
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
-import type { Entry } from "./peer.ts";
+import type { Entry, FetchDone } from "./peer.ts";
 
 export interface BatchTransport {
   /** One key, one plain RPC. */
@@ -25,8 +25,7 @@ interface Pending {
   key: string;
   deadline: number;
   signal: AbortSignal | undefined;
-  resolve(entry: Entry): void;
-  reject(error: unknown): void;
+  report: FetchDone;
   done: boolean;
   onAbort: (() => void) | null;
 }
@@ -53,20 +52,23 @@ export class _GetBatcher {
   ) {}
 
   get(key: string, context: CallContext): Promise<Entry> {
-    return new Promise<Entry>((resolve, reject) => {
-      const pending: Pending = { key, deadline: context.deadline, signal: context.signal, resolve, reject, done: false, onAbort: null };
-      const signal = context.signal;
-      if (signal !== undefined) {
-        if (signal.aborted) {
-          reject(signal.reason);
-          return;
-        }
-        pending.onAbort = () => this.settle(pending, null, signal.reason);
-        signal.addEventListener("abort", pending.onAbort, { once: true });
+    return new Promise<Entry>((resolve, reject) => this.fetch(key, context, (entry, error) => (entry !== null ? resolve(entry) : reject(error))));
+  }
+
+  /** `get` reporting to a callback: the hop's hot path makes no promise per key here. */
+  fetch(key: string, context: CallContext, report: FetchDone): void {
+    const pending: Pending = { key, deadline: context.deadline, signal: context.signal, report, done: false, onAbort: null };
+    const signal = context.signal;
+    if (signal !== undefined) {
+      if (signal.aborted) {
+        report(null, signal.reason);
+        return;
       }
-      this.queue.push(pending);
-      if (this.inFlight < this.maxInFlight) this.flush();
-    });
+      pending.onAbort = () => this.settle(pending, null, signal.reason);
+      signal.addEventListener("abort", pending.onAbort, { once: true });
+    }
+    this.queue.push(pending);
+    if (this.inFlight < this.maxInFlight) this.flush();
   }
 
   /** A key the owner must load travels alone, outside the slots. */
@@ -130,7 +132,6 @@ export class _GetBatcher {
     if (pending.done) return;
     pending.done = true;
     if (pending.onAbort !== null) pending.signal?.removeEventListener("abort", pending.onAbort);
-    if (entry !== null) pending.resolve(entry);
-    else pending.reject(error);
+    pending.report(entry, error);
   }
 }

@@ -22,6 +22,11 @@ export interface Peer {
   readonly address: string;
   /** Fetch a key the peer owns; it loads it if needed and never forwards. */
   get(group: string, key: string, context: CallContext): Promise<Entry>;
+  /**
+   * Optional: `get` reporting to a callback instead of a promise. The peer hop
+   * is the cluster's hot path; groups use this when a peer has it.
+   */
+  fetch?(group: string, key: string, context: CallContext, done: FetchDone): void;
   /** Store a value at the owner. */
   set(group: string, key: string, value: Uint8Array, expiresAt: number, context: CallContext): Promise<void>;
   /** Delete a key at the owner; `true` when it held the key. */
@@ -30,6 +35,9 @@ export interface Peer {
   invalidate(group: string, key: string | null, context: CallContext): Promise<void>;
   close(): void;
 }
+
+/** Called once with the entry, or with `null` and the error. */
+export type FetchDone = (entry: Entry | null, error: unknown) => void;
 
 /** What a group needs from the cluster: who owns a key, and who else is there. */
 export interface Membership {
@@ -66,6 +74,14 @@ export class GrpcPeer implements Peer {
   }
 
   get(group: string, key: string, context: CallContext): Promise<Entry> {
+    return this.batcherFor(group).get(key, context);
+  }
+
+  fetch(group: string, key: string, context: CallContext, done: FetchDone): void {
+    this.batcherFor(group).fetch(key, context, done);
+  }
+
+  private batcherFor(group: string): _GetBatcher {
     let batcher = this.batchers.get(group);
     if (batcher === undefined) {
       batcher = new _GetBatcher({
@@ -74,7 +90,7 @@ export class GrpcPeer implements Peer {
       });
       this.batchers.set(group, batcher);
     }
-    return batcher.get(key, context);
+    return batcher;
   }
 
   private async getMany(group: string, keys: string[], context: CallContext) {
