@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { Client, credentials, Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
 import { _BatchStream } from "../../src/cluster/batch-stream.ts";
 import { GCacheError } from "../../src/errors.ts";
 import { CacheNode } from "../../src/node.ts";
 import { _Connection } from "../../src/wire/connection.ts";
-import { GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
+import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
 import { bytes, text } from "../_support/cluster.ts";
 import { waitFor } from "../_support/wait.ts";
 
@@ -183,5 +183,27 @@ describe("BatchGetStream", () => {
     cleanups.push(() => member.close());
     expect(values(await member.stream.send({ group: "g", keys: ["k1"] }, within(5_000)))).toEqual(["v1"]);
     expect(member.calls).toEqual([]);
+  });
+
+  test("a malformed message ends its stream with INVALID_ARGUMENT after the answers before it; the node serves on", async () => {
+    const node = await startNode();
+    const raw = new Client(node.address, credentials.createInsecure());
+    cleanups.push(() => raw.close());
+    const identity = (b: Buffer) => b;
+    const call = raw.makeBidiStreamRequest(GCACHE_SERVICE.BatchGetStream.path, identity, identity, { deadline: Date.now() + 5_000 });
+    const answers: BatchGetResponse[] = [];
+    call.on("data", (bytes: Buffer) => answers.push(codecs.BatchGetResponse.decode(bytes)));
+    const ended = new Promise<StatusObject>((resolve) => call.on("status", resolve));
+    call.on("error", () => {});
+    call.write(codecs.BatchGetRequest.encode({ group: "g", keys: ["k5"], id: 7, timeoutMs: 1_000 }));
+    await waitFor(() => answers.length === 1, 5_000, "the first answer");
+    call.write(Buffer.from([0x0a, 0x07, 0x64, 0x65, 0x66, 0x63, 0xff, 0xff, 0xff]));
+    const final = await ended;
+    expect(final.code).toBe(status.INVALID_ARGUMENT);
+    expect(final.details).toContain("malformed request message");
+    expect(answers.map((a) => [a.id, values(a)])).toEqual([[7, ["v5"]]]);
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    expect(values(await client.stream.send({ group: "g", keys: ["k6"] }, within(5_000)))).toEqual(["v6"]);
   });
 });
