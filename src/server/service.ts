@@ -190,10 +190,17 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         else call.end();
       };
       const untrack = hooks.streamOpened(() => finish(null));
+      const resume = () => call.resume();
       call.on("data", (request: BatchGetRequest | InvalidMessage) => {
         if (over) return;
-        if (request instanceof InvalidMessage) finish(request.error);
-        else call.write(streamedAnswer(request));
+        if (request instanceof InvalidMessage) {
+          finish(request.error);
+        } else if (!call.write(streamedAnswer(request))) {
+          // A caller that stops reading answers gets no more until it reads: answers
+          // must not pile up in memory (each may be megabytes).
+          call.pause();
+          call.once("drain", resume);
+        }
       });
       call.on("end", () => finish(null));
       call.on("error", () => {

@@ -1,7 +1,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { Client, credentials, Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { Client, credentials, Metadata, Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
 import { _BatchStream } from "../../src/cluster/batch-stream.ts";
+import { EventEmitter } from "node:events";
 import { GCacheError } from "../../src/errors.ts";
+import { Group } from "../../src/group.ts";
+import { cacheServiceHandlers } from "../../src/server/service.ts";
 import { CacheNode } from "../../src/node.ts";
 import { _Connection } from "../../src/wire/connection.ts";
 import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
@@ -205,5 +208,51 @@ describe("BatchGetStream", () => {
     const client = observed(node.address);
     cleanups.push(() => client.close());
     expect(values(await client.stream.send({ group: "g", keys: ["k6"] }, within(5_000)))).toEqual(["v6"]);
+  });
+
+  test("the server stops taking batches off a stream whose answers the transport cannot take, until it drains", async () => {
+    // Logic only: a stand-in for grpc-js's server stream whose write reports a full buffer.
+    class FullStream extends EventEmitter {
+      readonly metadata = new Metadata();
+      readonly written: BatchGetResponse[] = [];
+      full = false;
+      paused = false;
+      write(answer: BatchGetResponse): boolean {
+        this.written.push(answer);
+        return !this.full;
+      }
+      pause(): void {
+        this.paused = true;
+      }
+      resume(): void {
+        this.paused = false;
+      }
+      end(): void {}
+    }
+    const group = new Group({ name: "g", maxBytes: 8 << 20 });
+    cleanups.push(() => group.close());
+    await group.set("k", bytes("v"));
+    const handlers = cacheServiceHandlers((name) => (name === "g" ? group : undefined), {
+      accepting: () => true,
+      auth: null,
+      maxResponseBytes: () => 4 << 20,
+      begin: () => {},
+      end: () => {},
+      streamOpened: () => () => {},
+    });
+    const stream = new FullStream();
+    handlers.BatchGetStream(stream as never);
+    stream.emit("data", { group: "g", keys: ["k"], id: 1, timeoutMs: 1_000 });
+    expect(stream.paused).toBe(false);
+    stream.full = true;
+    stream.emit("data", { group: "g", keys: ["k"], id: 2, timeoutMs: 1_000 });
+    expect(stream.paused).toBe(true);
+    stream.full = false;
+    stream.emit("drain");
+    expect(stream.paused).toBe(false);
+    expect(stream.written.map((answer) => [answer.id, values(answer)])).toEqual([
+      [1, ["v"]],
+      [2, ["v"]],
+    ]);
   });
 });
