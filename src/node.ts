@@ -306,6 +306,11 @@ export class CacheNode {
     return this.state === "serving";
   }
 
+  /** BatchGetStreams peers hold open to this node (for metrics). */
+  get _openBatchStreams(): number {
+    return this.batchStreams.size;
+  }
+
   members(): readonly MemberSpec[] {
     return this.requirePicker().members();
   }

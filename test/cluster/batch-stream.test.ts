@@ -4,6 +4,7 @@ import { _BatchStream } from "../../src/cluster/batch-stream.ts";
 import { EventEmitter } from "node:events";
 import { GCacheError } from "../../src/errors.ts";
 import { Group } from "../../src/group.ts";
+import { renderMetrics } from "../../src/server/metrics.ts";
 import { cacheServiceHandlers } from "../../src/server/service.ts";
 import { CacheNode } from "../../src/node.ts";
 import { _Connection } from "../../src/wire/connection.ts";
@@ -84,12 +85,16 @@ describe("BatchGetStream", () => {
     });
     expect(client.streams.length).toBe(1);
     expect(client.calls).toEqual([]);
+    const openStreams = () => Number(/^gcache_peer_streams_open (\d+)$/m.exec(renderMetrics(node))?.[1]);
+    expect(openStreams()).toBe(1);
     const connection = new _Connection(node.address);
     cleanups.push(() => connection.close());
     const unary = await connection.unary(GCACHE_SERVICE.BatchGet, { group: "g", keys: ["k0", "k3", "missing-x"] }, within(5_000));
     expect(values(unary)).toEqual(values(answers[0]!));
     // Each "alone" key's load was started by its batch.
     await waitFor(() => node.group("g")!.stats().localLoads === 41, 5_000, "the announced loads");
+    client.close();
+    await waitFor(() => openStreams() === 0, 5_000, "the node to see the stream end");
   });
 
   test("a batch the stream cannot answer (unknown group) goes as a call and gets the call's error", async () => {
