@@ -23,6 +23,8 @@ const MAX_SLOTS = 0x3ffffffe;
 /** Up to this many slots the links are 16-bit, as in lru-cache: 4 bytes per entry less. */
 const MAX_NARROW_SLOTS = 0xffff;
 const MAX_ENTRY_BYTES = 0xffffffff;
+/** Index entries (slot and list packed together) stay below this, so they remain int32 values. */
+const MAX_INDEX_ENTRY = 0x7fffffff;
 /** Slots preallocated up front when `maxEntries` is known; beyond this the pool doubles on demand. */
 const MAX_PREALLOCATED_SLOTS = 1 << 20;
 /** With slot 0, the arrays of a store without an entry bound start at 1024. */
@@ -51,7 +53,19 @@ export interface _ListLimits {
  * are the expiry array, generation counters and expiry heap allocated.
  */
 export abstract class _LinkedStore<V> implements Store<V> {
+  /**
+   * Key to index entry: `(slot << listBits) | list`. A read hit finds the list
+   * in the entry it already has in hand instead of in a per-slot array, which
+   * in a store larger than the CPU caches saves a memory access per hit.
+   */
   protected readonly index = new Map<string, number>();
+  /**
+   * Low bits of an index entry that hold its list. Zero with a single list, and
+   * when packing could overflow an int32 (a huge slot bound with many lists):
+   * then the entry is the bare slot and `listOf` holds the lists.
+   */
+  protected readonly listBits: number;
+  private readonly listMask: number;
   protected readonly heads: Uint32Array;
   protected readonly tails: Uint32Array;
   protected readonly counts: Uint32Array;
@@ -71,7 +85,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
    * contract), which saves 4 bytes per entry.
    */
   protected sizes: Uint32Array | null;
-  /** List of each slot (one byte while there are at most 256 lists); absent when there is a single list. */
+  /**
+   * List of each slot (one byte while there are at most 256 lists), only when
+   * there are several lists and index entries cannot carry them.
+   */
   protected listOf: Uint8Array | Uint16Array | null;
   protected keyList: (string | undefined)[];
   protected vals: (V | undefined)[];
@@ -122,15 +139,20 @@ export abstract class _LinkedStore<V> implements Store<V> {
     const narrow = this.slotLimit <= MAX_NARROW_SLOTS;
     this.links = narrow ? new Uint16Array(2 * this.capacity) : new Uint32Array(2 * this.capacity);
     this.sizes = limits.some((l) => l.maxBytes !== Infinity) ? new Uint32Array(this.capacity) : null;
-    this.listOf = lists === 1 ? null : lists <= 256 ? new Uint8Array(this.capacity) : new Uint16Array(this.capacity);
+    const listBits = 32 - Math.clz32(lists - 1);
+    const packed = this.slotLimit <= MAX_INDEX_ENTRY >>> listBits;
+    this.listBits = packed ? listBits : 0;
+    this.listMask = packed ? (1 << listBits) - 1 : 0;
+    this.listOf =
+      packed || lists === 1 ? null : lists <= 256 ? new Uint8Array(this.capacity) : new Uint16Array(this.capacity);
     this.keyList = new Array<string | undefined>(this.capacity).fill(undefined);
     this.vals = new Array<V | undefined>(this.capacity).fill(undefined);
   }
 
   /** The list a key that is not in the store enters. */
   protected abstract listForNewKey(key: string): number;
-  /** What a read hit on slot `i` does to recency (and level, for LRU-2). */
-  protected abstract touch(i: number): void;
+  /** What a read hit on `key` (index entry `entry`, slot `i`) does to recency (and level, for LRU-2). */
+  protected abstract touch(key: string, entry: number, i: number): void;
 
   get size(): number {
     this.purgeExpired();
@@ -143,13 +165,14 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   get(key: string): V | undefined {
-    const i = this.index.get(key);
-    if (i === undefined) return undefined;
+    const entry = this.index.get(key);
+    if (entry === undefined) return undefined;
+    const i = entry >> this.listBits;
     if (this.expires !== null && this.isExpired(i)) {
-      this.removeSlot(i, "expired");
+      this.removeSlot(i, this.listAt(entry), "expired");
       return undefined;
     }
-    this.touch(i);
+    this.touch(key, entry, i);
     return this.vals[i];
   }
 
@@ -172,38 +195,36 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (typeof key !== "string") throw invalidArgument(`key must be a string, got ${typeof key}`);
     if (this.closed) return false;
     const expiry = options === undefined && this.defaultTtlMs === 0 ? 0 : this.expiryFor(options);
-    const existing = this.index.get(key);
+    const entry = this.index.get(key);
     if (expiry !== 0 && expiry <= this.clock()) {
       // Already expired on arrival: store nothing, and let no older value survive it.
-      if (existing !== undefined) this.removeSlot(existing, "replaced");
+      if (entry !== undefined) this.removeSlot(entry >> this.listBits, this.listAt(entry), "replaced");
       return false;
     }
-    // Same value again (a refresh, the common write of a hot key): only recency
-    // and expiry change, and the value need not even be sized.
-    if (existing !== undefined && this.vals[existing] === value) {
-      this.setExpiry(existing, expiry);
-      this.moveToHead(existing, this.listOf === null ? 0 : this.listOf[existing]!);
-      return true;
+    if (entry !== undefined) {
+      const i = entry >> this.listBits;
+      const list = this.listAt(entry);
+      // Same value again (a refresh, the common write of a hot key): only recency
+      // and expiry change, and the value need not even be sized.
+      if (this.vals[i] === value) {
+        this.setExpiry(i, expiry);
+        this.moveToHead(i, list);
+        return true;
+      }
+      return this.update(i, list, key, value, this.checkedSizeOf(value), expiry);
     }
-    const valueSize = this.sizeOf(value);
-    if (valueSize !== valueSize >>> 0) {
-      throw invalidArgument(`sizeOf must return a whole number of bytes below 2^32, got ${valueSize}`);
-    }
-    if (existing !== undefined) return this.update(existing, key, value, valueSize, expiry);
-    const size = utf8Length(key) + valueSize;
+    const size = utf8Length(key) + this.checkedSizeOf(value);
     if (size > MAX_ENTRY_BYTES) throw invalidArgument(`entry of ${size} bytes is too large (limit ${MAX_ENTRY_BYTES})`);
     return this.insert(key, value, size, expiry);
   }
 
   delete(key: string): boolean {
-    const i = this.index.get(key);
-    if (i === undefined) return false;
-    if (this.expires !== null && this.isExpired(i)) {
-      this.removeSlot(i, "expired");
-      return false;
-    }
-    this.removeSlot(i, "deleted");
-    return true;
+    const entry = this.index.get(key);
+    if (entry === undefined) return false;
+    const i = entry >> this.listBits;
+    const expired = this.expires !== null && this.isExpired(i);
+    this.removeSlot(i, this.listAt(entry), expired ? "expired" : "deleted");
+    return !expired;
   }
 
   keys(): string[] {
@@ -214,7 +235,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     const listener = this.onEvict;
     const evicted: [string, V][] | null = listener === null || this.index.size === 0 ? null : [];
     if (evicted !== null) {
-      for (const [key, i] of this.index) evicted.push([key, this.vals[i] as V]);
+      for (const [key, entry] of this.index) evicted.push([key, this.vals[entry >> this.listBits] as V]);
     }
     this.index.clear();
     this.keyList.fill(undefined);
@@ -249,7 +270,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       const gen = heap.peekGen();
       heap.pop();
       if (gens[slot] === gen && expires[slot] === time) {
-        this.removeSlot(slot, "expired");
+        this.removeSlot(slot, this.listOfSlot(slot), "expired");
         purged++;
       }
     }
@@ -279,10 +300,11 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.heads[list] = i;
   }
 
-  /** Moves slot `i` from `list` to the head of `target`, then trims `target`. */
-  protected moveToList(i: number, list: number, target: number): void {
+  /** Moves `key`, in slot `i`, from `list` to the head of `target`, then trims `target`. */
+  protected moveToList(key: string, i: number, list: number, target: number): void {
     this.unlink(i, list);
     this.linkHead(i, target);
+    if (this.listOf === null) this.index.set(key, this.entryOf(i, target));
     const sizes = this.sizes;
     if (sizes !== null) {
       const size = sizes[i]!;
@@ -298,11 +320,31 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return sizes === null || sizes[i]! <= this.maxListBytes[list]!;
   }
 
+  /** The index entry of slot `i` in `list`. */
+  private entryOf(i: number, list: number): number {
+    return (i << this.listBits) | (list & this.listMask);
+  }
+
+  /** The list of index entry `entry`. */
+  protected listAt(entry: number): number {
+    const listOf = this.listOf;
+    // Unpacked entries are bare slots.
+    return listOf === null ? entry & this.listMask : listOf[entry]!;
+  }
+
+  /** The list of slot `i`, which is in use; off the hot paths, as it may look the key up. */
+  private listOfSlot(i: number): number {
+    const listOf = this.listOf;
+    if (listOf !== null) return listOf[i]!;
+    return this.listMask === 0 ? 0 : this.index.get(this.keyList[i]!)! & this.listMask;
+  }
+
   private liveSlot(key: string): number | undefined {
-    const i = this.index.get(key);
-    if (i === undefined) return undefined;
+    const entry = this.index.get(key);
+    if (entry === undefined) return undefined;
+    const i = entry >> this.listBits;
     if (this.expires !== null && this.isExpired(i)) {
-      this.removeSlot(i, "expired");
+      this.removeSlot(i, this.listAt(entry), "expired");
       return undefined;
     }
     return i;
@@ -311,6 +353,14 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private isExpired(i: number): boolean {
     const at = this.expires![i]!;
     return at !== 0 && at <= this.clock();
+  }
+
+  private checkedSizeOf(value: V): number {
+    const valueSize = this.sizeOf(value);
+    if (valueSize !== valueSize >>> 0) {
+      throw invalidArgument(`sizeOf must return a whole number of bytes below 2^32, got ${valueSize}`);
+    }
+    return valueSize;
   }
 
   private expiryFor(options: SetOptions | undefined): number {
@@ -347,13 +397,13 @@ export abstract class _LinkedStore<V> implements Store<V> {
         return this.replaceTail(tail, list, key, value, size, expiry);
       }
       while (this.counts[list]! + 1 > this.maxCounts[list]! || this.listBytes[list]! + size > this.maxListBytes[list]!) {
-        this.removeSlot(this.tails[list]!, "capacity");
+        this.removeSlot(this.tails[list]!, list, "capacity");
       }
     }
     const i = this.allocSlot();
     this.keyList[i] = key;
     this.vals[i] = value;
-    this.index.set(key, i);
+    this.index.set(key, this.entryOf(i, list));
     this.linkHead(i, list);
     this.totalBytes += size;
     const sizes = this.sizes;
@@ -391,15 +441,14 @@ export abstract class _LinkedStore<V> implements Store<V> {
     }
     this.keyList[i] = key;
     this.vals[i] = value;
-    this.index.set(key, i);
+    this.index.set(key, this.entryOf(i, list));
     this.moveTailToHead(i, list);
     if (expiry !== 0) this.setExpiry(i, expiry);
     if (this.onEvict !== null) this.onEvict(evictedKey, evictedValue, "capacity");
     return true;
   }
 
-  private update(i: number, key: string, value: V, valueSize: number, expiry: number): boolean {
-    const list = this.listOf === null ? 0 : this.listOf[i]!;
+  private update(i: number, list: number, key: string, value: V, valueSize: number, expiry: number): boolean {
     const old = this.vals[i] as V;
     const oldValueSize = this.sizeOf(old);
     // The key is unchanged, so its byte count is the entry size minus the old value's.
@@ -407,7 +456,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     const size = (sizes === null ? utf8Length(key) : sizes[i]! - oldValueSize) + valueSize;
     if (size > this.maxListBytes[list]! || size > MAX_ENTRY_BYTES) {
       // Too large for the list it lives in: start over as a new key (which may not fit either).
-      this.removeSlot(i, "replaced");
+      this.removeSlot(i, list, "replaced");
       return this.insert(key, value, size, expiry);
     }
     this.vals[i] = value;
@@ -427,7 +476,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   /** Evicts tails until `list` is within its bounds. The head always fits alone. */
   private trim(list: number): void {
     while (this.counts[list]! > this.maxCounts[list]! || this.listBytes[list]! > this.maxListBytes[list]!) {
-      this.removeSlot(this.tails[list]!, "capacity");
+      this.removeSlot(this.tails[list]!, list, "capacity");
     }
   }
 
@@ -476,10 +525,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return sizes !== null ? sizes[i]! : utf8Length(this.keyList[i]!) + this.sizeOf(this.vals[i] as V);
   }
 
-  private removeSlot(i: number, reason: EvictReason): void {
+  /** Removes slot `i`, which is in `list`. */
+  private removeSlot(i: number, list: number, reason: EvictReason): void {
     const key = this.keyList[i]!;
     const value = this.vals[i] as V;
-    const list = this.listOf === null ? 0 : this.listOf[i]!;
     const size = this.entrySize(i);
     this.totalBytes -= size;
     if (this.sizes !== null) this.listBytes[list] = this.listBytes[list]! - size;
@@ -547,7 +596,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private *liveExpiries(): Iterable<readonly [number, number, number]> {
     const expires = this.expires!;
     const gens = this.gens!;
-    for (const i of this.index.values()) {
+    for (const entry of this.index.values()) {
+      const i = entry >> this.listBits;
       const at = expires[i]!;
       if (at !== 0) yield [at, i, gens[i]!] as const;
     }

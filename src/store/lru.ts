@@ -22,7 +22,7 @@ export class LRUStore<V = Uint8Array> extends _LinkedStore<V> {
     return 0;
   }
 
-  protected touch(i: number): void {
+  protected touch(_key: string, _entry: number, i: number): void {
     this.moveToHead(i, 0);
   }
 }

@@ -58,19 +58,19 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   /** 1 or 2 for a stored key, `undefined` otherwise. For tests and diagnostics; does not touch recency. */
   _levelOf(key: string): 1 | 2 | undefined {
     if (!this.has(key)) return undefined;
-    return (this.listOf![this.index.get(key)!]! & 1) === 0 ? 1 : 2;
+    return (this.listAt(this.index.get(key)!) & 1) === 0 ? 1 : 2;
   }
 
   protected listForNewKey(key: string): number {
     return (hash32(key) & this.bucketMask) << 1;
   }
 
-  protected touch(i: number): void {
-    const list = this.listOf![i]!;
+  protected touch(key: string, entry: number, i: number): void {
+    const list = this.listAt(entry);
     if ((list & 1) === 1 || !this.fitsList(i, list + 1)) {
       this.moveToHead(i, list);
     } else {
-      this.moveToList(i, list, list + 1);
+      this.moveToList(key, i, list, list + 1);
     }
   }
 }

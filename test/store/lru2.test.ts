@@ -141,6 +141,45 @@ describe("LRU2Store", () => {
     expect(sized.bytes).toBe(600);
   });
 
+  test("list numbers packed into index entries and kept per slot behave alike, up to the highest slots", () => {
+    // 65,535 entries: 16,384 buckets of 3, slot numbers up to 49,152 packed with a 15-bit list number.
+    // 65,536 entries: 32,768 buckets of 2, too many slots to pack a 16-bit list number.
+    for (const maxEntries of [65_535, 65_536]) {
+      let now = 0;
+      let wrong = 0;
+      const store = new LRU2Store<string>({
+        maxEntries,
+        buckets: 32_768,
+        clock: () => now,
+        sweepIntervalMs: 0,
+        onEvict: (key, value) => {
+          if (key !== value) wrong++;
+        },
+      });
+      const keys = Array.from({ length: 4 * maxEntries }, (_, i) => `k${i}`);
+      keys.forEach((key, i) => store.set(key, key, i % 2 === 1 ? { ttlMs: 10 } : undefined));
+      const held = keys.filter((key) => store.has(key));
+      expect(held.length).toBe(store.size);
+      expect(held.length).toBeGreaterThan(maxEntries / 3);
+      for (const key of held) if (store.peek(key) !== key || store._levelOf(key) !== 1) wrong++;
+      for (const key of held) {
+        const value = store.get(key);
+        if (value !== undefined && (value !== key || store._levelOf(key) !== 2)) wrong++;
+      }
+      const live = keys.filter((key) => store.has(key));
+      now += 10;
+      expect(store.purgeExpired()).toBe(live.filter((key) => Number(key.slice(1)) % 2 === 1).length);
+      for (const key of live) {
+        const even = Number(key.slice(1)) % 2 === 0;
+        if (store.get(key) !== (even ? key : undefined) || (even && store._levelOf(key) !== 2)) wrong++;
+      }
+      for (const key of live) store.delete(key);
+      expect(wrong).toBe(0);
+      expect(store.size).toBe(0);
+      expect(store.bytes).toBe(0);
+    }
+  });
+
   test("an entry too large for level 2 stays in level 1 instead of being lost on a read", () => {
     const sized = new LRU2Store<Uint8Array>({ maxBytes: 1000, buckets: 1, level1Share: 0.75, sweepIntervalMs: 0 });
     expect(sized.set("big", new Uint8Array(499))).toBe(true); // 500 bytes: fits level 1 (750), not level 2 (250)

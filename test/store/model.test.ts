@@ -273,7 +273,7 @@ const scenarios: Scenario[] = [
     twoLevels: false,
   },
   {
-    name: "LRU2Store (256 buckets, 16-bit list numbers, entries bounded only)",
+    name: "LRU2Store (256 buckets, list numbers packed into index entries, entries bounded only)",
     operations: 300_000,
     seed: 6,
     keys: 3000,
@@ -289,6 +289,44 @@ const scenarios: Scenario[] = [
     // Per bucket: 4 entries, split half and half.
     limits: lru2Limits(256, { maxEntries: 2, maxBytes: Infinity }, { maxEntries: 2, maxBytes: Infinity }),
     listFor: (key) => (hash32(key) & 255) * 2,
+    twoLevels: true,
+  },
+  {
+    name: "LRU2Store (bytes bounded only: too many slots to pack, list numbers kept per slot)",
+    operations: 300_000,
+    seed: 7,
+    keys: 300,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", {
+        maxBytes: 4000,
+        buckets: 4,
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    // Per bucket: 1000 bytes, split half and half.
+    limits: lru2Limits(4, { maxEntries: Infinity, maxBytes: 500 }, { maxEntries: Infinity, maxBytes: 500 }),
+    listFor: (key) => (hash32(key) & 3) * 2,
+    twoLevels: true,
+  },
+  {
+    name: "LRU2Store (512 buckets, bytes bounded only: 16-bit list numbers kept per slot)",
+    operations: 300_000,
+    seed: 8,
+    keys: 3000,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", {
+        maxBytes: 512 * 200,
+        buckets: 512,
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    // Per bucket: 200 bytes, split half and half.
+    limits: lru2Limits(512, { maxEntries: Infinity, maxBytes: 100 }, { maxEntries: Infinity, maxBytes: 100 }),
+    listFor: (key) => (hash32(key) & 511) * 2,
     twoLevels: true,
   },
 ];
