@@ -220,12 +220,10 @@ function decoded(segment: string): string {
 }
 
 /** Shared by every response without an expiry: Response copies it, and a ready Headers converts faster than an object. */
-const OCTET_HEADERS = new Headers(OCTETS);
+const OCTET_INIT: ResponseInit = { headers: new Headers(OCTETS) };
 
 function valueResponse(value: Uint8Array, expiresAt: number): Response {
-  return new Response(value, {
-    headers: expiresAt === 0 ? OCTET_HEADERS : { ...OCTETS, "x-gcache-expires-at": String(expiresAt) },
-  });
+  return new Response(value, expiresAt === 0 ? OCTET_INIT : { headers: { ...OCTETS, "x-gcache-expires-at": String(expiresAt) } });
 }
 
 function errorResponse(error: unknown): Response {
