@@ -94,19 +94,21 @@ export class _GetBatcher {
 
   private async sendBatch(batch: Pending[]): Promise<void> {
     this.inFlight++;
-    // The RPC lives as long as its most patient caller; it is cancelled once every caller gave up.
-    const controller = new AbortController();
-    const deadline = Math.max(...batch.map((p) => p.deadline));
-    let open = batch.length;
-    const leave = () => {
-      if (--open === 0) controller.abort(new GCacheError("ERR_CANCELLED", "every caller in the batch gave up"));
-    };
-    for (const p of batch) p.signal?.addEventListener("abort", leave, { once: true });
+    // The RPC lives as long as its most patient caller.
+    const keys = new Array<string>(batch.length);
+    let deadline = 0;
+    let cancellable = true;
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i]!;
+      keys[i] = p.key;
+      if (p.deadline > deadline) deadline = p.deadline;
+      if (p.signal === undefined) cancellable = false;
+    }
+    // It is cancelled once every caller gave up, which only callers with a signal can:
+    // the peer hop's shared fetches bring none, and then the batch costs no controller.
+    const leave = cancellable ? this.cancelWhenAllLeave(batch) : null;
     try {
-      const results = await this.transport.getMany(
-        batch.map((p) => p.key),
-        { deadline, signal: controller.signal },
-      );
+      const results = await this.transport.getMany(keys, leave === null ? { deadline } : { deadline, signal: leave.signal });
       batch.forEach((p, i) => {
         const result = results[i];
         if (result === "alone") {
@@ -122,10 +124,26 @@ export class _GetBatcher {
     } catch (error) {
       for (const p of batch) this.settle(p, null, error);
     } finally {
-      for (const p of batch) p.signal?.removeEventListener("abort", leave);
+      leave?.dispose();
       this.inFlight--;
       this.flush();
     }
+  }
+
+  /** A signal that aborts once every caller of `batch` (each with a signal) aborted. */
+  private cancelWhenAllLeave(batch: Pending[]): { signal: AbortSignal; dispose(): void } {
+    const controller = new AbortController();
+    let open = batch.length;
+    const leave = () => {
+      if (--open === 0) controller.abort(new GCacheError("ERR_CANCELLED", "every caller in the batch gave up"));
+    };
+    for (const p of batch) p.signal!.addEventListener("abort", leave, { once: true });
+    return {
+      signal: controller.signal,
+      dispose: () => {
+        for (const p of batch) p.signal!.removeEventListener("abort", leave);
+      },
+    };
   }
 
   private settle(pending: Pending, entry: Entry | null, error: unknown): void {

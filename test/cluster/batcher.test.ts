@@ -113,6 +113,25 @@ describe("GetBatcher", () => {
     expect(await Promise.all(calls)).toEqual(["x gave up", "y gave up"]);
   });
 
+  test("a batch with a caller that brings no signal is never cancelled: the others leave alone", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 1, 100);
+    const first = batcher.get("first", far());
+    const a = new AbortController();
+    const leaving = batcher.get("x", { ...far(), signal: a.signal }).catch((e: Error) => e.message);
+    const staying = batcher.get("y", far());
+    transport.release();
+    await first;
+    await settle();
+    expect(transport.batches).toEqual([["first"], ["x", "y"]]);
+    // The first batch held only a signal-less caller too: no RPC was given a signal.
+    expect(transport.signals).toEqual([]);
+    a.abort(new Error("x gave up"));
+    expect(await leaving).toBe("x gave up");
+    transport.release();
+    expect(text((await staying).value)).toBe("v:y");
+  });
+
   test("a get whose deadline passes while it queues is answered DEADLINE_EXCEEDED and never sent", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
