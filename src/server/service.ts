@@ -105,6 +105,46 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     return { items: batchItems(group, request.keys, timeoutMs > 0 ? Date.now() + timeoutMs : undefined), id, useCall: false };
   }
 
+  /**
+   * A peer's BatchGetStream: each batch is answered at once, in the order it
+   * came; the stream ends when the peer ends it, on a malformed message, or
+   * when the node stops (`hooks.streamOpened`).
+   */
+  function serveBatchStream(call: ServerDuplexStream<BatchGetRequest | InvalidMessage, BatchGetResponse>): void {
+    const refused = refusal("read", call.metadata);
+    if (refused !== null) {
+      call.emit("error", toStatus(refused));
+      return;
+    }
+    let over = false;
+    const abandon = () => {
+      over = true;
+      untrack();
+    };
+    const finish = (error: GCacheError | null) => {
+      if (over) return;
+      abandon();
+      if (error !== null) call.emit("error", toStatus(error));
+      else call.end();
+    };
+    const untrack = hooks.streamOpened(() => finish(null));
+    const resume = () => call.resume();
+    call.on("data", (request: BatchGetRequest | InvalidMessage) => {
+      if (over) return;
+      if (request instanceof InvalidMessage) {
+        finish(request.error);
+      } else if (!call.write(streamedAnswer(request))) {
+        // A caller that stops reading answers gets no more until it reads: answers
+        // must not pile up in memory (each may be megabytes).
+        call.pause();
+        call.once("drain", resume);
+      }
+    });
+    call.on("end", () => finish(null));
+    call.on("error", abandon);
+    call.on("cancelled", abandon);
+  }
+
   /** Runs `work` with the call's deadline and cancellation, answering exactly once. */
   function serve<Req, Res>(access: "read" | "write", work: (request: Req, options: CallOptions) => Res | Promise<Res>): Unary<Req, Res> {
     return (call, callback) => {
@@ -175,43 +215,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       }
       return { items: batchItems(group, request.keys, options.deadline) };
     }),
-    BatchGetStream: (call: ServerDuplexStream<BatchGetRequest | InvalidMessage, BatchGetResponse>) => {
-      const refused = refusal("read", call.metadata);
-      if (refused !== null) {
-        call.emit("error", toStatus(refused));
-        return;
-      }
-      let over = false;
-      const finish = (error: GCacheError | null) => {
-        if (over) return;
-        over = true;
-        untrack();
-        if (error !== null) call.emit("error", toStatus(error));
-        else call.end();
-      };
-      const untrack = hooks.streamOpened(() => finish(null));
-      const resume = () => call.resume();
-      call.on("data", (request: BatchGetRequest | InvalidMessage) => {
-        if (over) return;
-        if (request instanceof InvalidMessage) {
-          finish(request.error);
-        } else if (!call.write(streamedAnswer(request))) {
-          // A caller that stops reading answers gets no more until it reads: answers
-          // must not pile up in memory (each may be megabytes).
-          call.pause();
-          call.once("drain", resume);
-        }
-      });
-      call.on("end", () => finish(null));
-      call.on("error", () => {
-        over = true;
-        untrack();
-      });
-      call.on("cancelled", () => {
-        over = true;
-        untrack();
-      });
-    },
+    BatchGetStream: serveBatchStream,
     Invalidate: serve<InvalidateRequest, InvalidateResponse>("write", (request) => {
       const group = groupOf(request.group);
       if (!request.all && request.key === "") throw new GCacheError("ERR_INVALID_ARGUMENT", "key must be non-empty");

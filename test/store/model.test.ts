@@ -178,6 +178,34 @@ function lru2Limits(buckets: number, level1: Limits, level2: Limits): Limits[] {
   return Array.from({ length: buckets * 2 }, (_, i) => (i % 2 === 0 ? level1 : level2));
 }
 
+/**
+ * An LRU-2 store bounded by bytes only (so its slot count is unbounded and
+ * list numbers cannot be packed into index entries), each bucket split half
+ * and half between its levels.
+ */
+function lru2BytesOnly(what: string, shape: { buckets: number; bytesPerBucket: number; seed: number; keys: number }): Scenario {
+  const { buckets, bytesPerBucket } = shape;
+  const level: Limits = { maxEntries: Infinity, maxBytes: bytesPerBucket / 2 };
+  return {
+    name: `LRU2Store (${buckets} buckets, bytes bounded only: ${what})`,
+    operations: 300_000,
+    seed: shape.seed,
+    keys: shape.keys,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", {
+        maxBytes: buckets * bytesPerBucket,
+        buckets,
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    limits: lru2Limits(buckets, level, level),
+    listFor: (key) => (hash32(key) & (buckets - 1)) * 2,
+    twoLevels: true,
+  };
+}
+
 const scenarios: Scenario[] = [
   {
     name: "LRUStore (entries and bytes bounded)",
@@ -291,44 +319,8 @@ const scenarios: Scenario[] = [
     listFor: (key) => (hash32(key) & 255) * 2,
     twoLevels: true,
   },
-  {
-    name: "LRU2Store (bytes bounded only: too many slots to pack, list numbers kept per slot)",
-    operations: 300_000,
-    seed: 7,
-    keys: 300,
-    largeValue: 600,
-    build: (clock, onEvict) =>
-      createStore("lru2", {
-        maxBytes: 4000,
-        buckets: 4,
-        clock: clock.read,
-        sweepIntervalMs: 0,
-        onEvict: (key, _v, reason) => onEvict(key, reason),
-      }),
-    // Per bucket: 1000 bytes, split half and half.
-    limits: lru2Limits(4, { maxEntries: Infinity, maxBytes: 500 }, { maxEntries: Infinity, maxBytes: 500 }),
-    listFor: (key) => (hash32(key) & 3) * 2,
-    twoLevels: true,
-  },
-  {
-    name: "LRU2Store (512 buckets, bytes bounded only: 16-bit list numbers kept per slot)",
-    operations: 300_000,
-    seed: 8,
-    keys: 3000,
-    largeValue: 600,
-    build: (clock, onEvict) =>
-      createStore("lru2", {
-        maxBytes: 512 * 200,
-        buckets: 512,
-        clock: clock.read,
-        sweepIntervalMs: 0,
-        onEvict: (key, _v, reason) => onEvict(key, reason),
-      }),
-    // Per bucket: 200 bytes, split half and half.
-    limits: lru2Limits(512, { maxEntries: Infinity, maxBytes: 100 }, { maxEntries: Infinity, maxBytes: 100 }),
-    listFor: (key) => (hash32(key) & 511) * 2,
-    twoLevels: true,
-  },
+  lru2BytesOnly("too many slots to pack, list numbers kept per slot", { buckets: 4, bytesPerBucket: 1000, seed: 7, keys: 300 }),
+  lru2BytesOnly("16-bit list numbers kept per slot", { buckets: 512, bytesPerBucket: 200, seed: 8, keys: 3000 }),
 ];
 
 for (const scenario of scenarios) {
