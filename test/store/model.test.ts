@@ -178,6 +178,28 @@ function lru2Limits(buckets: number, level1: Limits, level2: Limits): Limits[] {
   return Array.from({ length: buckets * 2 }, (_, i) => (i % 2 === 0 ? level1 : level2));
 }
 
+/** An LRUStore under `bounds` (`Infinity`: no such bound), 300,000 operations over 300 keys. */
+function lruScenario(what: string, bounds: Limits, seed: number): Scenario {
+  return {
+    name: `LRUStore (${what})`,
+    operations: 300_000,
+    seed,
+    keys: 300,
+    largeValue: 1200,
+    build: (clock, onEvict) =>
+      createStore("lru", {
+        ...(bounds.maxEntries === Infinity ? {} : { maxEntries: bounds.maxEntries }),
+        ...(bounds.maxBytes === Infinity ? {} : { maxBytes: bounds.maxBytes }),
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    limits: [bounds],
+    listFor: () => 0,
+    twoLevels: false,
+  };
+}
+
 /**
  * An LRU-2 store bounded by bytes only (so its slot count is unbounded and
  * list numbers cannot be packed into index entries), each bucket split half
@@ -266,40 +288,8 @@ const scenarios: Scenario[] = [
     listFor: (key) => (hash32(key) & 1) * 2,
     twoLevels: true,
   },
-  {
-    name: "LRUStore (entries bounded only: sizes recomputed on removal)",
-    operations: 300_000,
-    seed: 4,
-    keys: 300,
-    largeValue: 1200,
-    build: (clock, onEvict) =>
-      createStore("lru", {
-        maxEntries: 100,
-        clock: clock.read,
-        sweepIntervalMs: 0,
-        onEvict: (key, _v, reason) => onEvict(key, reason),
-      }),
-    limits: [{ maxEntries: 100, maxBytes: Infinity }],
-    listFor: () => 0,
-    twoLevels: false,
-  },
-  {
-    name: "LRUStore (bytes bounded only: 32-bit links)",
-    operations: 300_000,
-    seed: 5,
-    keys: 300,
-    largeValue: 1200,
-    build: (clock, onEvict) =>
-      createStore("lru", {
-        maxBytes: 3000,
-        clock: clock.read,
-        sweepIntervalMs: 0,
-        onEvict: (key, _v, reason) => onEvict(key, reason),
-      }),
-    limits: [{ maxEntries: Infinity, maxBytes: 3000 }],
-    listFor: () => 0,
-    twoLevels: false,
-  },
+  lruScenario("entries bounded only: sizes recomputed on removal", { maxEntries: 100, maxBytes: Infinity }, 4),
+  lruScenario("bytes bounded only: 32-bit links", { maxEntries: Infinity, maxBytes: 3000 }, 5),
   {
     name: "LRU2Store (256 buckets, list numbers packed into index entries, entries bounded only)",
     operations: 300_000,
