@@ -13,6 +13,7 @@ export interface WrkResult {
   requests: number;
   seconds: number;
   rps: number;
+  meanMs: number;
   p50Ms: number;
   p90Ms: number;
   p99Ms: number;
@@ -94,10 +95,10 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   io.write(string.format(
-    '${MARK}{"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f,' ..
+    '${MARK}{"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,"mean_us":%.1f,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f,' ..
     '"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f,"cursor":%.0f}\\n',
     summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
     e.connect, e.read, e.write, e.status, e.timeout, cursor))
 end
 `,
@@ -145,6 +146,7 @@ export async function runWrk(spec: WrkSpec): Promise<WrkResult> {
     requests: r.requests!,
     seconds,
     rps: r.requests! / seconds,
+    meanMs: r.mean_us! / 1000,
     p50Ms: r.p50_us! / 1000,
     p90Ms: r.p90_us! / 1000,
     p99Ms: r.p99_us! / 1000,
