@@ -188,8 +188,8 @@ export class Group {
           `(maxValueBytes + maxKeyBytes = ${largestEntry}) in the main cache`,
       );
     }
-    this.main = new Cache({ store, maxBytes: mainBytes, buckets: bucketsFitting(mainBytes, largestEntry), clock: this.clock });
-    // The hot cache is small and sees peer-owned keys only: plain LRU, no buckets to fragment it.
+    this.main = new Cache({ store, maxBytes: mainBytes, clock: this.clock });
+    // The hot cache is small and sees peer-owned keys only: plain LRU.
     this.hot = hotBytes > 0 ? new Cache({ store: "lru", maxBytes: hotBytes, clock: this.clock }) : null;
   }
 
@@ -731,13 +731,6 @@ function ownerIsUnreachable(error: unknown): boolean {
 
 /** Answers from a live owner that still justify loading here: it is draining, or runs another configuration. */
 const FALLBACK_VERDICTS: ReadonlySet<string> = new Set(["ERR_UNAVAILABLE", "ERR_CLOSED", "ERR_UNKNOWN_GROUP", "ERR_INTERNAL"]);
-
-/** LRU-2 splits bytes over buckets and levels; use no more buckets than keep the largest entry storable. */
-function bucketsFitting(mainBytes: number, largestEntry: number): number {
-  let buckets = 16;
-  while (buckets > 1 && (mainBytes / buckets) * 0.5 < largestEntry) buckets >>= 1;
-  return buckets;
-}
 
 /**
  * A caller's view of a shared fetch: settles with it, or earlier when the

@@ -8,7 +8,9 @@ export interface LRU2StoreOptions<V = Uint8Array> extends StoreOptions<V> {
    * Keys are spread over this many buckets by hash, each with its own two
    * levels. Rounded up to a power of two, at most 32768, and lowered when
    * `maxEntries` is too small to give every level of every bucket one entry.
-   * Default: 16.
+   * Default: 1. The reference design's 16 buckets shard locks in Go; a
+   * single-threaded store gains nothing from them, and their uneven fill
+   * costs hit ratio and leaves preallocated slots empty.
    */
   buckets?: number;
   /** Fraction of each bucket's entries and bytes given to level 1 (probation). Default: 0.5. */
@@ -16,7 +18,7 @@ export interface LRU2StoreOptions<V = Uint8Array> extends StoreOptions<V> {
 }
 
 export const DEFAULT_LRU2_OPTIONS = {
-  buckets: 16,
+  buckets: 1,
   level1Share: 0.5,
 } as const;
 
@@ -62,7 +64,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   }
 
   protected listForNewKey(key: string): number {
-    return (hash32(key) & this.bucketMask) << 1;
+    return this.bucketMask === 0 ? 0 : (hash32(key) & this.bucketMask) << 1;
   }
 
   protected touch(key: string, entry: number, i: number): void {

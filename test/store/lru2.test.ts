@@ -87,12 +87,29 @@ describe("LRU2Store", () => {
     expect(evicted).toEqual(["k:replaced"]);
   });
 
+  test("with default options a read-through fill holds exactly maxEntries (no bucket left short)", () => {
+    const fill = (options: LRU2StoreOptions<string>) => {
+      const store = new LRU2Store<string>({ maxEntries: 10_000, sweepIntervalMs: 0, ...options });
+      for (let i = 0; i < 5_000; i++) store.set(`hot${i}`, "v");
+      for (let i = 0; i < 5_000; i++) store.get(`hot${i}`);
+      for (let i = 0; i < 5_000; i++) store.set(`cold${i}`, "v");
+      return store;
+    };
+    const store = fill({});
+    expect(store.size).toBe(10_000);
+    for (let i = 0; i < 5_000; i++) expect(store._levelOf(`hot${i}`)).toBe(2);
+    for (let i = 0; i < 5_000; i++) expect(store._levelOf(`cold${i}`)).toBe(1);
+    // Hashing keys over buckets fills some levels before others: what the default avoids.
+    expect(fill({ buckets: 16 }).size).toBeLessThan(10_000);
+  });
+
   test("bucket count is rounded up to a power of two and lowered for tiny stores", () => {
     expect(new LRU2Store({ maxEntries: 10_000, buckets: 10 }).buckets).toBe(16);
-    expect(new LRU2Store({ maxEntries: 10_000 }).buckets).toBe(16);
-    expect(new LRU2Store({ maxEntries: 9 }).buckets).toBe(4);
-    expect(new LRU2Store({ maxEntries: 2 }).buckets).toBe(1);
-    expect(new LRU2Store({ maxBytes: 1 << 20 }).buckets).toBe(16);
+    expect(new LRU2Store({ maxEntries: 10_000 }).buckets).toBe(1);
+    expect(new LRU2Store({ maxEntries: 10_000, buckets: 16 }).buckets).toBe(16);
+    expect(new LRU2Store({ maxEntries: 9, buckets: 16 }).buckets).toBe(4);
+    expect(new LRU2Store({ maxEntries: 2, buckets: 16 }).buckets).toBe(1);
+    expect(new LRU2Store({ maxBytes: 1 << 20, buckets: 16 }).buckets).toBe(16);
     expect(() => new LRU2Store({ maxEntries: 1 })).toThrow("maxEntries >= 2");
     expect(() => new LRU2Store({ maxEntries: 100, buckets: 0 })).toThrow("buckets");
     expect(() => new LRU2Store({ maxEntries: 100, level1Share: 1 })).toThrow("level1Share");
