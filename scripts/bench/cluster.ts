@@ -3,7 +3,7 @@
  * references measured in the same run: Redis (GET), a bare Bun.serve and a
  * bare grpc-js server; plus the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 8 contenders x 3 rounds x (1 s warm-up + 3 s): about 5 min
+ *   bun run bench:cluster             # 2 value sizes x 10 contenders x 3 rounds x (1 s warm-up + 3 s): about 6 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -29,13 +29,16 @@
  * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
  * --appendonly no), one bare Bun.serve and one bare grpc-js server per value
  * size, the gRPC load generator (_node/load.ts), the mixed-workload generator
- * (_cluster/mixed.ts), and wrk / redis-benchmark runs. Missing wrk or
+ * (_cluster/mixed.ts), and wrk / redis-benchmark / tcp-get.ts runs. Missing wrk or
  * redis-server are installed with apt-get (Debian packages wrk, redis-server).
  *
  * Contenders, per value size, each with `concurrency` connections or calls in flight:
  *   http gcache   wrk GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
  *   http bare     the same wrk script against a Bun.serve returning a fixed body of the same size
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
+ *   one client    the http gcache and redis GET workloads again, both loaded by _cluster/tcp-get.ts (raw TCP,
+ *                 HTTP/1.1 or RESP, same connections, same clock): wrk and redis-benchmark differ in their own
+ *                 cost and in what their latency covers, so this pair is the like-for-like comparison
  *   http peer     wrk GET /v1/groups/cold/keys/<key> on A, keys B and C own: every request is one gRPC hop
  *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
  *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
@@ -54,7 +57,7 @@
  * Goals (median of per-round ratios): HTTP gateway hits >= 1.2x Redis GET req/s and >= 0.9x bare Bun.serve,
  * p99 <= Redis's; gRPC hits >= 0.9x bare grpc-js; peer hop req/s >= 0.5x local hits on the same transport.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -68,8 +71,9 @@ import { keysOwnedBy, ownersOf } from "./_cluster/keys.ts";
 import type { MixedResult, MixedSpec } from "./_cluster/mixed.ts";
 import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
 import { installCleanup, startWithReadyLine, stopAll, track, type Service } from "./_cluster/procs.ts";
-import { fillRedis, redisHitCounters, runRedisBenchmark, startRedis, type Redis } from "./_cluster/redis.ts";
+import { fillRedis, redisHitCounters, redisKey, runRedisBenchmark, startRedis, type Redis } from "./_cluster/redis.ts";
 import { measureStarts, type StartSample } from "./_cluster/startup.ts";
+import { runTcpGet, type TcpGetSpec } from "./_cluster/tcp-get-run.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
 import { fmtInt, fmtMs, fmtRatio, mb, median, pct, sizeLabel, slope, spread, table } from "./_cluster/util.ts";
 import { runWrk, writeGetScript, type WrkResult } from "./_cluster/wrk.ts";
@@ -141,12 +145,14 @@ const bun = process.execPath;
 
 // ---------------------------------------------------------------- contenders
 
-type ContenderId = "http-bare" | "http-gcache" | "redis" | "http-peer" | "grpc-peer" | "grpc-gcache" | "grpc-bare" | "mixed";
+type ContenderId = "http-bare" | "http-gcache" | "redis" | "http-gcache-tcp" | "redis-tcp" | "http-peer" | "grpc-peer" | "grpc-gcache" | "grpc-bare" | "mixed";
 
 const LABELS: Record<ContenderId, string> = {
   "http-gcache": "HTTP gateway, hit on A",
   "http-bare": "HTTP bare Bun.serve",
   redis: "Redis GET (redis-benchmark)",
+  "http-gcache-tcp": "HTTP gateway hit, one client",
+  "redis-tcp": "Redis GET, one client",
   "http-peer": "HTTP gateway, peer hop",
   "grpc-gcache": "gRPC Get, hit on A",
   "grpc-bare": "gRPC bare grpc-js",
@@ -155,10 +161,10 @@ const LABELS: Record<ContenderId, string> = {
 };
 
 /** Running order of a round (reversed every other round): compared contenders sit next to each other. */
-const ORDER: ContenderId[] = ["http-bare", "http-gcache", "redis", "http-peer", "grpc-peer", "grpc-gcache", "grpc-bare", "mixed"];
+const ORDER: ContenderId[] = ["http-bare", "http-gcache", "redis", "redis-tcp", "http-gcache-tcp", "http-peer", "grpc-peer", "grpc-gcache", "grpc-bare", "mixed"];
 
 const wanted = new Set<ContenderId>();
-if (sections.has("http")) for (const id of ["http-bare", "http-gcache", "redis"] as const) wanted.add(id);
+if (sections.has("http")) for (const id of ["http-bare", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp"] as const) wanted.add(id);
 if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
 if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
 if (sections.has("mixed")) wanted.add("mixed");
@@ -205,6 +211,9 @@ interface SizeSetup {
   coldKeys: string[];
   redisDb: number;
   hitScript: string;
+  /** Key lists of the one-client generator (tcp-get.ts): the gateway's hit keys, Redis's keys. */
+  hitKeysFile: string;
+  redisKeysFile: string;
   coldScript: string;
   bareHttp: { service: Service; url: string } | null;
   bareGrpc: Child | null;
@@ -276,7 +285,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
   const needGrpc = wanted.has("grpc-gcache") || wanted.has("grpc-peer");
   const load = needGrpc ? spawnChild("grpc load", [bun, here("./_node/load.ts")]) : null;
   const mixedGen = wanted.has("mixed") || sections.has("soak") ? spawnChild("mixed load", [bun, here("./_cluster/mixed.ts")]) : null;
-  const redis: Redis | null = wanted.has("redis") ? await startRedis(tools.get("redis-server")!, tools.get("redis-cli")!, join(tmp!, "redis")) : null;
+  const redis: Redis | null = wanted.has("redis") || wanted.has("redis-tcp") ? await startRedis(tools.get("redis-server")!, tools.get("redis-cli")!, join(tmp!, "redis")) : null;
   if (load) await within(load.ready, 30_000, "starting the gRPC load generator");
   if (mixedGen) await within(mixedGen.ready, 30_000, "starting the mixed load generator");
   if (load) await load.call("connect", { target: "A", address: A.grpc });
@@ -327,6 +336,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       coldKeys,
       redisDb,
       hitScript: hitKeys.length > 0 ? writeGetScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
+      hitKeysFile: writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))),
+      redisKeysFile: writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))),
       coldScript: coldKeys.length > 0 ? writeGetScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
       bareHttp: null,
       bareGrpc: null,
@@ -388,6 +399,49 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         const m = endWindow(window, pids, r.wallMs / 1000);
         const path = before === null ? null : diffPath(before, await pathSnapshot(A, [B, C], group));
         return fromWrk(r, m, size, path);
+      }
+      case "http-gcache-tcp":
+      case "redis-tcp": {
+        const http = id === "http-gcache-tcp";
+        const spec: TcpGetSpec = {
+          protocol: http ? "http" : "resp",
+          port: http ? Number(new URL(A.http).port) : redis!.port,
+          keysFile: http ? setup.hitKeysFile : setup.redisKeysFile,
+          connections: concurrency,
+          valueBytes: size,
+          db: http ? 0 : setup.redisDb,
+        };
+        const pids = http ? nodePids : [redis!.service.pid];
+        if (warmup > 0) await runTcpGet(bun, here("./_cluster/tcp-get.ts"), { ...spec, seconds: warmup });
+        const before = http ? await pathSnapshot(A, [B, C], "default") : null;
+        const counters0 = http ? null : await redisHitCounters(tools.get("redis-cli")!, redis!.port);
+        const window = startWindow(pids);
+        const r = await runTcpGet(bun, here("./_cluster/tcp-get.ts"), { ...spec, seconds: durationS });
+        const m = endWindow(window, pids, r.seconds);
+        let path: PathDelta;
+        if (http) path = diffPath(before!, await pathSnapshot(A, [B, C], "default"));
+        else {
+          const counters1 = await redisHitCounters(tools.get("redis-cli")!, redis!.port);
+          const gets = counters1.hits + counters1.misses - counters0!.hits - counters0!.misses;
+          path = { gets, mainHits: counters1.hits - counters0!.hits, hotHits: 0, peerLoads: 0, localLoads: 0, ownerServed: 0, misses: counters1.misses - counters0!.misses };
+        }
+        return {
+          rps: r.requests / r.seconds,
+          p50Ms: r.p50Ms,
+          p99Ms: r.p99Ms,
+          meanMs: r.meanMs,
+          requests: r.requests,
+          seconds: m.seconds,
+          errors: r.errors,
+          firstError: r.firstError,
+          recvCpuMs: m.cpuMs[0]!,
+          peersCpuMs: http ? m.cpuMs[1]! + m.cpuMs[2]! : NaN,
+          recvRssBytes: m.rss[0]!,
+          genCpuMs: r.cpuMs,
+          machineBusyCpus: m.machineBusyCpus,
+          path,
+          mixed: null,
+        };
       }
       case "redis": {
         const spec = {
@@ -547,7 +601,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
               `  round ${round + 1} ${sizeLabel(setup.size).padStart(6)} ${LABELS[id].padEnd(28)} ${fmtInt(m.rps).padStart(8)} req/s  ` +
                 `p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${pct(m.recvCpuMs / (m.seconds * 1000))}  ` +
                 `generator CPU ${pct(m.genCpuMs / (m.seconds * 1000))}` +
-                (m.path !== null && id !== "redis" && id !== "mixed"
+                (m.path !== null && id !== "redis" && id !== "redis-tcp" && id !== "mixed"
                   ? `  A gets ${m.path.gets} (hot hits ${m.path.hotHits}, from owners ${m.path.peerLoads})`
                   : ""),
             );
@@ -565,6 +619,13 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
 }
 
 // ---------------------------------------------------------------- measuring helpers
+
+/** Writes one key per line for the one-client generator; returns the file's path. */
+function writeKeys(name: string, keys: readonly string[]): string {
+  const file = join(tmp!, name);
+  writeFileSync(file, `${keys.join("\n")}\n`);
+  return file;
+}
 
 interface Window {
   before: ProcSample[];
@@ -672,6 +733,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         add("redis", "redis");
         add("bare", "http-bare");
       }
+      if (id === "http-gcache-tcp") add("redis", "redis-tcp");
       if (id === "grpc-gcache") add("bare", "grpc-bare");
       if (id === "http-peer") add("local", "http-gcache");
       if (id === "grpc-peer") add("local", "grpc-gcache");
@@ -740,7 +802,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const runs = get(size, id).filter((m) => m.meanMs > 0 && m.rps > 0);
       return runs.length === 0 ? NaN : median(runs.map((m) => m.meanMs / ((concurrency / m.rps) * 1000)));
     };
-    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["Redis", "redis"]] as const)
+    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"]] as const)
       .map(([name, id]) => [name, coverage(id)] as const)
       .filter(([, c]) => !Number.isNaN(c));
     if (covered.length > 0) {
@@ -755,6 +817,14 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       console.log(
         `  info  ${`${s}: bare Bun.serve vs Redis (what any Bun HTTP server gets here)`.padEnd(52)} ` +
           `req/s ${fmtRatio(median(ceiling))}, p99 ${fmtRatio(p99)}  [${ceiling.map(fmtRatio).join(" ")}]`,
+      );
+    }
+    const oneClient = perRound(size, "http-gcache-tcp", "redis-tcp");
+    if (oneClient.length > 0 && get(size, "redis-tcp").length > 0) {
+      const p99 = perRound(size, "http-gcache-tcp", "redis-tcp", (m) => m.p99Ms);
+      console.log(
+        `  info  ${`${s}: one client for both (tcp-get.ts): gateway / Redis`.padEnd(52)} ` +
+          `req/s ${fmtRatio(median(oneClient))}, p99 ${fmtRatio(median(p99))}  [${oneClient.map(fmtRatio).join(" ")}]`,
       );
     }
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
@@ -772,9 +842,9 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const gets = total((p) => p.gets);
       const share = (n: number) => (gets === 0 ? "-" : `${((n / gets) * 100).toFixed(1)}%`);
       let text: string;
-      if (id === "redis") {
+      if (id === "redis" || id === "redis-tcp") {
         text = `GETs ${fmtInt(gets)}, found ${share(total((p) => p.mainHits))}, missing ${share(total((p) => p.misses ?? 0))}`;
-        if (total((p) => p.misses ?? 0) > 0) failures.push(`${sizeLabel(size)} redis: GETs of missing keys (the fill did not cover the keyspace)`);
+        if (total((p) => p.misses ?? 0) > 0) failures.push(`${sizeLabel(size)} ${LABELS[id]}: GETs of missing keys (the fill did not cover the keyspace)`);
       } else if (id === "mixed") {
         // A forwarded get counts on the receiving node and again on the owner, so these shares overlap.
         text =
@@ -786,7 +856,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         text =
           `A gets ${fmtInt(gets)}: main hits ${share(main)}, hot hits ${share(hot)}, fetched from owners ${share(total((p) => p.peerLoads))}, ` +
           `served by B+C ${share(total((p) => p.ownerServed))}, origin loads ${share(total((p) => p.localLoads))}`;
-        if ((id === "http-gcache" || id === "grpc-gcache") && main < gets * 0.99) {
+        if ((id === "http-gcache" || id === "http-gcache-tcp" || id === "grpc-gcache") && main < gets * 0.99) {
           failures.push(`${sizeLabel(size)} ${LABELS[id]}: only ${share(main)} of gets were main-cache hits`);
         }
         if ((id === "http-peer" || id === "grpc-peer") && hot > gets * 0.02) {

@@ -1,0 +1,44 @@
+/** The parent side of tcp-get.ts: one run of the one-client generator. */
+import { runToEnd } from "./procs.ts";
+
+export interface TcpGetSpec {
+  protocol: "http" | "resp";
+  port: number;
+  /** One key per line, as it goes on the wire. */
+  keysFile: string;
+  connections: number;
+  valueBytes: number;
+  /** Redis database to SELECT (0: none). */
+  db: number;
+}
+
+export interface TcpGetResult {
+  requests: number;
+  seconds: number;
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  firstError: string | null;
+  cpuMs: number;
+}
+
+const MARK = "RESULT ";
+
+export async function runTcpGet(bun: string, script: string, spec: TcpGetSpec & { seconds: number }): Promise<TcpGetResult> {
+  const argv = [
+    bun,
+    script,
+    `--protocol=${spec.protocol}`,
+    `--port=${spec.port}`,
+    `--keys=${spec.keysFile}`,
+    `--connections=${spec.connections}`,
+    `--seconds=${spec.seconds}`,
+    `--value-bytes=${spec.valueBytes}`,
+    `--db=${spec.db}`,
+  ];
+  const { lines } = await runToEnd(`tcp-get ${spec.protocol}`, argv, spec.seconds * 1000 + 30_000);
+  const line = lines.find((l) => l.startsWith(MARK));
+  if (line === undefined) throw new Error(`tcp-get printed no result line:\n${lines.join("\n")}`);
+  return JSON.parse(line.slice(MARK.length)) as TcpGetResult;
+}
