@@ -10,6 +10,8 @@ export interface TcpGetSpec {
   valueBytes: number;
   /** Redis database to SELECT (0: none). */
   db: number;
+  /** HTTP path before the key. Default: /v1/groups/default/keys/. */
+  pathPrefix?: string;
 }
 
 export interface TcpGetResult {
@@ -36,6 +38,7 @@ export async function runTcpGet(bun: string, script: string, spec: TcpGetSpec & 
     `--seconds=${spec.seconds}`,
     `--value-bytes=${spec.valueBytes}`,
     `--db=${spec.db}`,
+    ...(spec.pathPrefix === undefined ? [] : [`--path-prefix=${spec.pathPrefix}`]),
   ];
   const { lines } = await runToEnd(`tcp-get ${spec.protocol}`, argv, spec.seconds * 1000 + 30_000);
   const line = lines.find((l) => l.startsWith(MARK));

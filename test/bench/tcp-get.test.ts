@@ -1,0 +1,156 @@
+/**
+ * The one-client load generator of bench:cluster (scripts/bench/_cluster/tcp-get.ts)
+ * against real sockets: an in-process Bun.serve for HTTP/1.1 and a minimal RESP
+ * server. Its counts feed the benchmark's like-for-like comparison, so it must
+ * frame answers right (also when one spans several reads) and report bad ones.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Server, TCPSocketListener } from "bun";
+import { runTcpGet, type TcpGetSpec } from "../../scripts/bench/_cluster/tcp-get-run.ts";
+
+const SCRIPT = fileURLToPath(new URL("../../scripts/bench/_cluster/tcp-get.ts", import.meta.url));
+const SMALL = 100;
+const LARGE = 10_240;
+const KEYS = ["a", "b%2Fc", "missing"];
+
+let dir: string;
+let keysFile: string;
+let http: Server<undefined>;
+let resp: TCPSocketListener<RespState>;
+/** Per RESP connection, the commands in the order they came. */
+const respCommands: string[][] = [];
+
+interface RespState {
+  commands: string[];
+  pending: Uint8Array | null;
+}
+
+function valueOf(size: number): Uint8Array {
+  return new Uint8Array(size).fill(0x61);
+}
+
+/** RESP arrays of bulk strings, as tcp-get.ts sends them; one command per read is all it ever sends. */
+function respArguments(text: string): string[] {
+  return text.split("\r\n").filter((_, i) => i > 0 && i % 2 === 0);
+}
+
+function respWrite(socket: Bun.Socket<RespState>, bytes: Uint8Array): void {
+  const written = socket.write(bytes);
+  if (written < bytes.length) socket.data.pending = bytes.subarray(Math.max(0, written));
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "tcp-get-test-"));
+  keysFile = join(dir, "keys");
+  writeFileSync(keysFile, `${KEYS.slice(0, 2).join("\n")}\n`);
+  writeFileSync(join(dir, "with-missing"), `${KEYS.join("\n")}\n`);
+  http = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    routes: {
+      "/small/:key": () => new Response(valueOf(SMALL)),
+      "/large/:key": () => new Response(valueOf(LARGE)),
+    },
+    fetch: () => new Response("no such key", { status: 404 }),
+  });
+  resp = Bun.listen<RespState>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.data = { commands: [], pending: null };
+        respCommands.push(socket.data.commands);
+      },
+      data(socket, chunk) {
+        const [command, argument = ""] = respArguments(chunk.toString("latin1"));
+        socket.data.commands.push(`${command} ${argument}`);
+        if (command === "SELECT") return void respWrite(socket, new TextEncoder().encode("+OK\r\n"));
+        if (argument === "missing") return void respWrite(socket, new TextEncoder().encode("$-1\r\n"));
+        const size = argument.startsWith("large") ? LARGE : SMALL;
+        respWrite(socket, Buffer.concat([Buffer.from(`$${size}\r\n`), valueOf(size), Buffer.from("\r\n")]));
+      },
+      drain(socket) {
+        const pending = socket.data.pending;
+        socket.data.pending = null;
+        if (pending !== null) respWrite(socket, pending);
+      },
+    },
+  });
+});
+
+afterAll(() => {
+  void http.stop(true);
+  resp.stop(true);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function run(spec: Partial<TcpGetSpec> & Pick<TcpGetSpec, "protocol">) {
+  return runTcpGet(process.execPath, SCRIPT, {
+    port: spec.protocol === "http" ? http.port! : resp.port,
+    keysFile,
+    connections: 4,
+    valueBytes: SMALL,
+    db: 0,
+    seconds: 1,
+    ...spec,
+  });
+}
+
+describe("tcp-get over HTTP/1.1", () => {
+  test("counts whole answers of the expected size, with latency percentiles", async () => {
+    const r = await run({ protocol: "http", pathPrefix: "/small/" });
+    expect(r.firstError).toBeNull();
+    expect(r.errors).toBe(0);
+    expect(r.requests).toBeGreaterThan(100);
+    expect(r.seconds).toBeGreaterThanOrEqual(1);
+    expect(r.p50Ms).toBeGreaterThan(0);
+    expect(r.p99Ms).toBeGreaterThanOrEqual(r.p50Ms);
+    expect(r.meanMs).toBeGreaterThan(0);
+  }, 20_000);
+
+  test("frames answers that span several reads", async () => {
+    const r = await run({ protocol: "http", pathPrefix: "/large/", valueBytes: LARGE });
+    expect(r.firstError).toBeNull();
+    expect(r.requests).toBeGreaterThan(100);
+  }, 20_000);
+
+  test("reports a value of the wrong size and a status other than 200", async () => {
+    const wrongSize = await run({ protocol: "http", pathPrefix: "/small/", valueBytes: SMALL + 1 });
+    expect(wrongSize.errors).toBeGreaterThan(0);
+    expect(wrongSize.firstError).toBe(`value of ${SMALL} bytes, expected ${SMALL + 1}`);
+    const notFound = await run({ protocol: "http", pathPrefix: "/nothing/", valueBytes: -1 });
+    expect(notFound.errors).toBeGreaterThan(0);
+    expect(notFound.firstError).toBe("answer http/1.1 404");
+  }, 20_000);
+});
+
+describe("tcp-get over RESP", () => {
+  test("selects the database on every connection before the first GET", async () => {
+    respCommands.length = 0;
+    const r = await run({ protocol: "resp", db: 3 });
+    expect(r.firstError).toBeNull();
+    expect(r.requests).toBeGreaterThan(100);
+    expect(respCommands).toHaveLength(4);
+    for (const commands of respCommands) {
+      expect(commands[0]).toBe("SELECT 3");
+      expect(commands.slice(1).every((c) => c === "GET a" || c === "GET b%2Fc")).toBe(true);
+    }
+  }, 20_000);
+
+  test("frames bulk strings that span several reads", async () => {
+    writeFileSync(join(dir, "large"), "large1\nlarge2\n");
+    const r = await run({ protocol: "resp", keysFile: join(dir, "large"), valueBytes: LARGE });
+    expect(r.firstError).toBeNull();
+    expect(r.requests).toBeGreaterThan(100);
+  }, 20_000);
+
+  test("reports a missing key", async () => {
+    const r = await run({ protocol: "resp", keysFile: join(dir, "with-missing") });
+    expect(r.errors).toBeGreaterThan(0);
+    expect(r.firstError).toBe("key not found");
+  }, 20_000);
+});
