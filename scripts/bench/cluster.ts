@@ -3,7 +3,7 @@
  * references measured in the same run: Redis (GET), a bare Bun.serve and a
  * bare grpc-js server; plus the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 10 contenders x 3 rounds x (1 s warm-up + 3 s): about 6 min
+ *   bun run bench:cluster             # 2 value sizes x 10 contenders x 3 rounds x (1 s warm-up + 3 s): about 4.5 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
