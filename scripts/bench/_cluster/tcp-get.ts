@@ -76,6 +76,8 @@ interface Connection {
   idle: () => void;
   /** Takes the answer to SELECT, before the run. */
   selecting: ((chunk: Buffer) => void) | null;
+  /** The part of the request the socket did not take yet (written on drain). */
+  unsent: Uint8Array | null;
 }
 
 function fail(c: Connection, what: string): void {
@@ -118,8 +120,13 @@ function send(c: Connection): void {
   c.head = null;
   c.failed = null;
   c.sentAt = performance.now();
-  c.socket!.write(requests[nextKey]!);
+  write(c, requests[nextKey]!);
   nextKey = nextKey + 1 === requests.length ? 0 : nextKey + 1;
+}
+
+function write(c: Connection, bytes: Uint8Array): void {
+  const written = c.socket!.write(bytes);
+  c.unsent = written >= bytes.length ? null : bytes.subarray(Math.max(0, written));
 }
 
 function onData(c: Connection, chunk: Buffer): void {
@@ -154,12 +161,15 @@ function onData(c: Connection, chunk: Buffer): void {
 async function open(): Promise<{ connection: Connection; stopped: Promise<void> }> {
   let idle!: () => void;
   const stopped = new Promise<void>((resolve) => (idle = resolve));
-  const connection: Connection = { socket: null, sentAt: 0, remaining: -1, head: null, failed: null, idle, selecting: null };
+  const connection: Connection = { socket: null, sentAt: 0, remaining: -1, head: null, failed: null, idle, selecting: null, unsent: null };
   connection.socket = await Bun.connect({
     hostname: flags.host,
     port,
     socket: {
       data: (_socket, chunk) => onData(connection, chunk),
+      drain: () => {
+        if (connection.unsent !== null) write(connection, connection.unsent);
+      },
       close: () => {
         if (running) throw new Error("the server closed a connection");
         idle();
@@ -182,7 +192,7 @@ function select(c: Connection): Promise<void> {
       if (answer.startsWith("+OK")) resolve();
       else reject(new Error(`SELECT ${flags.db}: ${answer.trim()}`));
     };
-    c.socket!.write(`*2\r\n$6\r\nSELECT\r\n$${flags.db.length}\r\n${flags.db}\r\n`);
+    write(c, encoder.encode(`*2\r\n$6\r\nSELECT\r\n$${flags.db.length}\r\n${flags.db}\r\n`));
   });
 }
 
