@@ -421,9 +421,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         let path: PathDelta;
         if (http) path = diffPath(before!, await pathSnapshot(A, [B, C], "default"));
         else {
-          const counters1 = await redisHitCounters(tools.get("redis-cli")!, redis!.port);
-          const gets = counters1.hits + counters1.misses - counters0!.hits - counters0!.misses;
-          path = { gets, mainHits: counters1.hits - counters0!.hits, hotHits: 0, peerLoads: 0, localLoads: 0, ownerServed: 0, misses: counters1.misses - counters0!.misses };
+          path = redisPath(counters0!, await redisHitCounters(tools.get("redis-cli")!, redis!.port));
         }
         return {
           rps: r.requests / r.seconds,
@@ -466,7 +464,6 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         const m = endWindow(window, pids, r.wallMs / 1000);
         const counters1 = await redisHitCounters(tools.get("redis-cli")!, redis!.port);
         redisRate.set(size, r.rps);
-        const gets = counters1.hits + counters1.misses - counters0.hits - counters0.misses;
         return {
           rps: r.rps,
           p50Ms: r.p50Ms,
@@ -481,7 +478,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           recvRssBytes: m.rss[0]!,
           genCpuMs: r.cpuMs,
           machineBusyCpus: m.machineBusyCpus,
-          path: { gets, mainHits: counters1.hits - counters0.hits, hotHits: 0, peerLoads: 0, localLoads: 0, ownerServed: 0, misses: counters1.misses - counters0.misses },
+          path: redisPath(counters0, counters1),
           mixed: null,
         };
       }
@@ -688,6 +685,13 @@ async function pathSnapshot(receiver: NodeProcess, owners: NodeProcess[], group:
   let ownerServed = 0;
   for (const owner of owners) ownerServed += (await groupStats(owner, group)).serverRequests;
   return { stats, ownerServed };
+}
+
+/** Redis's GETs between two readings of its hit counters, as a path delta. */
+function redisPath(before: { hits: number; misses: number }, after: { hits: number; misses: number }): PathDelta {
+  const hits = after.hits - before.hits;
+  const misses = after.misses - before.misses;
+  return { gets: hits + misses, mainHits: hits, hotHits: 0, peerLoads: 0, localLoads: 0, ownerServed: 0, misses };
 }
 
 function diffPath(a: PathSnapshot, b: PathSnapshot): PathDelta {
