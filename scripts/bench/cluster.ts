@@ -169,6 +169,8 @@ if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const
 if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
 if (sections.has("mixed")) wanted.add("mixed");
 const contenders = ORDER.filter((id) => wanted.has(id));
+/** Contenders served by redis-server: their path is Redis's hit counters. */
+const isRedis = (id: ContenderId) => id === "redis" || id === "redis-tcp";
 
 /** Everything measured in one run of one contender. */
 interface Measured {
@@ -336,8 +338,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       coldKeys,
       redisDb,
       hitScript: hitKeys.length > 0 ? writeGetScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
-      hitKeysFile: writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))),
-      redisKeysFile: writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))),
+      hitKeysFile: wanted.has("http-gcache-tcp") ? writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))) : "",
+      redisKeysFile: wanted.has("redis-tcp") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
       coldScript: coldKeys.length > 0 ? writeGetScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
       bareHttp: null,
       bareGrpc: null,
@@ -412,17 +414,15 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           db: http ? 0 : setup.redisDb,
         };
         const pids = http ? nodePids : [redis!.service.pid];
-        if (warmup > 0) await runTcpGet(bun, here("./_cluster/tcp-get.ts"), { ...spec, seconds: warmup });
+        if (warmup > 0) await runTcpGet({ ...spec, seconds: warmup });
         const before = http ? await pathSnapshot(A, [B, C], "default") : null;
         const counters0 = http ? null : await redisHitCounters(tools.get("redis-cli")!, redis!.port);
         const window = startWindow(pids);
-        const r = await runTcpGet(bun, here("./_cluster/tcp-get.ts"), { ...spec, seconds: durationS });
+        const r = await runTcpGet({ ...spec, seconds: durationS });
         const m = endWindow(window, pids, r.seconds);
-        let path: PathDelta;
-        if (http) path = diffPath(before!, await pathSnapshot(A, [B, C], "default"));
-        else {
-          path = redisPath(counters0!, await redisHitCounters(tools.get("redis-cli")!, redis!.port));
-        }
+        const path = http
+          ? diffPath(before!, await pathSnapshot(A, [B, C], "default"))
+          : redisPath(counters0!, await redisHitCounters(tools.get("redis-cli")!, redis!.port));
         return {
           rps: r.requests / r.seconds,
           p50Ms: r.p50Ms,
@@ -598,7 +598,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
               `  round ${round + 1} ${sizeLabel(setup.size).padStart(6)} ${LABELS[id].padEnd(28)} ${fmtInt(m.rps).padStart(8)} req/s  ` +
                 `p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${pct(m.recvCpuMs / (m.seconds * 1000))}  ` +
                 `generator CPU ${pct(m.genCpuMs / (m.seconds * 1000))}` +
-                (m.path !== null && id !== "redis" && id !== "redis-tcp" && id !== "mixed"
+                (m.path !== null && !isRedis(id) && id !== "mixed"
                   ? `  A gets ${m.path.gets} (hot hits ${m.path.hotHits}, from owners ${m.path.peerLoads})`
                   : ""),
             );
@@ -815,22 +815,15 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
           covered.map(([name, c]) => `${name} ${fmtRatio(c)}`).join(", "),
       );
     }
-    const ceiling = perRound(size, "http-bare", "redis");
-    if (ceiling.length > 0 && get(size, "http-bare").length > 0) {
-      const p99 = median(perRound(size, "http-bare", "redis", (m) => m.p99Ms));
-      console.log(
-        `  info  ${`${s}: bare Bun.serve vs Redis (what any Bun HTTP server gets here)`.padEnd(52)} ` +
-          `req/s ${fmtRatio(median(ceiling))}, p99 ${fmtRatio(p99)}  [${ceiling.map(fmtRatio).join(" ")}]`,
-      );
-    }
-    const oneClient = perRound(size, "http-gcache-tcp", "redis-tcp");
-    if (oneClient.length > 0 && get(size, "redis-tcp").length > 0) {
-      const p99 = perRound(size, "http-gcache-tcp", "redis-tcp", (m) => m.p99Ms);
-      console.log(
-        `  info  ${`${s}: one client for both (tcp-get.ts): gateway / Redis`.padEnd(52)} ` +
-          `req/s ${fmtRatio(median(oneClient))}, p99 ${fmtRatio(median(p99))}  [${oneClient.map(fmtRatio).join(" ")}]`,
-      );
-    }
+    /** A ratio worth seeing that is no goal: req/s and p99 of `a` against `b`. */
+    const info = (label: string, a: ContenderId, b: ContenderId) => {
+      if (get(size, a).length === 0 || get(size, b).length === 0) return;
+      const rps = perRound(size, a, b);
+      const p99 = median(perRound(size, a, b, (m) => m.p99Ms));
+      console.log(`  info  ${`${s}: ${label}`.padEnd(52)} req/s ${fmtRatio(median(rps))}, p99 ${fmtRatio(p99)}  [${rps.map(fmtRatio).join(" ")}]`);
+    };
+    info("bare Bun.serve vs Redis (what any Bun HTTP server gets here)", "http-bare", "redis");
+    info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
     goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), quietRounds(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
     goal(`${s}: gRPC peer hop calls/s / gRPC local hits calls/s`, perRound(size, "grpc-peer", "grpc-gcache"), quietRounds(size, "grpc-peer", "grpc-gcache"), (r) => r >= 0.5, ">= 0.5");
@@ -846,7 +839,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const gets = total((p) => p.gets);
       const share = (n: number) => (gets === 0 ? "-" : `${((n / gets) * 100).toFixed(1)}%`);
       let text: string;
-      if (id === "redis" || id === "redis-tcp") {
+      if (isRedis(id)) {
         text = `GETs ${fmtInt(gets)}, found ${share(total((p) => p.mainHits))}, missing ${share(total((p) => p.misses ?? 0))}`;
         if (total((p) => p.misses ?? 0) > 0) failures.push(`${sizeLabel(size)} ${LABELS[id]}: GETs of missing keys (the fill did not cover the keyspace)`);
       } else if (id === "mixed") {

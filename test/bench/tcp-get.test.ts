@@ -8,11 +8,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Server, TCPSocketListener } from "bun";
 import { runTcpGet, type TcpGetSpec } from "../../scripts/bench/_cluster/tcp-get-run.ts";
 
-const SCRIPT = fileURLToPath(new URL("../../scripts/bench/_cluster/tcp-get.ts", import.meta.url));
 const SMALL = 100;
 const LARGE = 10_240;
 const KEYS = ["a", "b%2Fc", "missing"];
@@ -89,7 +87,7 @@ afterAll(() => {
 });
 
 function run(spec: Partial<TcpGetSpec> & Pick<TcpGetSpec, "protocol">) {
-  return runTcpGet(process.execPath, SCRIPT, {
+  return runTcpGet({
     port: spec.protocol === "http" ? http.port! : resp.port,
     keysFile,
     connections: 4,

@@ -1,4 +1,5 @@
 /** The parent side of tcp-get.ts: one run of the one-client generator. */
+import { fileURLToPath } from "node:url";
 import { runToEnd } from "./procs.ts";
 
 export interface TcpGetSpec {
@@ -26,11 +27,13 @@ export interface TcpGetResult {
 }
 
 const MARK = "RESULT ";
+const SCRIPT = fileURLToPath(new URL("./tcp-get.ts", import.meta.url));
 
-export async function runTcpGet(bun: string, script: string, spec: TcpGetSpec & { seconds: number }): Promise<TcpGetResult> {
+/** Runs tcp-get.ts under this process's Bun for `spec.seconds`. */
+export async function runTcpGet(spec: TcpGetSpec & { seconds: number }): Promise<TcpGetResult> {
   const argv = [
-    bun,
-    script,
+    process.execPath,
+    SCRIPT,
     `--protocol=${spec.protocol}`,
     `--port=${spec.port}`,
     `--keys=${spec.keysFile}`,
