@@ -46,4 +46,5 @@ export { HashRing, DEFAULT_RING_OPTIONS, type RingOptions, type RingMember } fro
 export { hash32, type HashFn } from "./cluster/hash.ts";
 export type { MemberSpec } from "./cluster/picker.ts";
 export type { Entry, FetchDone, Peer, Membership } from "./cluster/peer.ts";
+export { startGcPacer, DEFAULT_GC_PACER_OPTIONS, type GcPacer, type GcPacerOptions } from "./server/gc-pacer.ts";
 export { GCacheError, NotFoundError, isGCacheError, type ErrorCode } from "./errors.ts";

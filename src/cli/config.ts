@@ -80,6 +80,11 @@ export const SERVE_FLAGS = {
   "auth-token": { description: "shared token required on writes, peers included (prefer the env twin or --auth-token-file)", valueHint: "SECRET" },
   "auth-token-file": { description: "read the shared token from this file", valueHint: "PATH" },
   "auth-reads": { description: "require the token on reads too: true | false", default: "false", valueHint: "BOOL" },
+  "gc-interval": {
+    description: "while busy, collect young garbage this often so no collection stops the node for long (0 = leave it to the runtime)",
+    default: "25ms",
+    valueHint: "DURATION",
+  },
   "log-format": { description: "log line format: json | pretty", default: "json", valueHint: "FORMAT" },
   "log-level": { description: "least severe level logged: debug | info | warn | error", default: "info", valueHint: "LEVEL" },
 } as const satisfies Record<string, FlagSpec>;
@@ -120,6 +125,8 @@ export interface ServeConfig {
   httpPort: number | null;
   weight: number;
   drainGraceMs: number;
+  /** Young-generation collection beat while busy, in ms; 0 leaves collections to the runtime. */
+  gcIntervalMs: number;
 }
 
 export interface EtcdConfig {
@@ -201,6 +208,7 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     authReads: bool("auth-reads", raw("auth-reads") ?? "false"),
     weight,
     drainGraceMs: duration("drain-grace", raw("drain-grace") ?? "1s", "s"),
+    gcIntervalMs: duration("gc-interval", raw("gc-interval") ?? "25ms", "ms"),
   };
 }
 

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import type { TlsOptions } from "../auth.ts";
 import { createConsoleLogger } from "../log.ts";
 import { CacheNode, type NodeEtcdOptions } from "../node.ts";
+import { startGcPacer } from "../server/gc-pacer.ts";
 import { _HttpGateway } from "../server/http-gateway.ts";
 import { UsageError, type EtcdConfig, type ServeConfig } from "./config.ts";
 import { originLoader } from "./origin.ts";
@@ -66,6 +67,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
     await gateway?.close();
     throw error;
   }
+  const pacer = await startGcPacer({ intervalMs: config.gcIntervalMs });
   logger.info("serving", {
     version,
     node: node.name,
@@ -74,6 +76,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
     groups: config.groups.map((g) => g.name),
     members: node.members().map((m) => m.name),
     startupMs: Math.round(performance.now() - started),
+    gcIntervalMs: pacer.active ? config.gcIntervalMs : 0,
   });
   let stopping: Promise<void> | null = null;
   return {
@@ -82,6 +85,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
     stop(reason) {
       stopping ??= (async () => {
         logger.info("draining", { reason });
+        pacer.stop();
         await node.close();
         await gateway?.close();
         logger.info("stopped", { reason });

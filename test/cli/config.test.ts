@@ -24,6 +24,14 @@ describe("serve configuration", () => {
     expect(config.etcd).toBeUndefined();
   });
 
+  test("--gc-interval: 25 ms by default, 0 turns the pacer off, a bare number is milliseconds", () => {
+    expect(resolve({}).gcIntervalMs).toBe(25);
+    expect(resolve({ "gc-interval": "0" }).gcIntervalMs).toBe(0);
+    expect(resolve({ "gc-interval": "50" }).gcIntervalMs).toBe(50);
+    expect(resolve({}, { GCACHE_GC_INTERVAL: "100ms" }).gcIntervalMs).toBe(100);
+    expect(usageError(() => resolve({ "gc-interval": "often" }))).toContain("--gc-interval");
+  });
+
   test("flags win over environment twins, which win over defaults", () => {
     expect(resolve({}, { GCACHE_PORT: "8100" }).port).toBe(8100);
     expect(resolve({ port: "8200" }, { GCACHE_PORT: "8100" }).port).toBe(8200);

@@ -160,6 +160,8 @@ describe("single node", () => {
       const first = node.logs()[0];
       expect(first).toMatchObject({ level: "info", msg: "serving", address: node.address });
       expect(first?.httpAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+      // The collection pacer runs by default (bun:jsc is reachable from the executable too).
+      expect(first?.gcIntervalMs).toBe(25);
       const client = clientOf(node);
 
       // gRPC
