@@ -23,6 +23,8 @@ export interface ClusterOptions {
   groups: string[];
   /** `--origin` URL template. */
   origin?: string;
+  /** More flags for every node. */
+  args?: readonly string[];
 }
 
 export async function startCluster(options: ClusterOptions): Promise<NodeProcess[]> {
@@ -49,6 +51,7 @@ export async function startCluster(options: ClusterOptions): Promise<NodeProcess
       "0s",
       "--log-level",
       "warn",
+      ...(options.args ?? []),
     ];
     const service = new Service(`node ${name}`, argv, {
       // Only warnings and errors are logged: show them as they come.
