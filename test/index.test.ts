@@ -9,6 +9,7 @@ test("the public API exports the documented names and nothing internal", () => {
       "CacheNode",
       "DEFAULT_CACHE_OPTIONS",
       "DEFAULT_CLIENT_OPTIONS",
+      "DEFAULT_GC_PACER_OPTIONS",
       "DEFAULT_GROUP_OPTIONS",
       "DEFAULT_LRU2_OPTIONS",
       "DEFAULT_NODE_OPTIONS",
@@ -25,6 +26,7 @@ test("the public API exports the documented names and nothing internal", () => {
       "SingleFlight",
       "createStore",
       "hash32",
+      "startGcPacer",
       "isGCacheError",
     ].sort(),
   );
