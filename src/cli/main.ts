@@ -34,7 +34,7 @@ const serveCommand = defineCommand({
       signals.attach(await startServing(config, version));
     } catch (error) {
       if (error instanceof UsageError || isGCacheError(error, "ERR_INVALID_OPTION")) {
-        process.stderr.write(`error: ${error.message}\n\n${await renderUsage(serveCommand)}\n`);
+        process.stderr.write(`error: ${error.message}\n\n${usageFor(process.stderr, await renderUsage(serveCommand))}\n`);
         process.exit(EXIT_ERROR);
       }
       process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -67,6 +67,15 @@ const main = defineCommand({
 });
 
 
+/** ANSI colour sequences as citty writes them. */
+const ANSI_SEQUENCE = /\u001B\[[0-9;]*m/g;
+
+/** Usage text for `stream`: citty's colours only on a terminal, and never with NO_COLOR set. */
+function usageFor(stream: NodeJS.WriteStream, text: string): string {
+  const colour = stream.isTTY === true && (process.env.NO_COLOR ?? "") === "";
+  return colour ? text : text.replace(ANSI_SEQUENCE, "");
+}
+
 /**
  * citty's runMain renders --help; everything else runs here so
  * that usage errors exit with status 2 after a one-line message.
@@ -77,7 +86,12 @@ async function run(rawArgs: string[]): Promise<void> {
     return;
   }
   if (rawArgs.includes("--help") || rawArgs.includes("-h")) {
-    await runMain(main, { rawArgs });
+    await runMain(main, {
+      rawArgs,
+      showUsage: async (command, parent) => {
+        process.stdout.write(`${usageFor(process.stdout, await renderUsage(command, parent))}\n\n`);
+      },
+    });
     return;
   }
   const named = rawArgs[0] !== undefined && rawArgs[0] in subCommands ? subCommands[rawArgs[0]]! : null;
@@ -87,7 +101,7 @@ async function run(rawArgs: string[]): Promise<void> {
     await runCommand(main, { rawArgs });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`error: ${message}\n\n${await renderUsage(named ?? main)}\n`);
+    process.stderr.write(`error: ${message}\n\n${usageFor(process.stderr, await renderUsage(named ?? main))}\n`);
     process.exit(EXIT_ERROR);
   }
 }

@@ -259,6 +259,30 @@ describe("single node", () => {
 
 describe("command line", () => {
   test(
+    "help and usage written to a pipe carry no colour codes",
+    async () => {
+      // An environment in which citty would colour: no CI, TEST or NO_COLOR, a colour terminal type.
+      const env = childEnv({ TERM: "xterm-256color" });
+      for (const name of ["CI", "TEST", "NO_COLOR", "FORCE_COLOR"]) delete env[name];
+      const [help, getHelp, badPort] = await Promise.all([
+        runCli(["--help"], { cwd: workspace.cwd, env }),
+        runCli(["get", "--help"], { cwd: workspace.cwd, env }),
+        runCli(["--port", "abc"], { cwd: workspace.cwd, env }),
+      ]);
+      expect(help.code).toBe(0);
+      expect(help.stdoutText).toContain("USAGE gcache-node [OPTIONS]");
+      expect(help.stdoutText).not.toContain("\u001B[");
+      expect(getHelp.code).toBe(0);
+      expect(getHelp.stdoutText).toContain("USAGE gcache-node get [OPTIONS] <KEY>");
+      expect(getHelp.stdoutText).not.toContain("\u001B[");
+      expect(badPort.code).toBe(2);
+      expect(badPort.stderr).toContain("USAGE");
+      expect(badPort.stderr).not.toContain("\u001B[");
+    },
+    20_000,
+  );
+
+  test(
     "--version, --help, and bad flags exit 2 with a one-line error naming the flag",
     async () => {
       const [version, help, badPort, badStore, unknown, badPeers, badEnv] = await Promise.all([
