@@ -75,6 +75,18 @@ describe("GC pacer", () => {
     await waitFor(() => pacer.collections >= 2, 5_000, "busy beats");
   });
 
+  test("an idle process is looked at far less often than a busy one", async () => {
+    const busyRuntime = new FakeRuntime();
+    busyRuntime.busy = true;
+    const busy = pace(busyRuntime);
+    const idle = pace(new FakeRuntime());
+    await waitFor(() => busy.beats >= 60, 5_000, "sixty busy beats");
+    // Ten times slower when idle; timer lateness, the same for both, narrows it a little.
+    expect(idle.beats).toBeLessThanOrEqual(busy.beats / 4);
+    expect(idle.beats).toBeGreaterThan(0);
+    expect(idle.collections).toBe(0);
+  });
+
   test("stop ends the beats", async () => {
     const runtime = new FakeRuntime();
     runtime.busy = true;
