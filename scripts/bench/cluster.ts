@@ -75,7 +75,7 @@ import { fillRedis, redisHitCounters, redisKey, runRedisBenchmark, startRedis, t
 import { measureStarts, type StartSample } from "./_cluster/startup.ts";
 import { runTcpGet, type TcpGetSpec } from "./_cluster/tcp-get-run.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
-import { fmtInt, fmtMs, fmtRatio, mb, median, pct, sizeLabel, slope, spread, table } from "./_cluster/util.ts";
+import { fmtInt, fmtMs, fmtRatio, mb, median, pct, sizeLabel, slope, spread, table, wholeNumber } from "./_cluster/util.ts";
 import { runWrk, writeGetScript, type WrkResult } from "./_cluster/wrk.ts";
 
 // ---------------------------------------------------------------- options
@@ -98,12 +98,6 @@ const { values: flags } = parseArgs({
   },
 });
 
-function wholeNumber(text: string | undefined, fallback: number, min: number, flag: string): number {
-  if (text === undefined || text === "") return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < min) throw new Error(`--${flag}: expected a whole number of at least ${min}, got ${text}`);
-  return value;
-}
 
 const quick = flags.quick;
 const rounds = wholeNumber(flags.rounds, 3, 1, "rounds");

@@ -18,30 +18,24 @@ import { sampleProcess } from "./_node/commands.ts";
 import { putKeys, startCluster } from "./_cluster/nodes.ts";
 import { installCleanup, stopAll } from "./_cluster/procs.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
-import { fmtInt, fmtMs, mb, median, table } from "./_cluster/util.ts";
+import { fmtInt, fmtMs, mb, median, table, wholeNumber } from "./_cluster/util.ts";
 import { runWrk, writeGetScript } from "./_cluster/wrk.ts";
 
 const { values: flags } = parseArgs({
   options: {
-    rounds: { type: "string", default: "3" },
-    held: { type: "string", default: "50000" },
+    rounds: { type: "string" },
+    held: { type: "string" },
     interval: { type: "string", default: "25ms" },
-    seconds: { type: "string", default: "5" },
+    seconds: { type: "string" },
     build: { type: "boolean", default: false },
   },
 });
-const rounds = wholeNumber("rounds", flags.rounds!, 1);
-const held = wholeNumber("held", flags.held!, 0);
-const seconds = wholeNumber("seconds", flags.seconds!, 1);
+const rounds = wholeNumber(flags.rounds, 3, 1, "rounds");
+const held = wholeNumber(flags.held, 50_000, 0, "held");
+const seconds = wholeNumber(flags.seconds, 5, 1, "seconds");
 const SETTINGS = ["0", flags.interval!];
 const HOT_KEYS = 10_000;
 const WARMUP_S = 2;
-
-function wholeNumber(flag: string, text: string, min: number): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < min) throw new Error(`--${flag}: expected a whole number of at least ${min}, got ${text}`);
-  return value;
-}
 
 interface Sample {
   rps: number;

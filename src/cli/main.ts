@@ -34,7 +34,7 @@ const serveCommand = defineCommand({
       signals.attach(await startServing(config, version));
     } catch (error) {
       if (error instanceof UsageError || isGCacheError(error, "ERR_INVALID_OPTION")) {
-        process.stderr.write(`error: ${error.message}\n\n${usageFor(process.stderr, await renderUsage(serveCommand))}\n`);
+        process.stderr.write(`error: ${error.message}\n\n${await usageFor(process.stderr, serveCommand)}\n`);
         process.exit(EXIT_ERROR);
       }
       process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -70,8 +70,9 @@ const main = defineCommand({
 /** ANSI colour sequences as citty writes them. */
 const ANSI_SEQUENCE = /\u001B\[[0-9;]*m/g;
 
-/** Usage text for `stream`: citty's colours only on a terminal, and never with NO_COLOR set. */
-function usageFor(stream: NodeJS.WriteStream, text: string): string {
+/** The usage of `command` for `stream`: citty's colours only on a terminal, and never with NO_COLOR set. */
+async function usageFor(stream: NodeJS.WriteStream, command: CommandDef<any>, parent?: CommandDef<any>): Promise<string> {
+  const text = await renderUsage(command, parent);
   const colour = stream.isTTY === true && (process.env.NO_COLOR ?? "") === "";
   return colour ? text : text.replace(ANSI_SEQUENCE, "");
 }
@@ -89,7 +90,7 @@ async function run(rawArgs: string[]): Promise<void> {
     await runMain(main, {
       rawArgs,
       showUsage: async (command, parent) => {
-        process.stdout.write(`${usageFor(process.stdout, await renderUsage(command, parent))}\n\n`);
+        process.stdout.write(`${await usageFor(process.stdout, command, parent)}\n\n`);
       },
     });
     return;
@@ -101,7 +102,7 @@ async function run(rawArgs: string[]): Promise<void> {
     await runCommand(main, { rawArgs });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`error: ${message}\n\n${usageFor(process.stderr, await renderUsage(named ?? main))}\n`);
+    process.stderr.write(`error: ${message}\n\n${await usageFor(process.stderr, named ?? main)}\n`);
     process.exit(EXIT_ERROR);
   }
 }

@@ -61,8 +61,8 @@ const IDLE_SLOWDOWN = 10;
 export class _GcPacer implements GcPacer {
   collections = 0;
   beats = 0;
+  /** The next beat; null once stopped (a stopped pacer's beat never runs: its timer was cleared). */
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private stopped = false;
   private lastCpu: number;
   private readonly minBusyMicros: number;
 
@@ -78,11 +78,10 @@ export class _GcPacer implements GcPacer {
   }
 
   get active(): boolean {
-    return !this.stopped;
+    return this.timer !== null;
   }
 
   stop(): void {
-    this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
   }
@@ -95,7 +94,6 @@ export class _GcPacer implements GcPacer {
   }
 
   private beat(): void {
-    if (this.stopped) return;
     this.beats++;
     const busy = this.deps.cpuMicros() - this.lastCpu >= this.minBusyMicros;
     if (busy) {

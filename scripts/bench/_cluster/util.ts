@@ -1,5 +1,13 @@
 /** Small helpers of the cluster benchmark: statistics, formatting, free ports, timing. */
 
+/** A whole-number flag: `fallback` when absent or empty; throws naming the flag when not a whole number >= `min`. */
+export function wholeNumber(text: string | undefined, fallback: number, min: number, flag: string): number {
+  if (text === undefined || text === "") return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) throw new Error(`--${flag}: expected a whole number of at least ${min}, got ${text}`);
+  return value;
+}
+
 export function median(values: readonly number[]): number {
   const finite = values.filter((v) => Number.isFinite(v));
   if (finite.length === 0) return NaN;
