@@ -12,8 +12,13 @@
  * request; docs/benchmarks.md).
  *
  * A beat collects only when the process used CPU since the one before, so an
- * idle node is left alone (and looked at ten times less often). Bun only (`bun:jsc`); elsewhere the pacer is
- * inactive. One per process: it paces the whole heap, whatever nodes share it.
+ * idle node is left alone (and looked at ten times less often). Pacing pays
+ * only while a collection's cost shrinks with the garbage it finds; where it
+ * does not (a heap with many live connections, calls and timers, as under a
+ * write-heavy mixed load: 2-3 ms per young collection however often), beats
+ * space out until collections take at most `maxCollectShare` of the time.
+ * Bun only (`bun:jsc`); elsewhere the pacer is inactive. One per process: it
+ * paces the whole heap, whatever nodes share it.
  */
 
 import { invalidOption } from "../errors.ts";
@@ -26,11 +31,18 @@ export interface GcPacerOptions {
    * beat to collect; below it the process counts as idle. Default: 0.05.
    */
   minBusyShare?: number;
+  /**
+   * Most of the time the paced collections may take: after collections of
+   * about `c` ms (a running average), busy beats come at least `c /
+   * maxCollectShare` ms apart (at most ten intervals). Default: 0.03.
+   */
+  maxCollectShare?: number;
 }
 
 export const DEFAULT_GC_PACER_OPTIONS = {
   intervalMs: 25,
   minBusyShare: 0.05,
+  maxCollectShare: 0.03,
 } as const satisfies Required<GcPacerOptions>;
 
 export interface GcPacer {
@@ -49,6 +61,8 @@ export interface _GcPacerDeps {
   collect(): void;
   /** CPU time the process used so far, in microseconds. */
   cpuMicros(): number;
+  /** A monotonic clock in milliseconds, to time collections. */
+  nowMs(): number;
 }
 
 /**
@@ -58,18 +72,24 @@ export interface _GcPacerDeps {
  */
 const IDLE_SLOWDOWN = 10;
 
+/** Weight of the newest collection in the running average of their cost. */
+const COST_WEIGHT = 0.25;
+
 export class _GcPacer implements GcPacer {
   collections = 0;
   beats = 0;
   /** The next beat; null once stopped (a stopped pacer's beat never runs: its timer was cleared). */
   private timer: ReturnType<typeof setTimeout> | null = null;
   private lastCpu: number;
+  /** Running average of a collection's duration, in ms. */
+  private collectMs = 0;
   private readonly minBusyMicros: number;
 
   constructor(
     private readonly deps: _GcPacerDeps,
     private readonly intervalMs: number,
     minBusyShare: number,
+    private readonly maxCollectShare: number = DEFAULT_GC_PACER_OPTIONS.maxCollectShare,
   ) {
     // Judged against the busy beat even after an idle one, so a slowed pacer speeds up on little work.
     this.minBusyMicros = intervalMs * 1000 * minBusyShare;
@@ -97,12 +117,20 @@ export class _GcPacer implements GcPacer {
     this.beats++;
     const busy = this.deps.cpuMicros() - this.lastCpu >= this.minBusyMicros;
     if (busy) {
+      const startedAt = this.deps.nowMs();
       this.deps.collect();
+      const tookMs = this.deps.nowMs() - startedAt;
+      this.collectMs = this.collections === 0 ? tookMs : this.collectMs + COST_WEIGHT * (tookMs - this.collectMs);
       this.collections++;
     }
     // Read after the collection, so its own cost never makes the next beat look busy.
     this.lastCpu = this.deps.cpuMicros();
-    this.schedule(busy ? this.intervalMs : this.intervalMs * IDLE_SLOWDOWN);
+    this.schedule(busy ? this.busyDelayMs() : this.intervalMs * IDLE_SLOWDOWN);
+  }
+
+  private busyDelayMs(): number {
+    const withinShare = this.collectMs / this.maxCollectShare;
+    return Math.min(Math.max(this.intervalMs, withinShare), this.intervalMs * IDLE_SLOWDOWN);
   }
 }
 
@@ -115,12 +143,16 @@ export async function startGcPacer(options: GcPacerOptions = {}): Promise<GcPace
   if (!(intervalMs >= 0) || !Number.isFinite(intervalMs)) {
     throw invalidOption(`intervalMs must be a finite number >= 0, got ${intervalMs}`);
   }
+  const maxCollectShare = options.maxCollectShare ?? DEFAULT_GC_PACER_OPTIONS.maxCollectShare;
   if (!(minBusyShare >= 0 && minBusyShare <= 1)) throw invalidOption(`minBusyShare must be within [0, 1], got ${minBusyShare}`);
+  if (!(maxCollectShare > 0 && maxCollectShare <= 1)) {
+    throw invalidOption(`maxCollectShare must be within (0, 1], got ${maxCollectShare}`);
+  }
   if (intervalMs === 0 || process.versions.bun === undefined) return INACTIVE;
   const { edenGC } = await import("bun:jsc");
   const cpuMicros = () => {
     const used = process.cpuUsage();
     return used.user + used.system;
   };
-  return new _GcPacer({ collect: edenGC, cpuMicros }, intervalMs, minBusyShare);
+  return new _GcPacer({ collect: edenGC, cpuMicros, nowMs: () => performance.now() }, intervalMs, minBusyShare, maxCollectShare);
 }

@@ -9,16 +9,21 @@ class FakeRuntime {
   busy = false;
   /** CPU a collection itself burns. */
   collectionCost = 0;
+  /** How long a collection takes on the pacer's clock, which only collections move. */
+  collectionMs = 0;
+  clockMs = 0;
   collected = 0;
   readonly deps = {
     collect: () => {
       this.collected++;
       this.cpu += this.collectionCost;
+      this.clockMs += this.collectionMs;
     },
     cpuMicros: () => {
       if (this.busy) this.cpu += 1_000_000;
       return this.cpu;
     },
+    nowMs: () => this.clockMs,
   };
 }
 
@@ -27,8 +32,8 @@ afterEach(() => {
   for (const pacer of pacers.splice(0)) pacer.stop();
 });
 
-function pace(runtime: FakeRuntime, intervalMs = 2, minBusyShare = 0.05): _GcPacer {
-  const pacer = new _GcPacer(runtime.deps, intervalMs, minBusyShare);
+function pace(runtime: FakeRuntime, intervalMs = 2, minBusyShare = 0.05, maxCollectShare = 0.03): _GcPacer {
+  const pacer = new _GcPacer(runtime.deps, intervalMs, minBusyShare, maxCollectShare);
   pacers.push(pacer);
   return pacer;
 }
@@ -87,6 +92,32 @@ describe("GC pacer", () => {
     expect(idle.collections).toBe(0);
   });
 
+  test("collections that take long are spaced out to stay within their share of the time", async () => {
+    const cheapRuntime = new FakeRuntime();
+    cheapRuntime.busy = true;
+    cheapRuntime.collectionMs = 0.01;
+    const costlyRuntime = new FakeRuntime();
+    costlyRuntime.busy = true;
+    // 1 ms per collection within a 10 % share: beats 10 ms apart instead of every 2 ms.
+    costlyRuntime.collectionMs = 1;
+    const cheap = pace(cheapRuntime, 2, 0.05, 0.1);
+    const costly = pace(costlyRuntime, 2, 0.05, 0.1);
+    await waitFor(() => cheap.collections >= 60, 5_000, "sixty cheap collections");
+    expect(costly.collections).toBeGreaterThan(0);
+    // Five times fewer; timer lateness, the same for both, narrows it a little.
+    expect(costly.collections).toBeLessThanOrEqual(cheap.collections / 3);
+  });
+
+  test("however long collections take, a busy process is collected at least every ten intervals", async () => {
+    const runtime = new FakeRuntime();
+    runtime.busy = true;
+    runtime.collectionMs = 1_000;
+    const costly = pace(runtime, 2, 0.05, 0.01);
+    // Uncapped, the second collection would come 100 s after the first; capped, 20 ms.
+    await waitFor(() => costly.collections >= 3, 5_000, "three collections");
+    expect(costly.beats).toBe(costly.collections);
+  });
+
   test("stop ends the beats", async () => {
     const runtime = new FakeRuntime();
     runtime.busy = true;
@@ -125,7 +156,7 @@ describe("GC pacer", () => {
     expect(off.active).toBe(false);
     expect(off.collections).toBe(0);
     off.stop();
-    for (const options of [{ intervalMs: -1 }, { intervalMs: Infinity }, { intervalMs: Number.NaN }, { minBusyShare: 2 }, { minBusyShare: -0.1 }]) {
+    for (const options of [{ intervalMs: -1 }, { intervalMs: Infinity }, { intervalMs: Number.NaN }, { minBusyShare: 2 }, { minBusyShare: -0.1 }, { maxCollectShare: 0 }, { maxCollectShare: 1.5 }, { maxCollectShare: Number.NaN }]) {
       const error = await startGcPacer(options).then(
         () => null,
         (e: unknown) => e,
