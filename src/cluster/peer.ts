@@ -8,6 +8,7 @@ import { GCACHE_SERVICE } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
 import { _BatchStream } from "./batch-stream.ts";
 import { _GetBatcher } from "./batcher.ts";
+import { _InvalidateBatcher } from "./invalidator.ts";
 
 /** A value with its absolute expiry (epoch ms; 0 = never). */
 export interface Entry {
@@ -62,6 +63,8 @@ export class GrpcPeer implements Peer {
   private readonly batchStream: _BatchStream;
   /** One batcher per group: concurrent gets to this peer travel together. */
   private readonly batchers = new Map<string, _GetBatcher>();
+  /** One per group: concurrent invalidations sent to this peer travel together. */
+  private readonly invalidators = new Map<string, _InvalidateBatcher>();
 
   constructor(name: string, address: string, options: ConnectionOptions = {}) {
     if (name === "" || address === "") throw invalidArgument("a peer needs a name and an address");
@@ -130,7 +133,24 @@ export class GrpcPeer implements Peer {
   }
 
   async invalidate(group: string, key: string | null, context: CallContext): Promise<void> {
-    await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key: key ?? "", all: key === null }, context);
+    if (key === null) await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key: "", all: true }, context);
+    else await this.invalidatorFor(group).invalidate(key, context);
+  }
+
+  private invalidatorFor(group: string): _InvalidateBatcher {
+    let invalidator = this.invalidators.get(group);
+    if (invalidator === undefined) {
+      invalidator = new _InvalidateBatcher({
+        one: async (key, context) => {
+          await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key, all: false }, context);
+        },
+        many: async (keys, context) => {
+          await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
+        },
+      });
+      this.invalidators.set(group, invalidator);
+    }
+    return invalidator;
   }
 
   close(): void {

@@ -14,6 +14,7 @@ import type {
   BatchGetResponse,
   ClearRequest,
   ClearResponse,
+  InvalidateManyRequest,
   InvalidateRequest,
   InvalidateResponse,
   Request,
@@ -220,6 +221,18 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const group = groupOf(request.group);
       if (!request.all && request.key === "") throw new GCacheError("ERR_INVALID_ARGUMENT", "key must be non-empty");
       group.invalidateLocal(request.all ? null : request.key);
+      return {};
+    }),
+    InvalidateMany: serve<InvalidateManyRequest, InvalidateResponse>("write", (request) => {
+      const group = groupOf(request.group);
+      const keys = request.keys;
+      if (keys.length > MAX_BATCH_KEYS) {
+        throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${keys.length}`);
+      }
+      // All or nothing: a bad key leaves every copy in place and says which key it was.
+      const empty = keys.indexOf("");
+      if (empty >= 0) throw new GCacheError("ERR_INVALID_ARGUMENT", `key ${empty} of the batch is empty; keys must be non-empty`);
+      for (const key of keys) group.invalidateLocal(key);
       return {};
     }),
   };

@@ -34,6 +34,11 @@ export interface InvalidateRequest {
 
 export type InvalidateResponse = Record<string, never>;
 
+export interface InvalidateManyRequest {
+  group: string;
+  keys: string[];
+}
+
 export interface ClearRequest {
   group: string;
   fromPeer: boolean;
@@ -159,6 +164,10 @@ export const codecs = {
     all: m.all as boolean,
   })),
   InvalidateResponse: codec<InvalidateResponse>("pb.InvalidateResponse", () => ({})),
+  InvalidateManyRequest: codec<InvalidateManyRequest>("pb.InvalidateManyRequest", (m) => ({
+    group: m.group as string,
+    keys: m.keys as string[],
+  })),
   ClearRequest: codec<ClearRequest>("pb.ClearRequest", (m) => ({
     group: m.group as string,
     fromPeer: m.fromPeer as boolean,
@@ -210,6 +219,7 @@ export const GCACHE_SERVICE = {
   Delete: unary("/pb.GCache/Delete", codecs.Request, codecs.ResponseForDelete),
   Clear: unary("/pb.GCache/Clear", codecs.ClearRequest, codecs.ClearResponse),
   Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
+  InvalidateMany: unary("/pb.GCache/InvalidateMany", codecs.InvalidateManyRequest, codecs.InvalidateResponse),
   BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
   BatchGetStream: {
     ...unary("/pb.GCache/BatchGetStream", codecs.BatchGetRequest, codecs.BatchGetResponse),

@@ -46,6 +46,10 @@ const METHODS: Record<string, Field[]> = {
     { kind: "string", no: 2 },
     { kind: "bool", no: 3 },
   ],
+  "/pb.GCache/InvalidateMany": [
+    { kind: "string", no: 1 },
+    { kind: "repeated-string", no: 2 },
+  ],
   "/pb.GCache/BatchGet": [
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },

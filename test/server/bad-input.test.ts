@@ -197,6 +197,32 @@ describe("bad input", () => {
     expect(error.details).toContain("key");
     await expectServing();
   });
+
+  test("InvalidateMany with an empty key drops nothing and names the key; too many keys or an unknown group are refused", async () => {
+    const kept = "kept-by-bad-batch";
+    await send("Get", request({ key: kept }));
+    expect(node.group("g")!.stats().caches.main.items).toBeGreaterThan(0);
+    const empty = await expectStatus(send("InvalidateMany", { group: "g", keys: [kept, ""] }), status.INVALID_ARGUMENT);
+    expect(empty.details).toContain("key 1");
+    expect(gcacheCode(empty)).toBe("ERR_INVALID_ARGUMENT");
+    // All or nothing: the good key of the refused batch is still cached.
+    const before = node.group("g")!.stats().caches.main.hits;
+    await send("Get", request({ key: kept }));
+    expect(node.group("g")!.stats().caches.main.hits).toBe(before + 1);
+
+    const many = Array.from({ length: 1025 }, (_, i) => `k${i}`);
+    const tooMany = await expectStatus(send("InvalidateMany", { group: "g", keys: many }), status.INVALID_ARGUMENT);
+    expect(tooMany.details).toContain("1024");
+    const unknown = await expectStatus(send("InvalidateMany", { group: "nope", keys: ["a"] }), status.NOT_FOUND);
+    expect(gcacheCode(unknown)).toBe("ERR_UNKNOWN_GROUP");
+
+    const dropped = await send("InvalidateMany", { group: "g", keys: [kept] });
+    expect("response" in dropped).toBe(true);
+    const misses = node.group("g")!.stats().caches.main.misses;
+    await send("Get", request({ key: kept }));
+    expect(node.group("g")!.stats().caches.main.misses).toBe(misses + 1);
+    await expectServing();
+  });
 });
 
 describe("message size limits follow the groups", () => {
