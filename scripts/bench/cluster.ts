@@ -12,7 +12,7 @@
  *   --duration=S        measured seconds per run, whole seconds (wrk takes no fractions); default 3, quick 1
  *   --warmup=S          warm-up seconds before every run (default 1); --quick warms up once, in a discarded pass
  *   --sizes=B,B         value sizes in bytes (default 100,10240; quick 100)
- *   --only=LIST         sections among start,http,grpc,peer,mixed (default all; peer brings the local-hit runs it
+ *   --only=LIST         sections among start,http,grpc,peer,writes,mixed (default all; peer brings the local-hit runs it
  *                       is compared with); soak is added by --soak
  *   --soak              run the soak after the rest (--only=soak --soak: the soak alone)
  *   --soak-minutes=M    soak length (default 5); RSS is sampled every 10 s
@@ -43,6 +43,8 @@
  *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
  *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
  *   grpc bare     the bare grpc-js server of bench:node, fixed value of the same size
+ *   http put      wrk PUT /v1/groups/writes/keys/<key> on A, keys owned by A, B and C alike (group writes): each
+ *                 PUT stores at the owner and drops the copies on the other nodes
  *   mixed         Zipf(0.99) keys over 100,000, 90 % GET / 10 % PUT, round-robin over A, B, C; misses load
  *                 from the origin (1 ms)
  * Every round runs every contender once, in an order reversed every other
@@ -108,10 +110,10 @@ const WRK_THREADS = wholeNumber(flags["wrk-threads"], 1, 1, "wrk-threads");
 const soakMinutes = Number(flags["soak-minutes"] ?? "5");
 if (!(soakMinutes > 0)) throw new Error(`--soak-minutes: expected a positive number, got ${flags["soak-minutes"]}`);
 const sizes = (flags.sizes ?? (quick ? "100" : "100,10240")).split(",").map((s) => wholeNumber(s.trim(), 0, 1, "sizes"));
-const SECTIONS = ["start", "http", "grpc", "peer", "mixed", "soak"] as const;
+const SECTIONS = ["start", "http", "grpc", "peer", "writes", "mixed", "soak"] as const;
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>();
-for (const name of (flags.only ?? "start,http,grpc,peer,mixed").split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+for (const name of (flags.only ?? "start,http,grpc,peer,writes,mixed").split(",").map((s) => s.trim()).filter((s) => s !== "")) {
   if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--only: unknown section ${name} (expected ${SECTIONS.join(", ")})`);
   sections.add(name as Section);
 }
@@ -139,7 +141,18 @@ const bun = process.execPath;
 
 // ---------------------------------------------------------------- contenders
 
-type ContenderId = "http-bare" | "http-gcache" | "redis" | "http-gcache-tcp" | "redis-tcp" | "http-peer" | "grpc-peer" | "grpc-gcache" | "grpc-bare" | "mixed";
+type ContenderId =
+  | "http-bare"
+  | "http-gcache"
+  | "redis"
+  | "http-gcache-tcp"
+  | "redis-tcp"
+  | "http-peer"
+  | "grpc-peer"
+  | "grpc-gcache"
+  | "grpc-bare"
+  | "http-put"
+  | "mixed";
 
 const LABELS: Record<ContenderId, string> = {
   "http-gcache": "HTTP gateway, hit on A",
@@ -151,16 +164,30 @@ const LABELS: Record<ContenderId, string> = {
   "grpc-gcache": "gRPC Get, hit on A",
   "grpc-bare": "gRPC bare grpc-js",
   "grpc-peer": "gRPC Get, peer hop",
+  "http-put": "HTTP gateway PUT on A",
   mixed: "mixed 90/10 over A,B,C",
 };
 
 /** Running order of a round (reversed every other round): compared contenders sit next to each other. */
-const ORDER: ContenderId[] = ["http-bare", "http-gcache", "redis", "redis-tcp", "http-gcache-tcp", "http-peer", "grpc-peer", "grpc-gcache", "grpc-bare", "mixed"];
+const ORDER: ContenderId[] = [
+  "http-bare",
+  "http-gcache",
+  "redis",
+  "redis-tcp",
+  "http-gcache-tcp",
+  "http-peer",
+  "grpc-peer",
+  "grpc-gcache",
+  "grpc-bare",
+  "http-put",
+  "mixed",
+];
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) for (const id of ["http-bare", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp"] as const) wanted.add(id);
 if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
 if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
+if (sections.has("writes")) wanted.add("http-put");
 if (sections.has("mixed")) wanted.add("mixed");
 const contenders = ORDER.filter((id) => wanted.has(id));
 /** Contenders served by redis-server: their path is Redis's hit counters. */
@@ -211,6 +238,8 @@ interface SizeSetup {
   hitKeysFile: string;
   redisKeysFile: string;
   coldScript: string;
+  /** PUTs of `size` bytes over keys of group writes. */
+  putScript: string;
   bareHttp: { service: Service; url: string } | null;
   bareGrpc: Child | null;
 }
@@ -237,7 +266,7 @@ async function main(): Promise<void> {
   });
   const started = performance.now();
   const needsLoad = contenders.length > 0 || sections.has("soak");
-  const needed = NEEDED_COMMANDS.filter((n) => (n.command === "wrk" ? wanted.has("http-gcache") : n.command.startsWith("redis") ? wanted.has("redis") : false));
+  const needed = NEEDED_COMMANDS.filter((n) => (n.command === "wrk" ? wanted.has("http-gcache") || wanted.has("http-put") : n.command.startsWith("redis") ? wanted.has("redis") : false));
   const tools = await ensureCommands(needed);
   const binary = await ensureBinary(ROOT, flags.build);
   tmp = mkdtempSync(join(tmpdir(), "gcache-bench-"));
@@ -272,7 +301,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
     binary,
     names: MEMBERS,
     // No hot cache in group cold: every peer-hop get crosses the hop.
-    groups: [`cold:${coldBytesText}:${coldStore}:0`, "mixed"],
+    groups: [`cold:${coldBytesText}:${coldStore}:0`, "mixed", "writes"],
     origin: `http://${origin.address}/{group}/{key}`,
   });
   const [A, B, C] = nodes as [NodeProcess, NodeProcess, NodeProcess];
@@ -335,6 +364,9 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       hitKeysFile: wanted.has("http-gcache-tcp") ? writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))) : "",
       redisKeysFile: wanted.has("redis-tcp") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
       coldScript: coldKeys.length > 0 ? writeGetScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
+      putScript: wanted.has("http-put")
+        ? writeGetScript(tmp!, `put${size}`, Array.from({ length: hitCount }, (_, i) => `w${size}-${i}`), "/v1/groups/writes/keys/", WRK_THREADS, size)
+        : "",
       bareHttp: null,
       bareGrpc: null,
     };
@@ -369,10 +401,12 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
     switch (id) {
       case "http-gcache":
       case "http-peer":
+      case "http-put":
       case "http-bare": {
         const url = id === "http-bare" ? setup.bareHttp!.url : A.http;
         const peer = id === "http-peer";
-        const script = peer ? setup.coldScript : setup.hitScript;
+        const put = id === "http-put";
+        const script = peer ? setup.coldScript : put ? setup.putScript : setup.hitScript;
         const pids = id === "http-bare" ? [setup.bareHttp!.service.pid] : nodePids;
         const group = peer ? "cold" : "default";
         const wrk = async (seconds: number) => {
@@ -389,12 +423,14 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           return r;
         };
         if (warmup > 0) await wrk(warmup);
-        const before = id === "http-bare" ? null : await pathSnapshot(A, [B, C], group);
+        // A PUT reads nothing: the gets path says nothing about it.
+        const before = id === "http-bare" || put ? null : await pathSnapshot(A, [B, C], group);
         const window = startWindow(pids);
         const r = await wrk(durationS);
         const m = endWindow(window, pids, r.wallMs / 1000);
         const path = before === null ? null : diffPath(before, await pathSnapshot(A, [B, C], group));
-        return fromWrk(r, m, size, path);
+        // A PUT is answered with a short JSON body, whatever the value's size.
+        return fromWrk(r, m, put ? 0 : size, path);
       }
       case "http-gcache-tcp":
       case "redis-tcp": {

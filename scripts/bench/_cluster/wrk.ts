@@ -35,8 +35,8 @@ const MARK = "WRKJSON ";
 
 /**
  * Writes `<name>.keys` and `<name>.lua` into `dir`: the script sends
- * `GET <pathPrefix><key>` cycling over `keys`, thread t taking the keys
- * t, t + threads, t + 2 threads, …
+ * `GET <pathPrefix><key>` (with `putBytes`, a `PUT` of that many bytes)
+ * cycling over `keys`, thread t taking the keys t, t + threads, t + 2 threads, …
  *
  * Its first argument (after `--` on wrk's command line) is a cursor into the
  * key list, counted without wrapping: each thread starts at the first key of
@@ -45,14 +45,16 @@ const MARK = "WRKJSON ";
  * continues the cycle there, so no key comes back sooner than a full cycle.
  * Returns the script's path.
  */
-export function writeGetScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number): string {
+export function writeGetScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number, putBytes?: number): string {
+  const method = putBytes === undefined ? "GET" : "PUT";
   const keysFile = join(dir, `${name}.keys`);
   writeFileSync(keysFile, `${keys.map((k) => encodeURIComponent(k)).join("\n")}\n`);
   const script = join(dir, `${name}.lua`);
   writeFileSync(
     script,
-    `-- GET ${pathPrefix}<key>, cycling over ${keys.length} keys; thread t takes every ${threads}th key from t.
+    `-- ${method} ${pathPrefix}<key>, cycling over ${keys.length} keys; thread t takes every ${threads}th key from t.
 local threads = ${threads}
+local body = ${putBytes === undefined ? "nil" : `string.rep("v", ${putBytes})`}
 local next_id = 0
 local all_threads = {}
 function setup(thread)
@@ -72,7 +74,7 @@ function init(args)
     if key ~= "" then
       if i % threads == id then
         count = count + 1
-        requests[count] = wrk.format("GET", ${JSON.stringify(pathPrefix)} .. key)
+        requests[count] = wrk.format("${method}", ${JSON.stringify(pathPrefix)} .. key, nil, body)
       end
       i = i + 1
     end
