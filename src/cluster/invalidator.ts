@@ -61,7 +61,7 @@ export class _InvalidateBatcher {
       this.queue.push(pending);
       if (!this.inFlight) this.flush();
       // Still queued behind a call in flight: it must not wait past its own deadline.
-      else pending.timer = setTimeout(() => this.settle(pending, deadlineExceeded()), Math.max(0, pending.deadline - Date.now()));
+      else this.leaveByDeadline(pending);
     });
   }
 
@@ -88,11 +88,7 @@ export class _InvalidateBatcher {
       keys[i] = p.key;
       if (p.deadline > deadline) deadline = p.deadline;
     }
-    for (const p of batch) {
-      if (p.timer === undefined && p.deadline < deadline) {
-        p.timer = setTimeout(() => this.settle(p, deadlineExceeded()), Math.max(0, p.deadline - Date.now()));
-      }
-    }
+    for (const p of batch) if (p.timer === undefined && p.deadline < deadline) this.leaveByDeadline(p);
     try {
       await this.transport.many(keys, { deadline });
       for (const p of batch) this.settle(p, null);
@@ -108,6 +104,10 @@ export class _InvalidateBatcher {
       this.inFlight = false;
       if (this.queue.length > 0) this.flush();
     }
+  }
+
+  private leaveByDeadline(pending: Pending): void {
+    pending.timer = setTimeout(() => this.settle(pending, deadlineExceeded()), Math.max(0, pending.deadline - Date.now()));
   }
 
   private alone(pending: Pending): void {
