@@ -3,7 +3,7 @@
  * references measured in the same run: Redis (GET), a bare Bun.serve and a
  * bare grpc-js server; plus the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 10 contenders x 3 rounds x (1 s warm-up + 3 s): about 4.5 min
+ *   bun run bench:cluster             # 2 value sizes x 11 contenders x 3 rounds x (1 s warm-up + 3 s): about 5 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -78,7 +78,7 @@ import { measureStarts, type StartSample } from "./_cluster/startup.ts";
 import { runTcpGet, type TcpGetSpec } from "./_cluster/tcp-get-run.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
 import { fmtInt, fmtMs, fmtRatio, mb, median, pct, sizeLabel, slope, spread, table, wholeNumber } from "./_cluster/util.ts";
-import { runWrk, writeGetScript, type WrkResult } from "./_cluster/wrk.ts";
+import { runWrk, writeWrkScript, type WrkResult } from "./_cluster/wrk.ts";
 
 // ---------------------------------------------------------------- options
 
@@ -360,12 +360,12 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       hitKeys,
       coldKeys,
       redisDb,
-      hitScript: hitKeys.length > 0 ? writeGetScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
+      hitScript: hitKeys.length > 0 ? writeWrkScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
       hitKeysFile: wanted.has("http-gcache-tcp") ? writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))) : "",
       redisKeysFile: wanted.has("redis-tcp") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
-      coldScript: coldKeys.length > 0 ? writeGetScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
+      coldScript: coldKeys.length > 0 ? writeWrkScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
       putScript: wanted.has("http-put")
-        ? writeGetScript(tmp!, `put${size}`, Array.from({ length: hitCount }, (_, i) => `w${size}-${i}`), "/v1/groups/writes/keys/", WRK_THREADS, size)
+        ? writeWrkScript(tmp!, `put${size}`, Array.from({ length: hitCount }, (_, i) => `w${size}-${i}`), "/v1/groups/writes/keys/", WRK_THREADS, size)
         : "",
       bareHttp: null,
       bareGrpc: null,

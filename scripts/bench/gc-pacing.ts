@@ -19,7 +19,7 @@ import { putKeys, startCluster } from "./_cluster/nodes.ts";
 import { installCleanup, stopAll } from "./_cluster/procs.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
 import { fmtInt, fmtMs, mb, median, table, wholeNumber } from "./_cluster/util.ts";
-import { runWrk, writeGetScript } from "./_cluster/wrk.ts";
+import { runWrk, writeWrkScript } from "./_cluster/wrk.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -50,7 +50,7 @@ async function measure(binary: string, wrk: string, dir: string, interval: strin
     if (held > 0) await putKeys(node!, "held", Array.from({ length: held }, (_, i) => `held-${i}`), 1000);
     const hot = Array.from({ length: HOT_KEYS }, (_, i) => `hot-${i}`);
     await putKeys(node!, "default", hot, 100);
-    const script = writeGetScript(dir, "hot", hot, "/v1/groups/default/keys/", 1);
+    const script = writeWrkScript(dir, "hot", hot, "/v1/groups/default/keys/", 1);
     const spec = { wrk, url: node!.http, script, threads: 1, connections: 64 };
     await runWrk({ ...spec, seconds: WARMUP_S });
     const before = sampleProcess(node!.service.pid);

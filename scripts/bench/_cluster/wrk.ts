@@ -27,7 +27,7 @@ export interface WrkResult {
   cpuMs: number;
   /** Wall time of the wrk process, ms. */
   wallMs: number;
-  /** Where the next run should start to continue the cycle (see writeGetScript). */
+  /** Where the next run should start to continue the cycle (see writeWrkScript). */
   cursor: number;
 }
 
@@ -45,7 +45,7 @@ const MARK = "WRKJSON ";
  * continues the cycle there, so no key comes back sooner than a full cycle.
  * Returns the script's path.
  */
-export function writeGetScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number, putBytes?: number): string {
+export function writeWrkScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number, putBytes?: number): string {
   const method = putBytes === undefined ? "GET" : "PUT";
   const keysFile = join(dir, `${name}.keys`);
   writeFileSync(keysFile, `${keys.map((k) => encodeURIComponent(k)).join("\n")}\n`);
@@ -117,7 +117,7 @@ export interface WrkSpec {
   connections: number;
   /** Whole seconds (wrk takes no fractions). */
   seconds: number;
-  /** Where in the key list the cycle starts (see writeGetScript). */
+  /** Where in the key list the cycle starts (see writeWrkScript). */
   cursor?: number;
 }
 
