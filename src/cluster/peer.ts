@@ -8,7 +8,8 @@ import { GCACHE_SERVICE } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
 import { _BatchStream } from "./batch-stream.ts";
 import { _GetBatcher } from "./batcher.ts";
-import { _InvalidateBatcher } from "./invalidator.ts";
+import { _CallBatcher } from "./call-batcher.ts";
+import type { SetItem } from "../wire/messages.ts";
 
 /** A value with its absolute expiry (epoch ms; 0 = never). */
 export interface Entry {
@@ -55,6 +56,16 @@ export interface Membership {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Items per InvalidateMany or SetMany call (a node takes up to 1024). */
+const MAX_BATCH_ITEMS = 512;
+/**
+ * Bytes of sets per SetMany call. Any node accepts a message of its largest
+ * value plus 64 KiB, so a batch within 48 KiB fits every node however small
+ * its values; a larger set goes alone, the size of a plain Set.
+ */
+const MAX_SET_BATCH_BYTES = 48 * 1024;
+/** What an item adds to a SetMany message besides its value: its key (at most 3 bytes a unit in UTF-8) and framing. */
+const setItemBytes = (item: SetItem) => item.value.byteLength + item.key.length * 3 + 16;
 
 export class GrpcPeer implements Peer {
   readonly name: string;
@@ -63,8 +74,9 @@ export class GrpcPeer implements Peer {
   private readonly batchStream: _BatchStream;
   /** One batcher per group: concurrent gets to this peer travel together. */
   private readonly batchers = new Map<string, _GetBatcher>();
-  /** One per group: concurrent invalidations sent to this peer travel together. */
-  private readonly invalidators = new Map<string, _InvalidateBatcher>();
+  /** One per group: concurrent invalidations sent to this peer travel together, and so do sets. */
+  private readonly invalidators = new Map<string, _CallBatcher<string>>();
+  private readonly setters = new Map<string, _CallBatcher<SetItem>>();
 
   constructor(name: string, address: string, options: ConnectionOptions = {}) {
     if (name === "" || address === "") throw invalidArgument("a peer needs a name and an address");
@@ -115,12 +127,33 @@ export class GrpcPeer implements Peer {
     return { value: response.value, expiresAt: response.expiresAtMs };
   }
 
-  async set(group: string, key: string, value: Uint8Array, expiresAt: number, context: CallContext): Promise<void> {
-    await this.connection.unary(
-      GCACHE_SERVICE.Set,
-      { group, key, value, ttlMs: 0, expiresAtMs: expiresAt, fromPeer: true },
-      context,
-    );
+  set(group: string, key: string, value: Uint8Array, expiresAt: number, context: CallContext): Promise<void> {
+    return this.setterFor(group).submit({ key, value, expiresAtMs: expiresAt }, context);
+  }
+
+  private setterFor(group: string): _CallBatcher<SetItem> {
+    let setter = this.setters.get(group);
+    if (setter === undefined) {
+      const what = `/pb.GCache/SetMany on ${this.address}`;
+      setter = new _CallBatcher<SetItem>(
+        {
+          one: async (item, context) => {
+            await this.connection.unary(
+              GCACHE_SERVICE.Set,
+              { group, key: item.key, value: item.value, ttlMs: 0, expiresAtMs: item.expiresAtMs, fromPeer: true },
+              context,
+            );
+          },
+          many: async (items, context) => {
+            const response = await this.connection.unary(GCACHE_SERVICE.SetMany, { group, items }, context);
+            return response.results.map((result) => (result.errorCode === "" ? null : remoteVerdict(result.errorCode, result.errorMessage, what)));
+          },
+        },
+        { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_SET_BATCH_BYTES, bytesOf: setItemBytes },
+      );
+      this.setters.set(group, setter);
+    }
+    return setter;
   }
 
   async delete(group: string, key: string, context: CallContext): Promise<boolean> {
@@ -134,20 +167,24 @@ export class GrpcPeer implements Peer {
 
   async invalidate(group: string, key: string | null, context: CallContext): Promise<void> {
     if (key === null) await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key: "", all: true }, context);
-    else await this.invalidatorFor(group).invalidate(key, context);
+    else await this.invalidatorFor(group).submit(key, context);
   }
 
-  private invalidatorFor(group: string): _InvalidateBatcher {
+  private invalidatorFor(group: string): _CallBatcher<string> {
     let invalidator = this.invalidators.get(group);
     if (invalidator === undefined) {
-      invalidator = new _InvalidateBatcher({
-        one: async (key, context) => {
-          await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key, all: false }, context);
+      invalidator = new _CallBatcher<string>(
+        {
+          one: async (key, context) => {
+            await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key, all: false }, context);
+          },
+          many: async (keys, context) => {
+            await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
+            return keys.map(() => null);
+          },
         },
-        many: async (keys, context) => {
-          await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
-        },
-      });
+        { maxItems: MAX_BATCH_ITEMS },
+      );
       this.invalidators.set(group, invalidator);
     }
     return invalidator;

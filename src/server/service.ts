@@ -17,6 +17,9 @@ import type {
   InvalidateManyRequest,
   InvalidateRequest,
   InvalidateResponse,
+  ItemResult,
+  SetManyRequest,
+  SetManyResponse,
   Request,
   ResponseForDelete,
   ResponseForGet,
@@ -201,6 +204,25 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       );
       return { value: EMPTY, expiresAtMs: 0, unreachablePeers: result.unreachablePeers };
     }),
+    SetMany: serve<SetManyRequest, SetManyResponse>("write", async (request) => {
+      const group = groupOf(request.group);
+      if (request.items.length > MAX_BATCH_KEYS) {
+        throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} items, got ${request.items.length}`);
+      }
+      // Each item as a peer's Set: stored here, never forwarded; one bad item fails only itself.
+      const results = new Array<ItemResult>(request.items.length);
+      for (let i = 0; i < results.length; i++) {
+        const item = request.items[i]!;
+        try {
+          await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
+          results[i] = STORED;
+        } catch (error) {
+          const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
+          results[i] = { errorCode: known.code, errorMessage: known.message };
+        }
+      }
+      return { results };
+    }),
     Delete: serve<Request, ResponseForDelete>("write", async (request, options) => {
       const result = await groupOf(request.group).delete(request.key, options, request.fromPeer);
       return { value: result.deleted, unreachablePeers: result.unreachablePeers };
@@ -239,6 +261,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
 }
 
 const NO_ITEMS: BatchGetItem[] = [];
+const STORED: ItemResult = { errorCode: "", errorMessage: "" };
 const RETRY_ALONE: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
 
 /** What the server-side decoder yields for bytes that are not a valid message. */

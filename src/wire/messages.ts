@@ -39,6 +39,26 @@ export interface InvalidateManyRequest {
   keys: string[];
 }
 
+export interface SetItem {
+  key: string;
+  value: Uint8Array;
+  expiresAtMs: number;
+}
+
+export interface SetManyRequest {
+  group: string;
+  items: SetItem[];
+}
+
+export interface ItemResult {
+  errorCode: string;
+  errorMessage: string;
+}
+
+export interface SetManyResponse {
+  results: ItemResult[];
+}
+
 export interface ClearRequest {
   group: string;
   fromPeer: boolean;
@@ -168,6 +188,20 @@ export const codecs = {
     group: m.group as string,
     keys: m.keys as string[],
   })),
+  SetManyRequest: codec<SetManyRequest>("pb.SetManyRequest", (m) => ({
+    group: m.group as string,
+    items: (m.items as Record<string, unknown>[]).map((item) => ({
+      key: item.key as string,
+      value: (item.value as Uint8Array | undefined) ?? EMPTY,
+      expiresAtMs: int64(item.expiresAtMs),
+    })),
+  })),
+  SetManyResponse: codec<SetManyResponse>("pb.SetManyResponse", (m) => ({
+    results: (m.results as Record<string, unknown>[]).map((result) => ({
+      errorCode: result.errorCode as string,
+      errorMessage: result.errorMessage as string,
+    })),
+  })),
   ClearRequest: codec<ClearRequest>("pb.ClearRequest", (m) => ({
     group: m.group as string,
     fromPeer: m.fromPeer as boolean,
@@ -220,6 +254,7 @@ export const GCACHE_SERVICE = {
   Clear: unary("/pb.GCache/Clear", codecs.ClearRequest, codecs.ClearResponse),
   Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
   InvalidateMany: unary("/pb.GCache/InvalidateMany", codecs.InvalidateManyRequest, codecs.InvalidateResponse),
+  SetMany: unary("/pb.GCache/SetMany", codecs.SetManyRequest, codecs.SetManyResponse),
   BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
   BatchGetStream: {
     ...unary("/pb.GCache/BatchGetStream", codecs.BatchGetRequest, codecs.BatchGetResponse),

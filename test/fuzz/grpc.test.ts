@@ -46,6 +46,11 @@ const METHODS: Record<string, Field[]> = {
     { kind: "string", no: 2 },
     { kind: "bool", no: 3 },
   ],
+  // items: embedded SetItem messages, fuzzed as raw length-delimited bytes.
+  "/pb.GCache/SetMany": [
+    { kind: "string", no: 1 },
+    { kind: "bytes", no: 2 },
+  ],
   "/pb.GCache/InvalidateMany": [
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },

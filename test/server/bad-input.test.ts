@@ -225,6 +225,39 @@ describe("bad input", () => {
   });
 });
 
+describe("SetMany", () => {
+  test("each item is answered on its own: a bad key or an oversized value fails only itself", async () => {
+    const value = (text: string) => new TextEncoder().encode(text);
+    const result = await send("SetMany", {
+      group: "g",
+      items: [
+        { key: "batch-good", value: value("stored"), expiresAtMs: 0 },
+        { key: "", value: value("x"), expiresAtMs: 0 },
+        { key: "batch-big", value: new Uint8Array(MAX_VALUE_BYTES + 1), expiresAtMs: 0 },
+        { key: "k".repeat(MAX_KEY_BYTES + 1), value: value("x"), expiresAtMs: 0 },
+      ],
+    });
+    if (!("response" in result)) throw new Error(`SetMany failed: ${result.error.details}`);
+    const codes = (result.response as { results: { errorCode: string; errorMessage: string }[] }).results;
+    expect(codes.map((r) => r.errorCode)).toEqual(["", "ERR_INVALID_ARGUMENT", "ERR_VALUE_TOO_LARGE", "ERR_INVALID_ARGUMENT"]);
+    expect(codes[2]!.errorMessage).toContain(String(MAX_VALUE_BYTES));
+    const got = await send("Get", request({ key: "batch-good" }));
+    expect("response" in got && new TextDecoder().decode((got.response as { value: Uint8Array }).value)).toBe("stored");
+    const big = await send("Get", request({ key: "batch-big" }));
+    expect("response" in big && new TextDecoder().decode((big.response as { value: Uint8Array }).value)).toBe("value-of-batch-big");
+    await expectServing();
+  });
+
+  test("too many items or an unknown group are refused as a whole", async () => {
+    const items = Array.from({ length: 1025 }, (_, i) => ({ key: `many-${i}`, value: new Uint8Array([1]), expiresAtMs: 0 }));
+    const tooMany = await expectStatus(send("SetMany", { group: "g", items }), status.INVALID_ARGUMENT);
+    expect(tooMany.details).toContain("1024");
+    const unknown = await expectStatus(send("SetMany", { group: "nope", items: items.slice(0, 1) }), status.NOT_FOUND);
+    expect(gcacheCode(unknown)).toBe("ERR_UNKNOWN_GROUP");
+    await expectServing();
+  });
+});
+
 describe("message size limits follow the groups", () => {
   // The server's receive limit is sized from the groups at start(). A group
   // added later with larger values must either be refused by addGroup or be

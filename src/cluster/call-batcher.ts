@@ -1,0 +1,173 @@
+/**
+ * Coalesces concurrent writes to one peer (for one group) into batched calls:
+ * invalidations into InvalidateMany, stores at the owner into SetMany. Every
+ * write tells every other node to drop its copy and most writes store at
+ * another node, so under a write load each peer receives a stream of one-item
+ * calls, and a gRPC call costs far more than the work it carries. At most one
+ * call is in flight per peer and group; items that come meanwhile queue and
+ * leave together when it returns. At low load nothing waits: an item finds no
+ * call in flight and goes at once, as a batch of one.
+ *
+ * A peer without the batched method (an older node) answers UNIMPLEMENTED:
+ * its items go as plain calls from then on, each on its own.
+ */
+import { status, type ServiceError } from "@grpc/grpc-js";
+import { GCacheError } from "../errors.ts";
+import type { CallContext } from "../wire/connection.ts";
+
+export interface BatchedCalls<Item> {
+  /** One item, one plain call. */
+  one(item: Item, context: CallContext): Promise<void>;
+  /** Many items in one call; per item, in order, null when done or the error the peer gave it. */
+  many(items: Item[], context: CallContext): Promise<(GCacheError | null)[]>;
+}
+
+export interface CallBatcherOptions<Item> {
+  /** Items per call. */
+  maxItems: number;
+  /** Bytes per call, as `bytesOf` counts them; an item larger than this goes alone. Default: no limit. */
+  maxBytes?: number;
+  bytesOf?: (item: Item) => number;
+}
+
+interface Pending<Item> {
+  item: Item;
+  deadline: number;
+  signal: AbortSignal | undefined;
+  resolve(): void;
+  reject(error: unknown): void;
+  done: boolean;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  onAbort: (() => void) | null;
+}
+
+export class _CallBatcher<Item> {
+  private queue: Pending<Item>[] = [];
+  private inFlight = false;
+  private unsupported = false;
+  private readonly maxItems: number;
+  private readonly maxBytes: number;
+  private readonly bytesOf: ((item: Item) => number) | null;
+
+  constructor(
+    private readonly calls: BatchedCalls<Item>,
+    options: CallBatcherOptions<Item>,
+  ) {
+    this.maxItems = options.maxItems;
+    this.maxBytes = options.maxBytes ?? Infinity;
+    this.bytesOf = options.bytesOf ?? null;
+  }
+
+  /** Resolves once the peer applied `item`; rejects by `context.deadline` at the latest. */
+  submit(item: Item, context: CallContext): Promise<void> {
+    if (this.unsupported) return this.calls.one(item, context);
+    const signal = context.signal;
+    if (signal?.aborted) return Promise.reject(cancelled(signal));
+    return new Promise<void>((resolve, reject) => {
+      const pending: Pending<Item> = { item, deadline: context.deadline, signal, resolve, reject, done: false, timer: undefined, onAbort: null };
+      if (signal !== undefined) {
+        pending.onAbort = () => this.settle(pending, cancelled(signal));
+        signal.addEventListener("abort", pending.onAbort, { once: true });
+      }
+      this.queue.push(pending);
+      if (!this.inFlight) this.flush();
+      // Still queued behind a call in flight: it must not wait past its own deadline.
+      else this.leaveByDeadline(pending);
+    });
+  }
+
+  private flush(): void {
+    const batch = this.take();
+    if (batch.length === 0) return;
+    this.inFlight = true;
+    void this.send(batch);
+  }
+
+  /** The next batch: live items from the head of the queue, within the item and byte bounds. */
+  private take(): Pending<Item>[] {
+    const now = Date.now();
+    const batch: Pending<Item>[] = [];
+    let bytes = 0;
+    let taken = 0;
+    while (taken < this.queue.length && batch.length < this.maxItems) {
+      const p = this.queue[taken]!;
+      if (!p.done && p.deadline <= now) this.settle(p, deadlineExceeded());
+      if (p.done) {
+        taken++;
+        continue;
+      }
+      const size = this.bytesOf === null ? 0 : this.bytesOf(p.item);
+      if (batch.length > 0 && bytes + size > this.maxBytes) break;
+      bytes += size;
+      batch.push(p);
+      taken++;
+    }
+    this.queue.splice(0, taken);
+    return batch;
+  }
+
+  private async send(batch: Pending<Item>[]): Promise<void> {
+    const items = new Array<Item>(batch.length);
+    // The call lives as long as its most patient caller; the others leave by their own timers.
+    let deadline = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i]!;
+      items[i] = p.item;
+      if (p.deadline > deadline) deadline = p.deadline;
+    }
+    for (const p of batch) if (p.timer === undefined && p.deadline < deadline) this.leaveByDeadline(p);
+    try {
+      const outcomes = await this.calls.many(items, { deadline });
+      batch.forEach((p, i) => {
+        const outcome = outcomes[i];
+        this.settle(p, outcome === undefined ? new GCacheError("ERR_INTERNAL", "batch answer is missing an item") : outcome);
+      });
+    } catch (error) {
+      if (isUnimplemented(error)) {
+        this.unsupported = true;
+        for (const p of batch) this.alone(p);
+        for (const p of this.queue.splice(0)) this.alone(p);
+      } else {
+        for (const p of batch) this.settle(p, error);
+      }
+    } finally {
+      this.inFlight = false;
+      if (this.queue.length > 0) this.flush();
+    }
+  }
+
+  private leaveByDeadline(pending: Pending<Item>): void {
+    pending.timer = setTimeout(() => this.settle(pending, deadlineExceeded()), Math.max(0, pending.deadline - Date.now()));
+  }
+
+  private alone(pending: Pending<Item>): void {
+    if (pending.done) return;
+    const context = { deadline: pending.deadline, ...(pending.signal === undefined ? {} : { signal: pending.signal }) };
+    this.calls.one(pending.item, context).then(
+      () => this.settle(pending, null),
+      (error: unknown) => this.settle(pending, error),
+    );
+  }
+
+  private settle(pending: Pending<Item>, error: unknown): void {
+    if (pending.done) return;
+    pending.done = true;
+    if (pending.timer !== undefined) clearTimeout(pending.timer);
+    if (pending.onAbort !== null) pending.signal?.removeEventListener("abort", pending.onAbort);
+    if (error === null) pending.resolve();
+    else pending.reject(error);
+  }
+}
+
+function isUnimplemented(error: unknown): boolean {
+  return error instanceof GCacheError && (error.cause as ServiceError | undefined)?.code === status.UNIMPLEMENTED;
+}
+
+function deadlineExceeded(): GCacheError {
+  return new GCacheError("ERR_DEADLINE_EXCEEDED", "deadline exceeded while queued for a batched call");
+}
+
+function cancelled(signal: AbortSignal): GCacheError {
+  const reason: unknown = signal.reason;
+  return reason instanceof GCacheError ? reason : new GCacheError("ERR_CANCELLED", "call cancelled by the caller", { cause: reason });
+}
