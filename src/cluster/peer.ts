@@ -4,12 +4,11 @@
  */
 import { invalidArgument } from "../errors.ts";
 import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
-import { GCACHE_SERVICE } from "../wire/messages.ts";
+import { GCACHE_SERVICE, type SetItem } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
 import { _BatchStream } from "./batch-stream.ts";
 import { _GetBatcher } from "./batcher.ts";
 import { _CallBatcher } from "./call-batcher.ts";
-import type { SetItem } from "../wire/messages.ts";
 
 /** A value with its absolute expiry (epoch ms; 0 = never). */
 export interface Entry {
