@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { credentials } from "@grpc/grpc-js";
 import { GCacheClient } from "../../src/client.ts";
+import { GrpcPeer } from "../../src/cluster/peer.ts";
 import { GCacheError } from "../../src/errors.ts";
 import { _HttpGateway } from "../../src/server/http-gateway.ts";
 import { bytes, keyOwnedBy, startCluster, text, type TestCluster } from "../_support/cluster.ts";
@@ -101,6 +102,23 @@ describe("auth token", () => {
       wrong.close();
     }
     expect((await errorOf(anonymous.get("g", "k"))).code).toBe("ERR_NOT_FOUND");
+  });
+
+  test("a pretend peer without the token cannot store or drop copies (SetMany, InvalidateMany, Invalidate)", async () => {
+    const stranger = new GrpcPeer("stranger", cluster.nodes[0]!.address);
+    try {
+      const context = { deadline: Date.now() + 5_000 };
+      for (const write of [
+        stranger.set("g", "k", bytes("forged"), 0, context),
+        stranger.invalidate("g", "k", context),
+        stranger.invalidate("g", null, context),
+      ]) {
+        expect((await errorOf(write)).code).toBe("ERR_UNAUTHENTICATED");
+      }
+    } finally {
+      stranger.close();
+    }
+    expect((await errorOf(cluster.clients[0]!.get("g", "k"))).code).toBe("ERR_NOT_FOUND");
   });
 
   test("with the token, writes work cluster-wide: peers present it to each other", async () => {
