@@ -12,6 +12,7 @@
  * its items go as plain calls from then on, each on its own.
  */
 import { status, type ServiceError } from "@grpc/grpc-js";
+import { _cancellation } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 
@@ -62,11 +63,11 @@ export class _CallBatcher<Item> {
   submit(item: Item, context: CallContext): Promise<void> {
     if (this.unsupported) return this.calls.one(item, context);
     const signal = context.signal;
-    if (signal?.aborted) return Promise.reject(cancelled(signal));
+    if (signal?.aborted) return Promise.reject(_cancellation(signal));
     return new Promise<void>((resolve, reject) => {
       const pending: Pending<Item> = { item, deadline: context.deadline, signal, resolve, reject, done: false, timer: undefined, onAbort: null };
       if (signal !== undefined) {
-        pending.onAbort = () => this.settle(pending, cancelled(signal));
+        pending.onAbort = () => this.settle(pending, _cancellation(signal));
         signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       this.queue.push(pending);
@@ -165,9 +166,4 @@ function isUnimplemented(error: unknown): boolean {
 
 function deadlineExceeded(): GCacheError {
   return new GCacheError("ERR_DEADLINE_EXCEEDED", "deadline exceeded while queued for a batched call");
-}
-
-function cancelled(signal: AbortSignal): GCacheError {
-  const reason: unknown = signal.reason;
-  return reason instanceof GCacheError ? reason : new GCacheError("ERR_CANCELLED", "call cancelled by the caller", { cause: reason });
 }

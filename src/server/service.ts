@@ -88,8 +88,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       try {
         hit = group._batchLookup(key, deadline);
       } catch (error) {
-        const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
-        return { value: EMPTY, expiresAtMs: 0, errorCode: known.code, errorMessage: known.message, retryAlone: false };
+        return { value: EMPTY, expiresAtMs: 0, ...itemFailure(error), retryAlone: false };
       }
       if (hit === undefined) return RETRY_ALONE;
       room -= hit.value.byteLength + ITEM_FRAMING_BYTES;
@@ -206,9 +205,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     }),
     SetMany: serve<SetManyRequest, SetManyResponse>("write", async (request) => {
       const group = groupOf(request.group);
-      if (request.items.length > MAX_BATCH_KEYS) {
-        throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} items, got ${request.items.length}`);
-      }
+      checkBatchSize(request.items.length, "items");
       // Each item as a peer's Set: stored here, never forwarded; one bad item fails only itself.
       const results = new Array<ItemResult>(request.items.length);
       for (let i = 0; i < results.length; i++) {
@@ -217,8 +214,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
           await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
           results[i] = STORED;
         } catch (error) {
-          const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
-          results[i] = { errorCode: known.code, errorMessage: known.message };
+          results[i] = itemFailure(error);
         }
       }
       return { results };
@@ -233,9 +229,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     }),
     BatchGet: serve<BatchGetRequest, BatchGetResponse>("read", async (request, options) => {
       const group = groupOf(request.group);
-      if (request.keys.length > MAX_BATCH_KEYS) {
-        throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${request.keys.length}`);
-      }
+      checkBatchSize(request.keys.length, "keys");
       return { items: batchItems(group, request.keys, options.deadline) };
     }),
     BatchGetStream: serveBatchStream,
@@ -248,9 +242,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     InvalidateMany: serve<InvalidateManyRequest, InvalidateResponse>("write", (request) => {
       const group = groupOf(request.group);
       const keys = request.keys;
-      if (keys.length > MAX_BATCH_KEYS) {
-        throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} keys, got ${keys.length}`);
-      }
+      checkBatchSize(keys.length, "keys");
       // All or nothing: a bad key leaves every copy in place and says which key it was.
       const empty = keys.indexOf("");
       if (empty >= 0) throw new GCacheError("ERR_INVALID_ARGUMENT", `key ${empty} of the batch is empty; keys must be non-empty`);
@@ -258,6 +250,17 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       return {};
     }),
   };
+}
+
+/** Refuses a batched call that carries more than a node takes. */
+function checkBatchSize(count: number, what: "keys" | "items"): void {
+  if (count > MAX_BATCH_KEYS) throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} ${what}, got ${count}`);
+}
+
+/** How one item of a batch failed, as the answer carries it. */
+function itemFailure(error: unknown): ItemResult {
+  const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
+  return { errorCode: known.code, errorMessage: known.message };
 }
 
 const NO_ITEMS: BatchGetItem[] = [];
