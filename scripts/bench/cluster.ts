@@ -3,7 +3,7 @@
  * references measured in the same run: Redis (GET), a bare Bun.serve and a
  * bare grpc-js server; plus the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 11 contenders x 3 rounds x (1 s warm-up + 3 s): about 5 min
+ *   bun run bench:cluster             # 2 value sizes x 11 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 6 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -11,6 +11,9 @@
  *   --rounds=N          rounds (default 3); medians over rounds are reported
  *   --duration=S        measured seconds per run, whole seconds (wrk takes no fractions); default 3, quick 1
  *   --warmup=S          warm-up seconds before every run (default 1); --quick warms up once, in a discarded pass
+ *   --first-warmup=S    warm-up seconds before a contender's first run (default 5, at least --warmup): a path's
+ *                       first seconds of load run slower (JIT tiers, the peers' streams; the hop's first round
+ *                       came out 10-15 % below the later ones after 1 s)
  *   --sizes=B,B         value sizes in bytes (default 100,10240; quick 100)
  *   --only=LIST         sections among start,http,grpc,peer,writes,mixed (default all; peer brings the local-hit runs it
  *                       is compared with); soak is added by --soak
@@ -88,6 +91,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string" },
     duration: { type: "string" },
     warmup: { type: "string" },
+    "first-warmup": { type: "string" },
     sizes: { type: "string" },
     only: { type: "string" },
     soak: { type: "boolean", default: false },
@@ -105,6 +109,7 @@ const quick = flags.quick;
 const rounds = wholeNumber(flags.rounds, 3, 1, "rounds");
 const durationS = wholeNumber(flags.duration, quick ? 1 : 3, 1, "duration");
 const warmupS = wholeNumber(flags.warmup, 1, 0, "warmup");
+const firstWarmupS = Math.max(warmupS, wholeNumber(flags["first-warmup"], 5, 0, "first-warmup"));
 const concurrency = wholeNumber(flags.concurrency, 64, 1, "concurrency");
 const WRK_THREADS = wholeNumber(flags["wrk-threads"], 1, 1, "wrk-threads");
 const soakMinutes = Number(flags["soak-minutes"] ?? "5");
@@ -276,7 +281,7 @@ async function main(): Promise<void> {
     `cluster benchmark: dist/gcache-node, 3 nodes A B C on loopback; ${concurrency} connections / calls in flight; wrk -t ${WRK_THREADS}; ` +
       (contenders.length === 0
         ? ""
-        : `values ${sizes.map(sizeLabel).join(" and ")}; ${rounds} rounds x (${quick ? "one warm-up pass" : `${warmupS} s warm-up`} + ${durationS} s); `) +
+        : `values ${sizes.map(sizeLabel).join(" and ")}; ${rounds} rounds x (${quick ? "one warm-up pass" : `${warmupS} s warm-up`} + ${durationS} s${quick ? "" : `, first warm-ups ${firstWarmupS} s`}); `) +
       `${cpus} CPUs, Bun ${Bun.version}`,
   );
 
@@ -617,7 +622,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       for (const setup of setups) {
         const order = round % 2 === 0 || round < 0 ? contenders : [...contenders].reverse();
         for (const id of order) {
-          const m = await measure(id, setup, discard ? warmupS : perRunWarmup);
+          const m = await measure(id, setup, discard ? warmupS : round === 0 && !quick ? firstWarmupS : perRunWarmup);
           if (discard) continue;
           const list = runs.get(keyOf(setup.size, id)) ?? [];
           list.push(m);
