@@ -60,6 +60,20 @@ export class Cache<V = Uint8Array> {
     return value;
   }
 
+  /**
+   * `get` that counts only a hit: for a caller whose miss is counted by the
+   * lookup it makes next (a peer's batch, then its Get for the key it missed).
+   */
+  _getIfHit(key: string): V | undefined {
+    if (this.closed) return undefined;
+    const value = this.store.get(key);
+    if (value !== undefined) {
+      this.gets++;
+      this.hits++;
+    }
+    return value;
+  }
+
   /** Reads without counting and without touching recency. */
   peek(key: string): V | undefined {
     return this.store.peek(key);

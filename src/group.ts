@@ -234,7 +234,8 @@ export class Group {
    */
   _batchLookup(key: string, deadline: number | Date | undefined): Entry | undefined {
     this.checkKey(key);
-    const hit = this.lookup(key);
+    // A miss is counted by the Get the peer sends next, in the caches as in the group.
+    const hit = this.lookup(key, false);
     if (hit !== undefined) {
       this.counters.gets++;
       this.counters.serverRequests++;
@@ -255,15 +256,15 @@ export class Group {
     return undefined;
   }
 
-  private lookup(key: string): Entry | undefined {
+  private lookup(key: string, countMisses = true): Entry | undefined {
     const c = this.counters;
-    let value = this.main.get(key);
+    let value = countMisses ? this.main.get(key) : this.main._getIfHit(key);
     if (value !== undefined) {
       c.cacheHits++;
       return { value, expiresAt: this.main.expiresAt(key) ?? 0 };
     }
     if (this.hot !== null) {
-      value = this.hot.get(key);
+      value = countMisses ? this.hot.get(key) : this.hot._getIfHit(key);
       if (value !== undefined) {
         c.cacheHits++;
         c.hotHits++;

@@ -325,6 +325,31 @@ describe("Group", () => {
     expect((await errorOf(next)).message).toContain("twice");
   });
 
+  test("a key a peer's batch missed counts one cache lookup, made by the Get that follows", async () => {
+    let calls = 0;
+    let release: (value: Uint8Array) => void = () => {};
+    const g = group({
+      loader: () => {
+        calls++;
+        return new Promise<Uint8Array>((resolve) => (release = resolve));
+      },
+    });
+    expect(g._batchLookup("k", undefined)).toBeUndefined();
+    await waitFor(() => calls === 1);
+    expect(g.stats().caches.main).toMatchObject({ gets: 0, hits: 0, misses: 0 });
+    // The peer's Get, as the service makes it: a look in the caches, then the load it joins.
+    expect(g.cachedEntry("k", true)).toBeUndefined();
+    const joined = g._loadMissed("k", undefined, true);
+    release(bytes("v"));
+    expect(text((await joined).value)).toBe("v");
+    expect(g.stats().caches.main).toMatchObject({ gets: 1, hits: 0, misses: 1 });
+    expect(g.stats()).toMatchObject({ gets: 1, cacheHits: 0, loads: 1 });
+    expect(calls).toBe(1);
+    // A hit in a batch counts as one, in the caches as in the group.
+    expect(text(g._batchLookup("k", undefined)!.value)).toBe("v");
+    expect(g.stats().caches.main).toMatchObject({ gets: 2, hits: 1, misses: 1 });
+    expect(g.stats()).toMatchObject({ gets: 2, cacheHits: 1 });
+  });
   test("a fetch from an owner that never answers ends at the caller's deadline, with no signal needed", async () => {
     const silent = new FakePeer("B", () => new Promise<Entry>(() => {}));
     const g = group();
