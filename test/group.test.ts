@@ -350,6 +350,7 @@ describe("Group", () => {
     expect(g.stats().caches.main).toMatchObject({ gets: 2, hits: 1, misses: 1 });
     expect(g.stats()).toMatchObject({ gets: 2, cacheHits: 1 });
   });
+
   test("a fetch from an owner that never answers ends at the caller's deadline, with no signal needed", async () => {
     const silent = new FakePeer("B", () => new Promise<Entry>(() => {}));
     const g = group();
