@@ -1,6 +1,7 @@
 /**
  * Coalesces concurrent writes to one peer (for one group) into batched calls:
- * invalidations into InvalidateMany, stores at the owner into SetMany. Every
+ * invalidations into InvalidateMany, stores at the owner into SetMany, deletes
+ * at the owner into DeleteMany. Every
  * write tells every other node to drop its copy and most writes store at
  * another node, so under a write load each peer receives a stream of one-item
  * calls, and a gRPC call costs far more than the work it carries. At most one
@@ -16,11 +17,12 @@ import { _cancellation } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 
-export interface BatchedCalls<Item> {
+/** `Result`: what the peer answers for an item it applied (nothing for sets and invalidations; for deletes, whether it held the key). */
+export interface BatchedCalls<Item, Result = void> {
   /** One item, one plain call. */
-  one(item: Item, context: CallContext): Promise<void>;
-  /** Many items in one call; per item, in order, null when done or the error the peer gave it. */
-  many(items: Item[], context: CallContext): Promise<(GCacheError | null)[]>;
+  one(item: Item, context: CallContext): Promise<Result>;
+  /** Many items in one call; per item, in order, its result or the error the peer gave it. */
+  many(items: Item[], context: CallContext): Promise<(Result | GCacheError)[]>;
 }
 
 export interface CallBatcherOptions<Item> {
@@ -31,19 +33,19 @@ export interface CallBatcherOptions<Item> {
   bytesOf?: (item: Item) => number;
 }
 
-interface Pending<Item> {
+interface Pending<Item, Result> {
   item: Item;
   deadline: number;
   signal: AbortSignal | undefined;
-  resolve(): void;
+  resolve(result: Result): void;
   reject(error: unknown): void;
   done: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   onAbort: (() => void) | null;
 }
 
-export class _CallBatcher<Item> {
-  private queue: Pending<Item>[] = [];
+export class _CallBatcher<Item, Result = void> {
+  private queue: Pending<Item, Result>[] = [];
   private inFlight = false;
   private unsupported = false;
   private readonly maxItems: number;
@@ -51,7 +53,7 @@ export class _CallBatcher<Item> {
   private readonly bytesOf: ((item: Item) => number) | null;
 
   constructor(
-    private readonly calls: BatchedCalls<Item>,
+    private readonly calls: BatchedCalls<Item, Result>,
     options: CallBatcherOptions<Item>,
   ) {
     this.maxItems = options.maxItems;
@@ -59,13 +61,13 @@ export class _CallBatcher<Item> {
     this.bytesOf = options.bytesOf ?? null;
   }
 
-  /** Resolves once the peer applied `item`; rejects by `context.deadline` at the latest. */
-  submit(item: Item, context: CallContext): Promise<void> {
+  /** Resolves with the peer's result once it applied `item`; rejects by `context.deadline` at the latest. */
+  submit(item: Item, context: CallContext): Promise<Result> {
     if (this.unsupported) return this.calls.one(item, context);
     const signal = context.signal;
     if (signal?.aborted) return Promise.reject(_cancellation(signal));
-    return new Promise<void>((resolve, reject) => {
-      const pending: Pending<Item> = { item, deadline: context.deadline, signal, resolve, reject, done: false, timer: undefined, onAbort: null };
+    return new Promise<Result>((resolve, reject) => {
+      const pending: Pending<Item, Result> = { item, deadline: context.deadline, signal, resolve, reject, done: false, timer: undefined, onAbort: null };
       if (signal !== undefined) {
         pending.onAbort = () => this.settle(pending, _cancellation(signal));
         signal.addEventListener("abort", pending.onAbort, { once: true });
@@ -85,9 +87,9 @@ export class _CallBatcher<Item> {
   }
 
   /** The next batch: live items from the head of the queue, within the item and byte bounds. */
-  private take(): Pending<Item>[] {
+  private take(): Pending<Item, Result>[] {
     const now = Date.now();
-    const batch: Pending<Item>[] = [];
+    const batch: Pending<Item, Result>[] = [];
     let bytes = 0;
     let taken = 0;
     while (taken < this.queue.length && batch.length < this.maxItems) {
@@ -107,7 +109,7 @@ export class _CallBatcher<Item> {
     return batch;
   }
 
-  private async send(batch: Pending<Item>[]): Promise<void> {
+  private async send(batch: Pending<Item, Result>[]): Promise<void> {
     const items = new Array<Item>(batch.length);
     // The call lives as long as its most patient caller; the others leave by their own timers.
     let deadline = 0;
@@ -120,8 +122,9 @@ export class _CallBatcher<Item> {
     try {
       const outcomes = await this.calls.many(items, { deadline });
       batch.forEach((p, i) => {
-        const outcome = outcomes[i];
-        this.settle(p, outcome === undefined ? new GCacheError("ERR_INTERNAL", "batch answer is missing an item") : outcome);
+        if (i >= outcomes.length) this.settle(p, new GCacheError("ERR_INTERNAL", "batch answer is missing an item"));
+        else if (outcomes[i] instanceof GCacheError) this.settle(p, outcomes[i]);
+        else this.settle(p, null, outcomes[i] as Result);
       });
     } catch (error) {
       if (isUnimplemented(error)) {
@@ -137,25 +140,26 @@ export class _CallBatcher<Item> {
     }
   }
 
-  private leaveByDeadline(pending: Pending<Item>): void {
+  private leaveByDeadline(pending: Pending<Item, Result>): void {
     pending.timer = setTimeout(() => this.settle(pending, deadlineExceeded()), Math.max(0, pending.deadline - Date.now()));
   }
 
-  private alone(pending: Pending<Item>): void {
+  private alone(pending: Pending<Item, Result>): void {
     if (pending.done) return;
     const context = { deadline: pending.deadline, ...(pending.signal === undefined ? {} : { signal: pending.signal }) };
     this.calls.one(pending.item, context).then(
-      () => this.settle(pending, null),
+      (result) => this.settle(pending, null, result),
       (error: unknown) => this.settle(pending, error),
     );
   }
 
-  private settle(pending: Pending<Item>, error: unknown): void {
+  /** Ends `pending`: with `result` when `error` is null, else with the error. */
+  private settle(pending: Pending<Item, Result>, error: unknown, result?: Result): void {
     if (pending.done) return;
     pending.done = true;
     if (pending.timer !== undefined) clearTimeout(pending.timer);
     if (pending.onAbort !== null) pending.signal?.removeEventListener("abort", pending.onAbort);
-    if (error === null) pending.resolve();
+    if (error === null) pending.resolve(result as Result);
     else pending.reject(error);
   }
 }

@@ -55,7 +55,7 @@ export interface Membership {
 }
 
 const EMPTY = new Uint8Array(0);
-/** Items per InvalidateMany or SetMany call (a node takes up to 1024). */
+/** Items per InvalidateMany, SetMany or DeleteMany call (a node takes up to 1024). */
 const MAX_BATCH_ITEMS = 512;
 /**
  * Bytes of sets per SetMany call. Any node accepts a message of its largest
@@ -73,9 +73,10 @@ export class GrpcPeer implements Peer {
   private readonly batchStream: _BatchStream;
   /** One batcher per group: concurrent gets to this peer travel together. */
   private readonly batchers = new Map<string, _GetBatcher>();
-  /** One per group: concurrent invalidations sent to this peer travel together, and so do sets. */
+  /** One per group: concurrent invalidations sent to this peer travel together, and so do sets and deletes. */
   private readonly invalidators = new Map<string, _CallBatcher<string>>();
   private readonly setters = new Map<string, _CallBatcher<SetItem>>();
+  private readonly deleters = new Map<string, _CallBatcher<string, boolean>>();
 
   constructor(name: string, address: string, options: ConnectionOptions = {}) {
     if (name === "" || address === "") throw invalidArgument("a peer needs a name and an address");
@@ -145,7 +146,7 @@ export class GrpcPeer implements Peer {
           },
           many: async (items, context) => {
             const response = await this.connection.unary(GCACHE_SERVICE.SetMany, { group, items }, context);
-            return response.results.map((result) => (result.errorCode === "" ? null : remoteVerdict(result.errorCode, result.errorMessage, what)));
+            return response.results.map((result) => (result.errorCode === "" ? undefined : remoteVerdict(result.errorCode, result.errorMessage, what)));
           },
         },
         { maxItems: MAX_BATCH_ITEMS, maxBytes: MAX_SET_BATCH_BYTES, bytesOf: setItemBytes },
@@ -155,13 +156,34 @@ export class GrpcPeer implements Peer {
     return setter;
   }
 
-  async delete(group: string, key: string, context: CallContext): Promise<boolean> {
-    const response = await this.connection.unary(
-      GCACHE_SERVICE.Delete,
-      { group, key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true },
-      context,
-    );
-    return response.value;
+  delete(group: string, key: string, context: CallContext): Promise<boolean> {
+    return this.deleterFor(group).submit(key, context);
+  }
+
+  private deleterFor(group: string): _CallBatcher<string, boolean> {
+    let deleter = this.deleters.get(group);
+    if (deleter === undefined) {
+      const what = `/pb.GCache/DeleteMany on ${this.address}`;
+      deleter = new _CallBatcher<string, boolean>(
+        {
+          one: async (key, context) => {
+            const response = await this.connection.unary(
+              GCACHE_SERVICE.Delete,
+              { group, key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true },
+              context,
+            );
+            return response.value;
+          },
+          many: async (keys, context) => {
+            const response = await this.connection.unary(GCACHE_SERVICE.DeleteMany, { group, keys }, context);
+            return response.results.map((result) => (result.errorCode === "" ? result.deleted : remoteVerdict(result.errorCode, result.errorMessage, what)));
+          },
+        },
+        { maxItems: MAX_BATCH_ITEMS },
+      );
+      this.deleters.set(group, deleter);
+    }
+    return deleter;
   }
 
   async invalidate(group: string, key: string | null, context: CallContext): Promise<void> {
@@ -179,7 +201,7 @@ export class GrpcPeer implements Peer {
           },
           many: async (keys, context) => {
             await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
-            return keys.map(() => null);
+            return keys.map(() => undefined);
           },
         },
         { maxItems: MAX_BATCH_ITEMS },

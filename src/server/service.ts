@@ -14,6 +14,8 @@ import type {
   BatchGetResponse,
   ClearRequest,
   ClearResponse,
+  DeleteManyRequest,
+  DeleteManyResponse,
   InvalidateManyRequest,
   InvalidateRequest,
   InvalidateResponse,
@@ -223,6 +225,20 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const result = await groupOf(request.group).delete(request.key, options, request.fromPeer);
       return { value: result.deleted, unreachablePeers: result.unreachablePeers };
     }),
+    DeleteMany: serve<DeleteManyRequest, DeleteManyResponse>("write", async (request, options) => {
+      const group = groupOf(request.group);
+      checkBatchSize(request.keys.length, "keys");
+      // Each key as a peer's Delete: dropped here, never forwarded; a bad key fails only itself.
+      const results = new Array<ItemResult>(request.keys.length);
+      for (let i = 0; i < results.length; i++) {
+        try {
+          results[i] = (await group.delete(request.keys[i]!, options, true)).deleted ? DELETED : NOT_HELD;
+        } catch (error) {
+          results[i] = itemFailure(error);
+        }
+      }
+      return { results };
+    }),
     Clear: serve<ClearRequest, ClearResponse>("write", async (request, options) => {
       const result = await groupOf(request.group).clear(options, request.fromPeer);
       return { unreachablePeers: result.unreachablePeers };
@@ -260,11 +276,13 @@ function checkBatchSize(count: number, what: "keys" | "items"): void {
 /** How one item of a batch failed, as the answer carries it. */
 function itemFailure(error: unknown): ItemResult {
   const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
-  return { errorCode: known.code, errorMessage: known.message };
+  return { errorCode: known.code, errorMessage: known.message, deleted: false };
 }
 
 const NO_ITEMS: BatchGetItem[] = [];
-const STORED: ItemResult = { errorCode: "", errorMessage: "" };
+const STORED: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
+const DELETED: ItemResult = { errorCode: "", errorMessage: "", deleted: true };
+const NOT_HELD: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
 const RETRY_ALONE: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
 
 /** What the server-side decoder yields for bytes that are not a valid message. */

@@ -53,9 +53,20 @@ export interface SetManyRequest {
 export interface ItemResult {
   errorCode: string;
   errorMessage: string;
+  /** DeleteMany only: the receiver held the key. */
+  deleted: boolean;
 }
 
 export interface SetManyResponse {
+  results: ItemResult[];
+}
+
+export interface DeleteManyRequest {
+  group: string;
+  keys: string[];
+}
+
+export interface DeleteManyResponse {
   results: ItemResult[];
 }
 
@@ -160,6 +171,14 @@ function codec<T>(typeName: string, normalize: (decoded: Record<string, unknown>
 
 const EMPTY = new Uint8Array(0);
 
+function itemResults(m: Record<string, unknown>): ItemResult[] {
+  return (m.results as Record<string, unknown>[]).map((result) => ({
+    errorCode: result.errorCode as string,
+    errorMessage: result.errorMessage as string,
+    deleted: result.deleted as boolean,
+  }));
+}
+
 export const codecs = {
   Request: codec<Request>("pb.Request", (m) => ({
     group: m.group as string,
@@ -196,12 +215,12 @@ export const codecs = {
       expiresAtMs: int64(item.expiresAtMs),
     })),
   })),
-  SetManyResponse: codec<SetManyResponse>("pb.SetManyResponse", (m) => ({
-    results: (m.results as Record<string, unknown>[]).map((result) => ({
-      errorCode: result.errorCode as string,
-      errorMessage: result.errorMessage as string,
-    })),
+  SetManyResponse: codec<SetManyResponse>("pb.SetManyResponse", (m) => ({ results: itemResults(m) })),
+  DeleteManyRequest: codec<DeleteManyRequest>("pb.DeleteManyRequest", (m) => ({
+    group: m.group as string,
+    keys: m.keys as string[],
   })),
+  DeleteManyResponse: codec<DeleteManyResponse>("pb.DeleteManyResponse", (m) => ({ results: itemResults(m) })),
   ClearRequest: codec<ClearRequest>("pb.ClearRequest", (m) => ({
     group: m.group as string,
     fromPeer: m.fromPeer as boolean,
@@ -255,6 +274,7 @@ export const GCACHE_SERVICE = {
   Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
   InvalidateMany: unary("/pb.GCache/InvalidateMany", codecs.InvalidateManyRequest, codecs.InvalidateResponse),
   SetMany: unary("/pb.GCache/SetMany", codecs.SetManyRequest, codecs.SetManyResponse),
+  DeleteMany: unary("/pb.GCache/DeleteMany", codecs.DeleteManyRequest, codecs.DeleteManyResponse),
   BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
   BatchGetStream: {
     ...unary("/pb.GCache/BatchGetStream", codecs.BatchGetRequest, codecs.BatchGetResponse),

@@ -6,20 +6,21 @@ import { GCacheError } from "../../src/errors.ts";
 import type { CallContext } from "../../src/wire/connection.ts";
 import { GCACHE_SERVICE, type InvalidateRequest, type Request } from "../../src/wire/messages.ts";
 
-/** Calls that stay open until the test ends them. */
-class GatedCalls implements BatchedCalls<string> {
+/** Calls that stay open until the test ends them. A plain call answers `one:<item>`. */
+class GatedCalls implements BatchedCalls<string, string> {
   singles: string[] = [];
   batches: string[][] = [];
   deadlines: number[] = [];
-  /** What the peer answers for an item of a batch: null, or an error for that item alone. */
-  outcome: (item: string) => GCacheError | null = () => null;
+  /** What the peer answers for an item of a batch: its result, or an error for that item alone. */
+  outcome: (item: string) => GCacheError | string = (item) => `many:${item}`;
   private gates: { open(): void; fail(error: unknown): void }[] = [];
 
-  async one(item: string): Promise<void> {
+  async one(item: string): Promise<string> {
     this.singles.push(item);
+    return `one:${item}`;
   }
 
-  async many(items: string[], context: CallContext): Promise<(GCacheError | null)[]> {
+  async many(items: string[], context: CallContext): Promise<(GCacheError | string)[]> {
     this.batches.push(items);
     this.deadlines.push(context.deadline);
     await new Promise<void>((open, fail) => this.gates.push({ open, fail }));
@@ -82,7 +83,7 @@ describe("CallBatcher", () => {
   test("an item the peer refuses fails alone; the rest of its batch succeeds", async () => {
     const transport = new GatedCalls();
     const refused = new GCacheError("ERR_VALUE_TOO_LARGE", "too large there");
-    transport.outcome = (item) => (item === "bad" ? refused : null);
+    transport.outcome = (item) => (item === "bad" ? refused : `many:${item}`);
     const calls = batcher(transport);
     const first = calls.submit("first", far());
     const rest = ["good", "bad", "fine"].map((item) => calls.submit(item, far()));
@@ -133,6 +134,24 @@ describe("CallBatcher", () => {
     expect(await Promise.all(mixed.map(settled))).toEqual(["resolved", "resolved", "resolved"]);
   });
 
+  test("each caller gets the answer to its own item, from a batch or from a plain call", async () => {
+    const transport = new GatedCalls();
+    transport.outcome = (item) => (item === "held" ? "many:yes" : "many:no");
+    const calls = batcher(transport);
+    const first = calls.submit("first", far());
+    const rest = ["held", "gone", "held"].map((item) => calls.submit(item, far()));
+    transport.release();
+    await Bun.sleep(0);
+    transport.release();
+    expect(await first).toBe("many:no");
+    expect(await Promise.all(rest)).toEqual(["many:yes", "many:no", "many:yes"]);
+    const unimplemented = Object.assign(new Error("12 UNIMPLEMENTED"), { code: status.UNIMPLEMENTED }) as ServiceError;
+    const refusedBatch = calls.submit("x", far());
+    transport.fail(new GCacheError("ERR_INTERNAL", "/pb.GCache/DeleteMany: not here", { cause: unimplemented }));
+    expect(await refusedBatch).toBe("one:x");
+    expect(await calls.submit("y", far())).toBe("one:y");
+  });
+
   test("a caller whose signal aborts leaves at once with ERR_CANCELLED", async () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
@@ -168,12 +187,13 @@ describe("GrpcPeer writes over gRPC", () => {
     await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.tryShutdown(() => resolve()))));
   });
 
-  test("an older node that has only Invalidate and Set still drops every key and stores every value", async () => {
+  test("an older node that has only Invalidate, Set and Delete still drops every key, stores every value and deletes every key", async () => {
     const seen: string[] = [];
     const stored: string[] = [];
+    const deleted: string[] = [];
     const server = new Server();
     servers.push(server);
-    server.addService({ Invalidate: GCACHE_SERVICE.Invalidate, Set: GCACHE_SERVICE.Set }, {
+    server.addService({ Invalidate: GCACHE_SERVICE.Invalidate, Set: GCACHE_SERVICE.Set, Delete: GCACHE_SERVICE.Delete }, {
       Invalidate: (call: { request: InvalidateRequest }, callback: (error: null, response: object) => void) => {
         seen.push(call.request.key);
         callback(null, {});
@@ -181,6 +201,10 @@ describe("GrpcPeer writes over gRPC", () => {
       Set: (call: { request: Request }, callback: (error: null, response: object) => void) => {
         stored.push(`${call.request.key}=${new TextDecoder().decode(call.request.value)}@${call.request.expiresAtMs}`);
         callback(null, { value: new Uint8Array(0), expiresAtMs: 0, unreachablePeers: [] });
+      },
+      Delete: (call: { request: Request }, callback: (error: null, response: object) => void) => {
+        deleted.push(call.request.key);
+        callback(null, { value: call.request.key !== "missing", unreachablePeers: [] });
       },
     });
     const port = await new Promise<number>((resolve, reject) =>
@@ -196,5 +220,8 @@ describe("GrpcPeer writes over gRPC", () => {
     await Promise.all(["s1", "s2", "s3"].map((key, i) => peer.set("g", key, value(`v${i}`), 1_000 + i, context)));
     await peer.set("g", "s4", value("v3"), 0, context);
     expect(stored.sort()).toEqual(["s1=v0@1000", "s2=v1@1001", "s3=v2@1002", "s4=v3@0"]);
+    expect(await Promise.all(["d1", "missing", "d3"].map((key) => peer.delete("g", key, context)))).toEqual([true, false, true]);
+    expect(await peer.delete("g", "missing", context)).toBe(false);
+    expect(deleted.sort()).toEqual(["d1", "d3", "missing", "missing"]);
   });
 });

@@ -55,6 +55,10 @@ const METHODS: Record<string, Field[]> = {
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },
   ],
+  "/pb.GCache/DeleteMany": [
+    { kind: "string", no: 1 },
+    { kind: "repeated-string", no: 2 },
+  ],
   "/pb.GCache/BatchGet": [
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },

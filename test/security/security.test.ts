@@ -104,12 +104,13 @@ describe("auth token", () => {
     expect((await errorOf(anonymous.get("g", "k"))).code).toBe("ERR_NOT_FOUND");
   });
 
-  test("a pretend peer without the token cannot store or drop copies (SetMany, InvalidateMany, Invalidate)", async () => {
+  test("a pretend peer without the token cannot store, delete or drop copies (SetMany, DeleteMany, InvalidateMany, Invalidate)", async () => {
     const stranger = new GrpcPeer("stranger", cluster.nodes[0]!.address);
     try {
       const context = { deadline: Date.now() + 5_000 };
       for (const write of [
         stranger.set("g", "k", bytes("forged"), 0, context),
+        stranger.delete("g", "k", context),
         stranger.invalidate("g", "k", context),
         stranger.invalidate("g", null, context),
       ]) {

@@ -258,6 +258,32 @@ describe("SetMany", () => {
   });
 });
 
+describe("DeleteMany", () => {
+  test("each key is answered on its own: held or not, and an empty or long key fails only itself", async () => {
+    for (const key of ["del-a", "del-b"]) await send("Get", request({ key }));
+    const result = await send("DeleteMany", { group: "g", keys: ["del-a", "", "del-never", "k".repeat(MAX_KEY_BYTES + 1), "del-b"] });
+    if (!("response" in result)) throw new Error(`DeleteMany failed: ${result.error.details}`);
+    const results = (result.response as { results: { errorCode: string; errorMessage: string; deleted: boolean }[] }).results;
+    expect(results.map((r) => r.errorCode)).toEqual(["", "ERR_INVALID_ARGUMENT", "", "ERR_INVALID_ARGUMENT", ""]);
+    expect(results.map((r) => r.deleted)).toEqual([true, false, false, false, true]);
+    expect(results[3]!.errorMessage).toContain(String(MAX_KEY_BYTES));
+    // Deleted here: the next get loads again.
+    const misses = node.group("g")!.stats().caches.main.misses;
+    await send("Get", request({ key: "del-a" }));
+    expect(node.group("g")!.stats().caches.main.misses).toBe(misses + 1);
+    await expectServing();
+  });
+
+  test("too many keys or an unknown group are refused as a whole", async () => {
+    const keys = Array.from({ length: 1025 }, (_, i) => `del-many-${i}`);
+    const tooMany = await expectStatus(send("DeleteMany", { group: "g", keys }), status.INVALID_ARGUMENT);
+    expect(tooMany.details).toContain("1024");
+    const unknown = await expectStatus(send("DeleteMany", { group: "nope", keys: keys.slice(0, 1) }), status.NOT_FOUND);
+    expect(gcacheCode(unknown)).toBe("ERR_UNKNOWN_GROUP");
+    await expectServing();
+  });
+});
+
 describe("message size limits follow the groups", () => {
   // The server's receive limit is sized from the groups at start(). A group
   // added later with larger values must either be refused by addGroup or be
