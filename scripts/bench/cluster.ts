@@ -3,7 +3,7 @@
  * references measured in the same run: Redis (GET), a bare Bun.serve and a
  * bare grpc-js server; plus the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 11 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 6 min
+ *   bun run bench:cluster             # 2 value sizes x 12 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 6 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -48,6 +48,8 @@
  *   grpc bare     the bare grpc-js server of bench:node, fixed value of the same size
  *   http put      wrk PUT /v1/groups/writes/keys/<key> on A, keys owned by A, B and C alike (group writes): each
  *                 PUT stores at the owner and drops the copies on the other nodes
+ *   http delete   wrk DELETE of the same keys on A: each deletes at the owner and drops the copies on the other
+ *                 nodes (after the first pass over the keys nobody holds them: 404, counted as an answer)
  *   mixed         Zipf(0.99) keys over 100,000, 90 % GET / 10 % PUT, round-robin over A, B, C; misses load
  *                 from the origin (1 ms)
  * Every round runs every contender once, in an order reversed every other
@@ -157,6 +159,7 @@ type ContenderId =
   | "grpc-gcache"
   | "grpc-bare"
   | "http-put"
+  | "http-delete"
   | "mixed";
 
 const LABELS: Record<ContenderId, string> = {
@@ -170,6 +173,7 @@ const LABELS: Record<ContenderId, string> = {
   "grpc-bare": "gRPC bare grpc-js",
   "grpc-peer": "gRPC Get, peer hop",
   "http-put": "HTTP gateway PUT on A",
+  "http-delete": "HTTP gateway DELETE on A",
   mixed: "mixed 90/10 over A,B,C",
 };
 
@@ -185,6 +189,7 @@ const ORDER: ContenderId[] = [
   "grpc-gcache",
   "grpc-bare",
   "http-put",
+  "http-delete",
   "mixed",
 ];
 
@@ -192,7 +197,7 @@ const wanted = new Set<ContenderId>();
 if (sections.has("http")) for (const id of ["http-bare", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp"] as const) wanted.add(id);
 if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
 if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
-if (sections.has("writes")) wanted.add("http-put");
+if (sections.has("writes")) for (const id of ["http-put", "http-delete"] as const) wanted.add(id);
 if (sections.has("mixed")) wanted.add("mixed");
 const contenders = ORDER.filter((id) => wanted.has(id));
 /** Contenders served by redis-server: their path is Redis's hit counters. */
@@ -245,6 +250,8 @@ interface SizeSetup {
   coldScript: string;
   /** PUTs of `size` bytes over keys of group writes. */
   putScript: string;
+  /** DELETEs over the same keys. */
+  deleteScript: string;
   bareHttp: { service: Service; url: string } | null;
   bareGrpc: Child | null;
 }
@@ -360,6 +367,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       await fillRedis(tools.get("redis-cli")!, redis.port, redisDb, hitKeys.length, size);
       lap("redis fill");
     }
+    // Keys of group writes, owned by A, B and C alike: PUT, then DELETE.
+    const writesKeys = Array.from({ length: hitCount }, (_, i) => `w${size}-${i}`);
     const setup: SizeSetup = {
       size,
       hitKeys,
@@ -370,7 +379,10 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       redisKeysFile: wanted.has("redis-tcp") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
       coldScript: coldKeys.length > 0 ? writeWrkScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
       putScript: wanted.has("http-put")
-        ? writeWrkScript(tmp!, `put${size}`, Array.from({ length: hitCount }, (_, i) => `w${size}-${i}`), "/v1/groups/writes/keys/", WRK_THREADS, size)
+        ? writeWrkScript(tmp!, `put${size}`, writesKeys, "/v1/groups/writes/keys/", WRK_THREADS, { method: "PUT", bytes: size })
+        : "",
+      deleteScript: wanted.has("http-delete")
+        ? writeWrkScript(tmp!, `delete${size}`, writesKeys, "/v1/groups/writes/keys/", WRK_THREADS, { method: "DELETE" })
         : "",
       bareHttp: null,
       bareGrpc: null,
@@ -407,11 +419,12 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "http-gcache":
       case "http-peer":
       case "http-put":
+      case "http-delete":
       case "http-bare": {
         const url = id === "http-bare" ? setup.bareHttp!.url : A.http;
         const peer = id === "http-peer";
-        const put = id === "http-put";
-        const script = peer ? setup.coldScript : put ? setup.putScript : setup.hitScript;
+        const write = id === "http-put" || id === "http-delete";
+        const script = peer ? setup.coldScript : id === "http-put" ? setup.putScript : id === "http-delete" ? setup.deleteScript : setup.hitScript;
         const pids = id === "http-bare" ? [setup.bareHttp!.service.pid] : nodePids;
         const group = peer ? "cold" : "default";
         const wrk = async (seconds: number) => {
@@ -428,14 +441,14 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           return r;
         };
         if (warmup > 0) await wrk(warmup);
-        // A PUT reads nothing: the gets path says nothing about it.
-        const before = id === "http-bare" || put ? null : await pathSnapshot(A, [B, C], group);
+        // A write reads nothing: the gets path says nothing about it.
+        const before = id === "http-bare" || write ? null : await pathSnapshot(A, [B, C], group);
         const window = startWindow(pids);
         const r = await wrk(durationS);
         const m = endWindow(window, pids, r.wallMs / 1000);
         const path = before === null ? null : diffPath(before, await pathSnapshot(A, [B, C], group));
-        // A PUT is answered with a short JSON body, whatever the value's size.
-        return fromWrk(r, m, put ? 0 : size, path);
+        // A PUT or DELETE is answered with a short JSON body, whatever the value's size.
+        return fromWrk(r, m, write ? 0 : size, path);
       }
       case "http-gcache-tcp":
       case "redis-tcp": {

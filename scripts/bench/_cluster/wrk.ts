@@ -33,10 +33,15 @@ export interface WrkResult {
 
 const MARK = "WRKJSON ";
 
+/** What the script sends for each key. */
+export type WrkRequest = { method: "GET" } | { method: "PUT"; bytes: number } | { method: "DELETE" };
+
 /**
  * Writes `<name>.keys` and `<name>.lua` into `dir`: the script sends
- * `GET <pathPrefix><key>` (with `putBytes`, a `PUT` of that many bytes)
+ * `GET <pathPrefix><key>` (or a `PUT` of `bytes` bytes, or a `DELETE`)
  * cycling over `keys`, thread t taking the keys t, t + threads, t + 2 threads, …
+ * A DELETE of a key nobody holds is answered 404, which counts as an answer,
+ * not an error, there (the script then looks at every status itself).
  *
  * Its first argument (after `--` on wrk's command line) is a cursor into the
  * key list, counted without wrapping: each thread starts at the first key of
@@ -45,8 +50,16 @@ const MARK = "WRKJSON ";
  * continues the cycle there, so no key comes back sooner than a full cycle.
  * Returns the script's path.
  */
-export function writeWrkScript(dir: string, name: string, keys: readonly string[], pathPrefix: string, threads: number, putBytes?: number): string {
-  const method = putBytes === undefined ? "GET" : "PUT";
+export function writeWrkScript(
+  dir: string,
+  name: string,
+  keys: readonly string[],
+  pathPrefix: string,
+  threads: number,
+  request: WrkRequest = { method: "GET" },
+): string {
+  const method = request.method;
+  const deletes = method === "DELETE";
   const keysFile = join(dir, `${name}.keys`);
   writeFileSync(keysFile, `${keys.map((k) => encodeURIComponent(k)).join("\n")}\n`);
   const script = join(dir, `${name}.lua`);
@@ -54,7 +67,7 @@ export function writeWrkScript(dir: string, name: string, keys: readonly string[
     script,
     `-- ${method} ${pathPrefix}<key>, cycling over ${keys.length} keys; thread t takes every ${threads}th key from t.
 local threads = ${threads}
-local body = ${putBytes === undefined ? "nil" : `string.rep("v", ${putBytes})`}
+local body = ${request.method === "PUT" ? `string.rep("v", ${request.bytes})` : "nil"}
 local next_id = 0
 local all_threads = {}
 function setup(thread)
@@ -65,10 +78,19 @@ end
 
 local requests = {}
 local count = 0
--- Globals, read from done() through thread:get: id (set by setup), start, sent.
+-- Globals, read from done() through thread:get: id (set by setup), start, sent, bad.
 start = 0
 sent = 0
-function init(args)
+bad = 0
+${
+  deletes
+    ? `-- Answers other than 200 (deleted) and 404 (nothing held) are the errors.
+function response(status, headers, body)
+  if status ~= 200 and status ~= 404 then bad = bad + 1 end
+end
+`
+    : ""
+}function init(args)
   local i = 0
   for key in io.lines(${JSON.stringify(keysFile)}) do
     if key ~= "" then
@@ -92,16 +114,19 @@ end
 
 function done(summary, latency, requests)
   local cursor = 0
+  local bad = 0
   for _, thread in ipairs(all_threads) do
     cursor = math.max(cursor, (thread:get("start") + thread:get("sent")) * threads + thread:get("id"))
+    bad = bad + thread:get("bad")
   end
   local e = summary.errors
+  local status_errors = ${deletes ? "bad" : "e.status"}
   io.write(string.format(
     '${MARK}{"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,"mean_us":%.1f,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f,' ..
     '"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f,"cursor":%.0f}\\n',
     summary.requests, summary.duration, summary.bytes,
     latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    e.connect, e.read, e.write, e.status, e.timeout, cursor))
+    e.connect, e.read, e.write, status_errors, e.timeout, cursor))
 end
 `,
   );
