@@ -1,13 +1,13 @@
 /**
  * Coalesces concurrent writes to one peer (for one group) into batched calls:
- * invalidations into InvalidateMany, stores at the owner into SetMany, deletes
- * at the owner into DeleteMany. Every
- * write tells every other node to drop its copy and most writes store at
- * another node, so under a write load each peer receives a stream of one-item
- * calls, and a gRPC call costs far more than the work it carries. At most one
- * call is in flight per peer and group; items that come meanwhile queue and
- * leave together when it returns. At low load nothing waits: an item finds no
- * call in flight and goes at once, as a batch of one.
+ * invalidations into InvalidateMany, stores and deletes at the owner into
+ * SetMany and DeleteMany. Every write tells every other node to drop its copy
+ * and most writes go to another node's store, so under a write load each peer
+ * receives a stream of one-item calls, and a gRPC call costs far more than
+ * the work it carries. At most one call is in flight per peer and group;
+ * items that come meanwhile queue and leave together when it returns. At low
+ * load nothing waits: an item finds no call in flight and goes at once, as a
+ * batch of one.
  *
  * A peer without the batched method (an older node) answers UNIMPLEMENTED:
  * its items go as plain calls from then on, each on its own.
