@@ -209,16 +209,10 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const group = groupOf(request.group);
       checkBatchSize(request.items.length, "items");
       // Each item as a peer's Set: stored here, never forwarded; one bad item fails only itself.
-      const results = new Array<ItemResult>(request.items.length);
-      for (let i = 0; i < results.length; i++) {
-        const item = request.items[i]!;
-        try {
-          await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
-          results[i] = STORED;
-        } catch (error) {
-          results[i] = itemFailure(error);
-        }
-      }
+      const results = await eachItem(request.items, async (item) => {
+        await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
+        return STORED;
+      });
       return { results };
     }),
     Delete: serve<Request, ResponseForDelete>("write", async (request, options) => {
@@ -229,14 +223,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const group = groupOf(request.group);
       checkBatchSize(request.keys.length, "keys");
       // Each key as a peer's Delete: dropped here, never forwarded; a bad key fails only itself.
-      const results = new Array<ItemResult>(request.keys.length);
-      for (let i = 0; i < results.length; i++) {
-        try {
-          results[i] = (await group.delete(request.keys[i]!, options, true)).deleted ? DELETED : NOT_HELD;
-        } catch (error) {
-          results[i] = itemFailure(error);
-        }
-      }
+      const results = await eachItem(request.keys, async (key) => ((await group.delete(key, options, true)).deleted ? DELETED : NOT_HELD));
       return { results };
     }),
     Clear: serve<ClearRequest, ClearResponse>("write", async (request, options) => {
@@ -271,6 +258,19 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
 /** Refuses a batched call that carries more than a node takes. */
 function checkBatchSize(count: number, what: "keys" | "items"): void {
   if (count > MAX_BATCH_KEYS) throw new GCacheError("ERR_INVALID_ARGUMENT", `a batch holds at most ${MAX_BATCH_KEYS} ${what}, got ${count}`);
+}
+
+/** Applies `apply` to each item in order; an item that throws fails alone, answered with its error. */
+async function eachItem<T>(items: readonly T[], apply: (item: T) => Promise<ItemResult>): Promise<ItemResult[]> {
+  const results = new Array<ItemResult>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    try {
+      results[i] = await apply(items[i]!);
+    } catch (error) {
+      results[i] = itemFailure(error);
+    }
+  }
+  return results;
 }
 
 /** How one item of a batch failed, as the answer carries it. */
