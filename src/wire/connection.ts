@@ -11,6 +11,7 @@ import {
   type ClientOptions,
 } from "@grpc/grpc-js";
 import { isIP } from "node:net";
+import { _cancellation } from "../call.ts";
 import { parseAddress } from "../cluster/address.ts";
 import { GCacheError, invalidOption } from "../errors.ts";
 import type { MethodDefinition } from "@grpc/grpc-js";
@@ -84,7 +85,7 @@ export class _Connection {
       return Promise.reject(new GCacheError("ERR_CLOSED", `connection to ${this.address} is closed`));
     }
     const signal = context.signal;
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (signal?.aborted) return Promise.reject(_cancellation(signal));
     return new Promise<Res>((resolve, reject) => {
       const call = this.client.makeUnaryRequest(
         method.path,
@@ -95,7 +96,7 @@ export class _Connection {
         { deadline: context.deadline },
         (error, response) => {
           if (signal !== undefined) signal.removeEventListener("abort", onAbort);
-          if (error) reject(signal?.aborted ? abortError(signal) : fromServiceError(error, `${method.path} on ${this.address}`));
+          if (error) reject(signal?.aborted ? _cancellation(signal) : fromServiceError(error, `${method.path} on ${this.address}`));
           else resolve(response as Res);
         },
       );
@@ -134,8 +135,3 @@ function tlsServerName(address: string, given: string | undefined): string | und
   throw invalidOption(`TLS to ${address}: an IP address needs tlsServerName, a DNS name found in the server's certificate`);
 }
 
-function abortError(signal: AbortSignal): GCacheError {
-  const reason: unknown = signal.reason;
-  if (reason instanceof GCacheError) return reason;
-  return new GCacheError("ERR_CANCELLED", "call cancelled by the caller", { cause: reason });
-}
