@@ -14,17 +14,15 @@ import type {
   BatchGetResponse,
   ClearRequest,
   ClearResponse,
-  DeleteManyRequest,
-  DeleteManyResponse,
-  InvalidateManyRequest,
   InvalidateRequest,
   InvalidateResponse,
   ItemResult,
-  SetManyRequest,
-  SetManyResponse,
+  ItemResults,
+  KeysRequest,
   Request,
   ResponseForDelete,
   ResponseForGet,
+  SetManyRequest,
 } from "../wire/messages.ts";
 import { toStatus } from "../wire/status.ts";
 import type { _TokenCheck } from "../auth.ts";
@@ -205,13 +203,13 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       );
       return { value: EMPTY, expiresAtMs: 0, unreachablePeers: result.unreachablePeers };
     }),
-    SetMany: serve<SetManyRequest, SetManyResponse>("write", async (request) => {
+    SetMany: serve<SetManyRequest, ItemResults>("write", async (request) => {
       const group = groupOf(request.group);
       checkBatchSize(request.items.length, "items");
       // Each item as a peer's Set: stored here, never forwarded; one bad item fails only itself.
       const results = await eachItem(request.items, async (item) => {
         await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
-        return STORED;
+        return APPLIED;
       });
       return { results };
     }),
@@ -219,11 +217,11 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const result = await groupOf(request.group).delete(request.key, options, request.fromPeer);
       return { value: result.deleted, unreachablePeers: result.unreachablePeers };
     }),
-    DeleteMany: serve<DeleteManyRequest, DeleteManyResponse>("write", async (request, options) => {
+    DeleteMany: serve<KeysRequest, ItemResults>("write", async (request, options) => {
       const group = groupOf(request.group);
       checkBatchSize(request.keys.length, "keys");
       // Each key as a peer's Delete: dropped here, never forwarded; a bad key fails only itself.
-      const results = await eachItem(request.keys, async (key) => ((await group.delete(key, options, true)).deleted ? DELETED : NOT_HELD));
+      const results = await eachItem(request.keys, async (key) => ((await group.delete(key, options, true)).deleted ? DELETED : APPLIED));
       return { results };
     }),
     Clear: serve<ClearRequest, ClearResponse>("write", async (request, options) => {
@@ -242,7 +240,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       group.invalidateLocal(request.all ? null : request.key);
       return {};
     }),
-    InvalidateMany: serve<InvalidateManyRequest, InvalidateResponse>("write", (request) => {
+    InvalidateMany: serve<KeysRequest, InvalidateResponse>("write", (request) => {
       const group = groupOf(request.group);
       const keys = request.keys;
       checkBatchSize(keys.length, "keys");
@@ -280,9 +278,9 @@ function itemFailure(error: unknown): ItemResult {
 }
 
 const NO_ITEMS: BatchGetItem[] = [];
-const STORED: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
+/** An item done: a value stored, or a key the receiver did not hold. */
+const APPLIED: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
 const DELETED: ItemResult = { errorCode: "", errorMessage: "", deleted: true };
-const NOT_HELD: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
 const RETRY_ALONE: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
 
 /** What the server-side decoder yields for bytes that are not a valid message. */

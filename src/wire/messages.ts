@@ -34,7 +34,8 @@ export interface InvalidateRequest {
 
 export type InvalidateResponse = Record<string, never>;
 
-export interface InvalidateManyRequest {
+/** InvalidateMany and DeleteMany. */
+export interface KeysRequest {
   group: string;
   keys: string[];
 }
@@ -57,16 +58,8 @@ export interface ItemResult {
   deleted: boolean;
 }
 
-export interface SetManyResponse {
-  results: ItemResult[];
-}
-
-export interface DeleteManyRequest {
-  group: string;
-  keys: string[];
-}
-
-export interface DeleteManyResponse {
+/** The answer to SetMany and DeleteMany. */
+export interface ItemResults {
   results: ItemResult[];
 }
 
@@ -171,14 +164,6 @@ function codec<T>(typeName: string, normalize: (decoded: Record<string, unknown>
 
 const EMPTY = new Uint8Array(0);
 
-function itemResults(m: Record<string, unknown>): ItemResult[] {
-  return (m.results as Record<string, unknown>[]).map((result) => ({
-    errorCode: result.errorCode as string,
-    errorMessage: result.errorMessage as string,
-    deleted: result.deleted as boolean,
-  }));
-}
-
 export const codecs = {
   Request: codec<Request>("pb.Request", (m) => ({
     group: m.group as string,
@@ -203,7 +188,7 @@ export const codecs = {
     all: m.all as boolean,
   })),
   InvalidateResponse: codec<InvalidateResponse>("pb.InvalidateResponse", () => ({})),
-  InvalidateManyRequest: codec<InvalidateManyRequest>("pb.InvalidateManyRequest", (m) => ({
+  KeysRequest: codec<KeysRequest>("pb.KeysRequest", (m) => ({
     group: m.group as string,
     keys: m.keys as string[],
   })),
@@ -215,12 +200,13 @@ export const codecs = {
       expiresAtMs: int64(item.expiresAtMs),
     })),
   })),
-  SetManyResponse: codec<SetManyResponse>("pb.SetManyResponse", (m) => ({ results: itemResults(m) })),
-  DeleteManyRequest: codec<DeleteManyRequest>("pb.DeleteManyRequest", (m) => ({
-    group: m.group as string,
-    keys: m.keys as string[],
+  ItemResults: codec<ItemResults>("pb.ItemResults", (m) => ({
+    results: (m.results as Record<string, unknown>[]).map((result) => ({
+      errorCode: result.errorCode as string,
+      errorMessage: result.errorMessage as string,
+      deleted: result.deleted as boolean,
+    })),
   })),
-  DeleteManyResponse: codec<DeleteManyResponse>("pb.DeleteManyResponse", (m) => ({ results: itemResults(m) })),
   ClearRequest: codec<ClearRequest>("pb.ClearRequest", (m) => ({
     group: m.group as string,
     fromPeer: m.fromPeer as boolean,
@@ -272,9 +258,9 @@ export const GCACHE_SERVICE = {
   Delete: unary("/pb.GCache/Delete", codecs.Request, codecs.ResponseForDelete),
   Clear: unary("/pb.GCache/Clear", codecs.ClearRequest, codecs.ClearResponse),
   Invalidate: unary("/pb.GCache/Invalidate", codecs.InvalidateRequest, codecs.InvalidateResponse),
-  InvalidateMany: unary("/pb.GCache/InvalidateMany", codecs.InvalidateManyRequest, codecs.InvalidateResponse),
-  SetMany: unary("/pb.GCache/SetMany", codecs.SetManyRequest, codecs.SetManyResponse),
-  DeleteMany: unary("/pb.GCache/DeleteMany", codecs.DeleteManyRequest, codecs.DeleteManyResponse),
+  InvalidateMany: unary("/pb.GCache/InvalidateMany", codecs.KeysRequest, codecs.InvalidateResponse),
+  SetMany: unary("/pb.GCache/SetMany", codecs.SetManyRequest, codecs.ItemResults),
+  DeleteMany: unary("/pb.GCache/DeleteMany", codecs.KeysRequest, codecs.ItemResults),
   BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
   BatchGetStream: {
     ...unary("/pb.GCache/BatchGetStream", codecs.BatchGetRequest, codecs.BatchGetResponse),
