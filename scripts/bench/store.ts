@@ -24,6 +24,9 @@
  *     holds; measured in a fresh child process per contender, after an
  *     untimed first fill. Key strings and the value exist beforehand, so this
  *     is the store's own overhead (index, links, slots, preallocated arrays).
+ *   - young GC ms: in the same child, the median young collection after 100
+ *     sets of keys the store does not hold: what the store's layout adds to
+ *     every young collection of a process that keeps writing.
  *   - get-heavy: stores prefilled with the C hottest keys, then 100 % `get`
  *     (ids beyond the cache miss; each store's hit ratio is printed too).
  *   - mixed: 90 % `get`, 10 % `set`, mixed by a seeded draw.
@@ -36,7 +39,7 @@
  * the median, so drifts in machine speed cancel out. Every result feeds a
  * checksum that is printed, so no loop can be optimised away.
  */
-import { heapStats } from "bun:jsc";
+import { edenGC, heapStats } from "bun:jsc";
 import { parseArgs } from "node:util";
 import { LRUCache } from "lru-cache";
 import { LRU2Store, LRUStore } from "../../src/store/index.ts";
@@ -134,6 +137,7 @@ interface Filled {
   close(): void;
   /** Makes this the instance the timed workloads run on. */
   use(): void;
+  set(key: string, value: Value): void;
 }
 
 interface Contender {
@@ -160,7 +164,12 @@ function lruContender(): Contender {
       for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
       for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
       for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
-      return { held: created.size, close: () => created.close(), use: () => (store = created) };
+      return {
+        held: created.size,
+        close: () => created.close(),
+        use: () => (store = created),
+        set: (key, v) => created.set(key, v),
+      };
     },
     run: {
       "get-heavy": (w) => getLRU(s(), w),
@@ -185,7 +194,12 @@ function lru2Contender(): Contender {
       for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
       for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
       for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
-      return { held: created.size, close: () => created.close(), use: () => (store = created) };
+      return {
+        held: created.size,
+        close: () => created.close(),
+        use: () => (store = created),
+        set: (key, v) => created.set(key, v),
+      };
     },
     run: {
       "get-heavy": (w) => getLRU2(s(), w),
@@ -210,7 +224,12 @@ function lruCacheContender(): Contender {
       for (let i = capacity - 1; i >= 0; i--) created.set(keys[i]!, value);
       for (let i = half - 1; i >= 0; i--) created.get(keys[i]!);
       for (let i = capacity - 1; i >= half; i--) created.set(keys[i]!, value);
-      return { held: created.size, close: () => created.clear(), use: () => (store = created) };
+      return {
+        held: created.size,
+        close: () => created.clear(),
+        use: () => (store = created),
+        set: (key, v) => created.set(key, v),
+      };
     },
     run: {
       "get-heavy": (w) => getLRUCache(s(), w),
@@ -249,9 +268,38 @@ function memoryChild(contender: Contender, capacity: number): void {
   const before = heapBytes();
   const second = contender.createFilled(capacity, keys, value);
   const after = heapBytes();
-  console.log(JSON.stringify({ bytesPerEntry: (after - before) / second.held, held: second.held }));
+  const youngGcMs = youngCollectionAfterSets(second, keys, capacity);
+  console.log(JSON.stringify({ bytesPerEntry: (after - before) / second.held, held: second.held, youngGcMs }));
   first.close();
   second.close();
+}
+
+const SETS_BETWEEN_COLLECTIONS = 100;
+const COLLECTION_SAMPLES = 41;
+
+/**
+ * Median time of a young collection that follows 100 sets of keys the store
+ * does not hold (each evicts one), with some request-like garbage in between.
+ * A generational collector revisits an old object whole once a reference is
+ * stored into it, so this shows what a store's layout costs every young
+ * collection of a process that keeps writing; the store is old by now.
+ */
+function youngCollectionAfterSets(store: Filled, keys: readonly string[], capacity: number): number {
+  const times: number[] = [];
+  let next = capacity;
+  for (let sample = 0; sample < COLLECTION_SAMPLES; sample++) {
+    for (let i = 0; i < SETS_BETWEEN_COLLECTIONS; i++) {
+      store.set(keys[next]!, new Uint8Array(64));
+      next = next + 1 < keys.length ? next + 1 : capacity;
+    }
+    let garbage = 0;
+    for (let i = 0; i < 10_000; i++) garbage += { i }.i;
+    sink += garbage;
+    const t0 = Bun.nanoseconds();
+    edenGC();
+    times.push((Bun.nanoseconds() - t0) / 1e6);
+  }
+  return median(times);
 }
 
 function median(xs: readonly number[]): number {
@@ -265,6 +313,8 @@ interface SizeResult {
   bytesPerEntry: Map<string, number>;
   /** Entries held after the prefill. */
   held: Map<string, number>;
+  /** See `youngCollectionAfterSets`. */
+  youngGcMs: Map<string, number>;
   opsPerSec: Map<WorkloadName, Map<string, number[]>>;
   getHitRatio: Map<string, number>;
 }
@@ -287,6 +337,7 @@ function benchSize(
   // Memory: each contender in a fresh child process (see `memoryChild`).
   const bytesPerEntry = new Map<string, number>();
   const held = new Map<string, number>();
+  const youngGcMs = new Map<string, number>();
   for (const c of contenders) {
     const child = Bun.spawnSync([process.execPath, import.meta.path, `--memory-child=${c.name}`, `--sizes=${capacity}`], {
       stdout: "pipe",
@@ -294,9 +345,10 @@ function benchSize(
     });
     const out = child.stdout.toString().trim();
     if (child.exitCode !== 0) throw new Error(`memory measurement for ${c.name} failed: ${out}`);
-    const parsed = JSON.parse(out) as { bytesPerEntry: number; held: number };
+    const parsed = JSON.parse(out) as { bytesPerEntry: number; held: number; youngGcMs: number };
     bytesPerEntry.set(c.name, parsed.bytesPerEntry);
     held.set(c.name, parsed.held);
+    youngGcMs.set(c.name, parsed.youngGcMs);
   }
 
   // Throughput on one prefilled instance per contender.
@@ -321,7 +373,7 @@ function benchSize(
     }
   }
   for (const c of contenders) c.release();
-  return { capacity, bytesPerEntry, held, opsPerSec, getHitRatio };
+  return { capacity, bytesPerEntry, held, youngGcMs, opsPerSec, getHitRatio };
 }
 
 function printSize(result: SizeResult, contenders: readonly Contender[], opsPerRun: number, rounds: number): void {
@@ -368,6 +420,15 @@ function printSize(result: SizeResult, contenders: readonly Contender[], opsPerR
       ...ours.map((n) => `${(bytes.get(n)! / bytes.get(reference)!).toFixed(2)}x`.padStart(20)),
     ].join(" "),
   );
+  const young = result.youngGcMs;
+  console.log(
+    [
+      "young GC ms".padEnd(12),
+      ...names.map((n) => young.get(n)!.toFixed(2).padStart(16)),
+      ...ours.map((n) => `${(young.get(n)! / young.get(reference)!).toFixed(2)}x`.padStart(20)),
+    ].join(" "),
+  );
+  console.log(`young GC ms: median young collection after ${SETS_BETWEEN_COLLECTIONS} sets of new keys (lower is better)`);
   console.log(`entries held after prefill: ${names.map((n) => `${n} ${fmtInt(result.held.get(n)!)}`).join(", ")}`);
   console.log(
     `get-heavy hit ratio: ${names.map((n) => `${n} ${(100 * result.getHitRatio.get(n)!).toFixed(1)}%`).join(", ")}`,

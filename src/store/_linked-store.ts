@@ -29,9 +29,38 @@ const MAX_INDEX_ENTRY = 0x7fffffff;
 const MAX_PREALLOCATED_SLOTS = 1 << 20;
 /** With slot 0, the arrays of a store without an entry bound start at 1024. */
 const UNBOUNDED_INITIAL_SLOTS = 1023;
+/**
+ * From this many entries on, new keys enter a small second map and move into
+ * the main index in batches. JavaScriptCore's generational collector revisits
+ * an old object whole at the next young collection once a reference has been
+ * stored into it: one new key in a Map of a million keys made every young
+ * collection that followed take ~12 ms. The small map takes those stores, and
+ * the main index is written once per batch. Below this size a revisit costs
+ * under half a millisecond and one map is simpler and faster.
+ */
+const YOUNG_INDEX_FROM = 32_768;
+/**
+ * Keys and values live in chunks of this many slots rather than in one array
+ * per store, for the same collector: a store into an old array makes the next
+ * young collection revisit all of it (0.9 ms for a million slots), a store
+ * into a chunk only that chunk.
+ */
+const CHUNK_BITS = 10;
+const CHUNK_SLOTS = 1 << CHUNK_BITS;
+const CHUNK_MASK = CHUNK_SLOTS - 1;
+/** The young map moves over once it holds more than 1/64 of the entries (and at least 1/32 of `YOUNG_INDEX_FROM`). */
+const YOUNG_INDEX_SHARE_SHIFT = 6;
+/** ... or once lookups that reached it outnumber 1/8 of the main index's keys (see `countYoungLookup`). */
+const YOUNG_LOOKUPS_SHIFT = 3;
 
 /** Slot links: 16-bit for small stores, 32-bit otherwise; fixed for the life of a store. */
 type Links = Uint16Array | Uint32Array;
+
+/** Knobs for tests only, to reach behaviour that otherwise needs tens of thousands of entries. */
+export interface _StoreInternals {
+  /** Entries from which new keys go to the young map; default `YOUNG_INDEX_FROM`. */
+  _youngIndexFrom?: number;
+}
 
 /** Per-list bounds; `Infinity` means unbounded. */
 export interface _ListLimits {
@@ -41,8 +70,8 @@ export interface _ListLimits {
 
 /**
  * The machinery both stores share: entries live in numbered slots; keys and
- * values in plain arrays, links, sizes and expiries in typed arrays, so an
- * operation allocates nothing beyond the key's map entry. A store bounded by
+ * values in chunked plain arrays, links, sizes and expiries in typed arrays, so
+ * an operation allocates nothing beyond the key's map entry. A store bounded by
  * at most 65,535 entries gets 16-bit links; one that may hold more gets
  * 32-bit links from the start, so a store never switches array types (a hot
  * access that sees both widths is markedly slower). Slots belong to one
@@ -51,6 +80,11 @@ export interface _ListLimits {
  *
  * TTL costs nothing until the first entry with an expiry arrives: only then
  * are the expiry array, generation counters and expiry heap allocated.
+ *
+ * The layout also spares the garbage collector: a large store that keeps
+ * taking writes adds little to each young collection (see `YOUNG_INDEX_FROM`
+ * and `CHUNK_BITS`), where one Map and two slot arrays as large as the store
+ * made each of them revisit all three.
  */
 export abstract class _LinkedStore<V> implements Store<V> {
   /**
@@ -58,7 +92,17 @@ export abstract class _LinkedStore<V> implements Store<V> {
    * in the entry it already has in hand instead of in a per-slot array, which
    * in a store larger than the CPU caches saves a memory access per hit.
    */
-  protected readonly index = new Map<string, number>();
+  private readonly index = new Map<string, number>();
+  /**
+   * Keys that arrived since the last move into `index` (see `YOUNG_INDEX_FROM`);
+   * `null` while there are none. A key is in one of the two maps, never both.
+   * Each batch starts a new map, which the collector then counts as young.
+   */
+  private young: Map<string, number> | null = null;
+  /** Lookups that reached `young` since it was created (see `countYoungLookup`). */
+  private youngLookups = 0;
+  private readonly youngFrom: number;
+  private readonly youngMin: number;
   /**
    * Low bits of an index entry that hold its list. Zero with a single list, and
    * when packing could overflow an int32 (a huge slot bound with many lists):
@@ -90,8 +134,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
    * there are several lists and index entries cannot carry them.
    */
   protected listOf: Uint8Array | Uint16Array | null;
-  protected keyList: (string | undefined)[];
-  protected vals: (V | undefined)[];
+  /** Key of slot `i` at `keyChunks[i >>> CHUNK_BITS][i & CHUNK_MASK]`; all chunks full-length but the last. */
+  private readonly keyChunks: (string | undefined)[][];
+  /** Value of slot `i`, laid out as `keyChunks`. */
+  private readonly valueChunks: (V | undefined)[][];
 
   private expires: Float64Array | null = null;
   private gens: Uint32Array | null = null;
@@ -114,7 +160,9 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private readonly defaultTtlMs: number;
   private readonly sweepIntervalMs: number;
 
-  protected constructor(options: StoreOptions<V>, limits: readonly _ListLimits[]) {
+  protected constructor(options: StoreOptions<V> & _StoreInternals, limits: readonly _ListLimits[]) {
+    this.youngFrom = options._youngIndexFrom ?? YOUNG_INDEX_FROM;
+    this.youngMin = this.youngFrom >>> 5;
     this.sizeOf = options.sizeOf ?? (defaultSizeOf as (value: V) => number);
     this.onEvict = options.onEvict ?? null;
     this.clock = options.clock ?? Date.now;
@@ -145,8 +193,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
     this.listMask = packed ? (1 << listBits) - 1 : 0;
     this.listOf =
       packed || lists === 1 ? null : lists <= 256 ? new Uint8Array(this.capacity) : new Uint16Array(this.capacity);
-    this.keyList = new Array<string | undefined>(this.capacity).fill(undefined);
-    this.vals = new Array<V | undefined>(this.capacity).fill(undefined);
+    this.keyChunks = [];
+    this.valueChunks = [];
+    growChunks(this.keyChunks, 0, this.capacity);
+    growChunks(this.valueChunks, 0, this.capacity);
   }
 
   /** The list a key that is not in the store enters. */
@@ -156,7 +206,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
 
   get size(): number {
     this.purgeExpired();
-    return this.index.size;
+    return this.entryCount();
   }
 
   get bytes(): number {
@@ -165,7 +215,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   get(key: string): V | undefined {
-    const entry = this.index.get(key);
+    const entry = this.entryFor(key);
     if (entry === undefined) return undefined;
     const i = entry >> this.listBits;
     if (this.expires !== null && this.isExpired(i)) {
@@ -173,12 +223,12 @@ export abstract class _LinkedStore<V> implements Store<V> {
       return undefined;
     }
     this.touch(key, entry, i);
-    return this.vals[i];
+    return this.valueAt(i);
   }
 
   peek(key: string): V | undefined {
     const i = this.liveSlot(key);
-    return i === undefined ? undefined : this.vals[i];
+    return i === undefined ? undefined : this.valueAt(i);
   }
 
   has(key: string): boolean {
@@ -195,7 +245,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (typeof key !== "string") throw invalidArgument(`key must be a string, got ${typeof key}`);
     if (this.closed) return false;
     const expiry = options === undefined && this.defaultTtlMs === 0 ? 0 : this.expiryFor(options);
-    const entry = this.index.get(key);
+    const entry = this.entryFor(key);
     if (expiry !== 0 && expiry <= this.clock()) {
       // Already expired on arrival: store nothing, and let no older value survive it.
       if (entry !== undefined) this.removeSlot(entry >> this.listBits, this.listAt(entry), "replaced");
@@ -206,7 +256,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       const list = this.listAt(entry);
       // Same value again (a refresh, the common write of a hot key): only recency
       // and expiry change, and the value need not even be sized.
-      if (this.vals[i] === value) {
+      if (this.valueAt(i) === value) {
         this.setExpiry(i, expiry);
         this.moveToHead(i, list);
         return true;
@@ -219,7 +269,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   delete(key: string): boolean {
-    const entry = this.index.get(key);
+    const entry = this.entryFor(key);
     if (entry === undefined) return false;
     const i = entry >> this.listBits;
     const expired = this.expires !== null && this.isExpired(i);
@@ -228,18 +278,22 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   keys(): string[] {
-    return [...this.index.keys()];
+    const young = this.young;
+    return young === null ? [...this.index.keys()] : [...this.index.keys(), ...young.keys()];
   }
 
   clear(): void {
     const listener = this.onEvict;
-    const evicted: [string, V][] | null = listener === null || this.index.size === 0 ? null : [];
+    const evicted: [string, V][] | null = listener === null || this.entryCount() === 0 ? null : [];
     if (evicted !== null) {
-      for (const [key, entry] of this.index) evicted.push([key, this.vals[entry >> this.listBits] as V]);
+      const collect = (entry: number, key: string) => evicted.push([key, this.valueAt(entry >> this.listBits) as V]);
+      this.index.forEach(collect);
+      this.young?.forEach(collect);
     }
     this.index.clear();
-    this.keyList.fill(undefined);
-    this.vals.fill(undefined);
+    this.young = null;
+    for (const chunk of this.keyChunks) chunk.fill(undefined);
+    for (const chunk of this.valueChunks) chunk.fill(undefined);
     this.heads.fill(NIL);
     this.tails.fill(NIL);
     this.counts.fill(0);
@@ -304,7 +358,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   protected moveToList(key: string, i: number, list: number, target: number): void {
     this.unlink(i, list);
     this.linkHead(i, target);
-    if (this.listOf === null) this.index.set(key, this.entryOf(i, target));
+    if (this.listOf === null) this.replaceEntry(key, this.entryOf(i, target));
     const sizes = this.sizes;
     if (sizes !== null) {
       const size = sizes[i]!;
@@ -336,11 +390,90 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private listOfSlot(i: number): number {
     const listOf = this.listOf;
     if (listOf !== null) return listOf[i]!;
-    return this.listMask === 0 ? 0 : this.index.get(this.keyList[i]!)! & this.listMask;
+    return this.listMask === 0 ? 0 : this.entryFor(this.keyAt(i)!)! & this.listMask;
+  }
+
+  private keyAt(i: number): string | undefined {
+    return this.keyChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK];
+  }
+
+  private valueAt(i: number): V | undefined {
+    return this.valueChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK];
+  }
+
+  private fillSlot(i: number, key: string | undefined, value: V | undefined): void {
+    const chunk = i >>> CHUNK_BITS;
+    const at = i & CHUNK_MASK;
+    this.keyChunks[chunk]![at] = key;
+    this.valueChunks[chunk]![at] = value;
+  }
+
+  /** The index entry of `key`, or `undefined` when the store does not hold it. */
+  protected entryFor(key: string): number | undefined {
+    const entry = this.index.get(key);
+    if (entry !== undefined) return entry;
+    const young = this.young;
+    if (young === null) return undefined;
+    const found = young.get(key);
+    this.countYoungLookup(young);
+    return found;
+  }
+
+  /**
+   * Every lookup that reaches the young map has paid for a second one. Once
+   * those add up to about what a batch move costs (one revisit of the main
+   * index, ~12 ns per key), the batch moves early: a store that reads much
+   * and writes little does not keep paying for a young map.
+   */
+  private countYoungLookup(young: Map<string, number>): void {
+    if (++this.youngLookups > this.index.size >>> YOUNG_LOOKUPS_SHIFT) this.promoteYoung(young);
+  }
+
+  private entryCount(): number {
+    const young = this.young;
+    return young === null ? this.index.size : this.index.size + young.size;
+  }
+
+  /** Indexes a key the store does not hold yet. */
+  private addEntry(key: string, entry: number): void {
+    const index = this.index;
+    if (index.size < this.youngFrom) {
+      index.set(key, entry);
+      return;
+    }
+    let young = this.young;
+    if (young === null) young = this.young = new Map();
+    young.set(key, entry);
+    const count = young.size;
+    if (count > this.youngMin && count > (index.size + count) >>> YOUNG_INDEX_SHARE_SHIFT) this.promoteYoung(young);
+  }
+
+  /** One write into the main index for a whole batch of new keys (see `YOUNG_INDEX_FROM`). */
+  private promoteYoung(young: Map<string, number>): void {
+    const index = this.index;
+    young.forEach((entry, key) => index.set(key, entry));
+    this.young = null;
+    this.youngLookups = 0;
+  }
+
+  /** Changes the entry of a key the store holds. */
+  private replaceEntry(key: string, entry: number): void {
+    const young = this.young;
+    if (young === null) {
+      this.index.set(key, entry);
+      return;
+    }
+    if (young.has(key)) young.set(key, entry);
+    else this.index.set(key, entry);
+    this.countYoungLookup(young);
+  }
+
+  private deleteEntry(key: string): void {
+    if (!this.index.delete(key)) this.young?.delete(key);
   }
 
   private liveSlot(key: string): number | undefined {
-    const entry = this.index.get(key);
+    const entry = this.entryFor(key);
     if (entry === undefined) return undefined;
     const i = entry >> this.listBits;
     if (this.expires !== null && this.isExpired(i)) {
@@ -401,9 +534,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
       }
     }
     const i = this.allocSlot();
-    this.keyList[i] = key;
-    this.vals[i] = value;
-    this.index.set(key, this.entryOf(i, list));
+    this.fillSlot(i, key, value);
+    this.addEntry(key, this.entryOf(i, list));
     this.linkHead(i, list);
     this.totalBytes += size;
     const sizes = this.sizes;
@@ -421,10 +553,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
    * round trip and relink), as a reused slot in the same list.
    */
   private replaceTail(i: number, list: number, key: string, value: V, size: number, expiry: number): boolean {
-    const evictedKey = this.keyList[i]!;
-    const evictedValue = this.vals[i] as V;
+    const evictedKey = this.keyAt(i)!;
+    const evictedValue = this.valueAt(i) as V;
     const delta = size - this.entrySize(i);
-    this.index.delete(evictedKey);
+    this.deleteEntry(evictedKey);
     if (this.expires !== null) {
       if (this.expires[i] !== 0) {
         this.expires[i] = 0;
@@ -439,9 +571,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
       sizes[i] = size;
       this.listBytes[list] = this.listBytes[list]! + delta;
     }
-    this.keyList[i] = key;
-    this.vals[i] = value;
-    this.index.set(key, this.entryOf(i, list));
+    this.fillSlot(i, key, value);
+    this.addEntry(key, this.entryOf(i, list));
     this.moveTailToHead(i, list);
     if (expiry !== 0) this.setExpiry(i, expiry);
     if (this.onEvict !== null) this.onEvict(evictedKey, evictedValue, "capacity");
@@ -449,7 +580,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   private update(i: number, list: number, key: string, value: V, valueSize: number, expiry: number): boolean {
-    const old = this.vals[i] as V;
+    const old = this.valueAt(i) as V;
     const oldValueSize = this.sizeOf(old);
     // The key is unchanged, so its byte count is the entry size minus the old value's.
     const sizes = this.sizes;
@@ -459,7 +590,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       this.removeSlot(i, list, "replaced");
       return this.insert(key, value, size, expiry);
     }
-    this.vals[i] = value;
+    this.valueChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK] = value;
     const delta = valueSize - oldValueSize;
     this.totalBytes += delta;
     if (sizes !== null) {
@@ -522,20 +653,19 @@ export abstract class _LinkedStore<V> implements Store<V> {
   /** Bytes of the entry in slot `i`, recomputed when no per-slot sizes are kept. */
   private entrySize(i: number): number {
     const sizes = this.sizes;
-    return sizes !== null ? sizes[i]! : utf8Length(this.keyList[i]!) + this.sizeOf(this.vals[i] as V);
+    return sizes !== null ? sizes[i]! : utf8Length(this.keyAt(i)!) + this.sizeOf(this.valueAt(i) as V);
   }
 
   /** Removes slot `i`, which is in `list`. */
   private removeSlot(i: number, list: number, reason: EvictReason): void {
-    const key = this.keyList[i]!;
-    const value = this.vals[i] as V;
+    const key = this.keyAt(i)!;
+    const value = this.valueAt(i) as V;
     const size = this.entrySize(i);
     this.totalBytes -= size;
     if (this.sizes !== null) this.listBytes[list] = this.listBytes[list]! - size;
     this.unlink(i, list);
-    this.index.delete(key);
-    this.keyList[i] = undefined;
-    this.vals[i] = undefined;
+    this.deleteEntry(key);
+    this.fillSlot(i, undefined, undefined);
     if (this.expires !== null) {
       if (this.expires[i] !== 0) {
         this.expires[i] = 0;
@@ -567,10 +697,8 @@ export abstract class _LinkedStore<V> implements Store<V> {
     if (this.listOf !== null) this.listOf = resized(this.listOf, capacity);
     if (this.expires !== null) this.expires = resized(this.expires, capacity);
     if (this.gens !== null) this.gens = resized(this.gens, capacity);
-    for (let i = this.capacity; i < capacity; i++) {
-      this.keyList.push(undefined);
-      this.vals.push(undefined);
-    }
+    growChunks(this.keyChunks, this.capacity, capacity);
+    growChunks(this.valueChunks, this.capacity, capacity);
     this.capacity = capacity;
   }
 
@@ -596,10 +724,13 @@ export abstract class _LinkedStore<V> implements Store<V> {
   private *liveExpiries(): Iterable<readonly [number, number, number]> {
     const expires = this.expires!;
     const gens = this.gens!;
-    for (const entry of this.index.values()) {
-      const i = entry >> this.listBits;
-      const at = expires[i]!;
-      if (at !== 0) yield [at, i, gens[i]!] as const;
+    for (const map of [this.index, this.young]) {
+      if (map === null) continue;
+      for (const entry of map.values()) {
+        const i = entry >> this.listBits;
+        const at = expires[i]!;
+        if (at !== 0) yield [at, i, gens[i]!] as const;
+      }
     }
   }
 
@@ -621,6 +752,23 @@ export abstract class _LinkedStore<V> implements Store<V> {
       clearInterval(this.sweepTimer);
       this.sweepTimer = null;
     }
+  }
+}
+
+/** Extends chunked slots from `from` to `to` slots: the last chunk up to full length, then new chunks. */
+function growChunks<T>(chunks: (T | undefined)[][], from: number, to: number): void {
+  let slots = from;
+  if (slots % CHUNK_SLOTS !== 0) {
+    const last = chunks[chunks.length - 1]!;
+    while (last.length < CHUNK_SLOTS && slots < to) {
+      last.push(undefined);
+      slots++;
+    }
+  }
+  while (slots < to) {
+    const length = Math.min(CHUNK_SLOTS, to - slots);
+    chunks.push(new Array<T | undefined>(length).fill(undefined));
+    slots += length;
   }
 }
 

@@ -60,7 +60,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   /** 1 or 2 for a stored key, `undefined` otherwise. For tests and diagnostics; does not touch recency. */
   _levelOf(key: string): 1 | 2 | undefined {
     if (!this.has(key)) return undefined;
-    return (this.listAt(this.index.get(key)!) & 1) === 0 ? 1 : 2;
+    return (this.listAt(this.entryFor(key)!) & 1) === 0 ? 1 : 2;
   }
 
   protected listForNewKey(key: string): number {

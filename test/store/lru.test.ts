@@ -123,6 +123,36 @@ describe("LRUStore", () => {
     expect(store.bytes).toBe(maxBytes - 1);
   });
 
+  test("a million-entry store grows past its preallocated slots and finds, evicts and deletes keys in both index maps", () => {
+    // Beyond 32,768 entries new keys wait in a second map and move over in batches;
+    // beyond 2^20 slots the chunked slot arrays grow from a partial last chunk.
+    const n = (1 << 20) + 3000;
+    const { store, evicted } = recorded({ maxEntries: n });
+    for (let i = 0; i < n; i++) store.set(`k${i}`, one);
+    expect(store.size).toBe(n);
+    expect(evicted).toEqual([]);
+    for (let i = 0; i < n; i += 4099) expect(store.peek(`k${i}`)).toBe(one);
+    for (let i = n - 50; i < n; i++) expect(store.has(`k${i}`)).toBe(true);
+    expect(store.delete(`k${n - 1}`)).toBe(true); // among the newest keys
+    expect(store.delete("k5")).toBe(true); // among the oldest
+    expect(store.delete(`k${n - 1}`)).toBe(false);
+    expect(store.size).toBe(n - 2);
+    store.get("k0"); // k0 becomes the newest; k1 the oldest
+    for (let i = 0; i < 4; i++) store.set(`new${i}`, one);
+    expect(evicted).toEqual([`k${n - 1}:deleted`, "k5:deleted", "k1:capacity", "k2:capacity"]);
+    const keys = store.keys();
+    expect(keys.length).toBe(n);
+    expect(new Set(keys).size).toBe(n);
+    expect(store.get("new3")).toBe(one);
+    expect(store.get("k0")).toBe(one);
+    expect(store.get("k2")).toBeUndefined();
+    store.clear();
+    expect(store.size).toBe(0);
+    expect(store.get(`k${n - 2}`)).toBeUndefined();
+    store.set("again", one);
+    expect(store.keys()).toEqual(["again"]);
+  });
+
   test("a store bounded by entries only keeps bytes exact without per-entry sizes", () => {
     const { store } = recorded({ maxEntries: 2 });
     store.set("a", new Uint8Array(10));

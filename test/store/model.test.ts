@@ -6,7 +6,8 @@
  */
 import { expect, test } from "bun:test";
 import { hash32 } from "../../src/cluster/hash.ts";
-import { createStore, type Store } from "../../src/store/index.ts";
+import type { _StoreInternals } from "../../src/store/_linked-store.ts";
+import { createStore, type LRU2StoreOptions, type Store } from "../../src/store/index.ts";
 import { FakeClock } from "../_support/clock.ts";
 import { randomInt, seededRandom } from "../_support/random.ts";
 
@@ -119,6 +120,10 @@ class Model {
   size(): number {
     this.purge();
     return this.where.size;
+  }
+
+  keys(): string[] {
+    return [...this.where.keys()];
   }
 
   bytes(): number {
@@ -311,7 +316,49 @@ const scenarios: Scenario[] = [
   },
   lru2BytesOnly("too many slots to pack, list numbers kept per slot", { buckets: 4, bytesPerBucket: 1000, seed: 7, keys: 300 }),
   lru2BytesOnly("16-bit list numbers kept per slot", { buckets: 512, bytesPerBucket: 200, seed: 8, keys: 3000 }),
+  {
+    // From 64 entries on, new keys go to the young map, which moves over every 2-3 new keys.
+    name: "LRUStore (young index from 64 entries, entries and bytes bounded)",
+    operations: 300_000,
+    seed: 9,
+    keys: 400,
+    largeValue: 1200,
+    build: (clock, onEvict) => createStore("lru", youngIndexed(64, { maxEntries: 200, maxBytes: 6000, clock, onEvict })),
+    limits: [{ maxEntries: 200, maxBytes: 6000 }],
+    listFor: () => 0,
+    twoLevels: false,
+  },
+  {
+    name: "LRU2Store (young index from 64 entries, 4 buckets, bytes bounded only: slots grow past a chunk)",
+    operations: 300_000,
+    seed: 10,
+    keys: 3000,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", youngIndexed(64, { maxBytes: 4 * 12_000, buckets: 4, clock, onEvict })),
+    limits: lru2Limits(4, { maxEntries: Infinity, maxBytes: 6000 }, { maxEntries: Infinity, maxBytes: 6000 }),
+    listFor: (key) => (hash32(key) & 3) * 2,
+    twoLevels: true,
+  },
 ];
+
+/** Store options with the young index switched on from `from` entries (see `YOUNG_INDEX_FROM`). */
+function youngIndexed(
+  from: number,
+  shape: Pick<LRU2StoreOptions, "maxEntries" | "maxBytes" | "buckets"> & {
+    clock: FakeClock;
+    onEvict: (key: string, reason: string) => void;
+  },
+): LRU2StoreOptions & _StoreInternals {
+  const { clock, onEvict, ...bounds } = shape;
+  return {
+    ...bounds,
+    clock: clock.read,
+    sweepIntervalMs: 0,
+    onEvict: (key, _v, reason) => onEvict(key, reason),
+    _youngIndexFrom: from,
+  };
+}
 
 for (const scenario of scenarios) {
   test(`${scenario.name} matches the reference model over ${scenario.operations} random operations`, () => {
@@ -368,6 +415,8 @@ for (const scenario of scenarios) {
         model.clear();
       }
       if (op % 1000 === 0) {
+        check(op, "purgeExpired", store.purgeExpired(), model.purge());
+        check(op, "keys", store.keys().sort().join(" "), model.keys().sort().join(" "));
         check(op, "size", store.size, model.size());
         check(op, "bytes", store.bytes, model.bytes());
         expect(store.size).toBeLessThanOrEqual(totalMaxEntries);
