@@ -292,6 +292,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     }
     this.index.clear();
     this.young = null;
+    this.youngLookups = 0;
     for (const chunk of this.keyChunks) chunk.fill(undefined);
     for (const chunk of this.valueChunks) chunk.fill(undefined);
     this.heads.fill(NIL);
