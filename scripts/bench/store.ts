@@ -412,22 +412,18 @@ function printSize(result: SizeResult, contenders: readonly Contender[], opsPerR
     ];
     console.log(cells.join(" "));
   }
-  const bytes = result.bytesPerEntry;
-  console.log(
-    [
-      "bytes/entry".padEnd(12),
-      ...names.map((n) => bytes.get(n)!.toFixed(1).padStart(16)),
-      ...ours.map((n) => `${(bytes.get(n)! / bytes.get(reference)!).toFixed(2)}x`.padStart(20)),
-    ].join(" "),
-  );
-  const young = result.youngGcMs;
-  console.log(
-    [
-      "young GC ms".padEnd(12),
-      ...names.map((n) => young.get(n)!.toFixed(2).padStart(16)),
-      ...ours.map((n) => `${(young.get(n)! / young.get(reference)!).toFixed(2)}x`.padStart(20)),
-    ].join(" "),
-  );
+  // One figure per store, and ours against the reference.
+  const printRow = (label: string, figures: Map<string, number>, digits: number): void => {
+    console.log(
+      [
+        label.padEnd(12),
+        ...names.map((n) => figures.get(n)!.toFixed(digits).padStart(16)),
+        ...ours.map((n) => `${(figures.get(n)! / figures.get(reference)!).toFixed(2)}x`.padStart(20)),
+      ].join(" "),
+    );
+  };
+  printRow("bytes/entry", result.bytesPerEntry, 1);
+  printRow("young GC ms", result.youngGcMs, 2);
   console.log(`young GC ms: median young collection after ${SETS_BETWEEN_COLLECTIONS} sets of new keys (lower is better)`);
   console.log(`entries held after prefill: ${names.map((n) => `${n} ${fmtInt(result.held.get(n)!)}`).join(", ")}`);
   console.log(
