@@ -402,6 +402,10 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return this.valueChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK];
   }
 
+  private setValueAt(i: number, value: V): void {
+    this.valueChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK] = value;
+  }
+
   private fillSlot(i: number, key: string | undefined, value: V | undefined): void {
     const chunk = i >>> CHUNK_BITS;
     const at = i & CHUNK_MASK;
@@ -591,7 +595,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
       this.removeSlot(i, list, "replaced");
       return this.insert(key, value, size, expiry);
     }
-    this.valueChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK] = value;
+    this.setValueAt(i, value);
     const delta = valueSize - oldValueSize;
     this.totalBytes += delta;
     if (sizes !== null) {
