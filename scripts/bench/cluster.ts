@@ -38,6 +38,8 @@
  * Contenders, per value size, each with `concurrency` connections or calls in flight:
  *   http gcache   wrk GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
  *   http bare     the same wrk script against a Bun.serve returning a fixed body of the same size
+ *   http bare map the same wrk script against a Bun.serve serving each of those keys its own value from a Map,
+ *                 through the gateway's route (no goal: it shows what finding and sending distinct values costs)
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
  *   one client    the http gcache and redis GET workloads again, both loaded by _cluster/tcp-get.ts (raw TCP,
  *                 HTTP/1.1 or RESP, same connections, same clock): wrk and redis-benchmark differ in their own
@@ -150,6 +152,7 @@ const bun = process.execPath;
 
 type ContenderId =
   | "http-bare"
+  | "http-bare-map"
   | "http-gcache"
   | "redis"
   | "http-gcache-tcp"
@@ -165,6 +168,7 @@ type ContenderId =
 const LABELS: Record<ContenderId, string> = {
   "http-gcache": "HTTP gateway, hit on A",
   "http-bare": "HTTP bare Bun.serve",
+  "http-bare-map": "HTTP bare Bun.serve, Map",
   redis: "Redis GET (redis-benchmark)",
   "http-gcache-tcp": "HTTP gateway hit, one client",
   "redis-tcp": "Redis GET, one client",
@@ -180,6 +184,7 @@ const LABELS: Record<ContenderId, string> = {
 /** Running order of a round (reversed every other round): compared contenders sit next to each other. */
 const ORDER: ContenderId[] = [
   "http-bare",
+  "http-bare-map",
   "http-gcache",
   "redis",
   "redis-tcp",
@@ -194,7 +199,9 @@ const ORDER: ContenderId[] = [
 ];
 
 const wanted = new Set<ContenderId>();
-if (sections.has("http")) for (const id of ["http-bare", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp"] as const) wanted.add(id);
+if (sections.has("http")) {
+  for (const id of ["http-bare", "http-bare-map", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp"] as const) wanted.add(id);
+}
 if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
 if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
 if (sections.has("writes")) for (const id of ["http-put", "http-delete"] as const) wanted.add(id);
@@ -253,6 +260,8 @@ interface SizeSetup {
   /** DELETEs over the same keys. */
   deleteScript: string;
   bareHttp: { service: Service; url: string } | null;
+  /** A bare Bun.serve serving the hit keys' own values from a Map (see `_cluster/bare-http.ts`). */
+  bareMapHttp: { service: Service; url: string } | null;
   bareGrpc: Child | null;
 }
 
@@ -385,11 +394,22 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         ? writeWrkScript(tmp!, `delete${size}`, writesKeys, "/v1/groups/writes/keys/", WRK_THREADS, { method: "DELETE" })
         : "",
       bareHttp: null,
+      bareMapHttp: null,
       bareGrpc: null,
     };
     if (wanted.has("http-bare")) {
       const bare = await startWithReadyLine(`bare http ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`]);
       setup.bareHttp = { service: bare.service, url: `http://${bare.address}` };
+    }
+    if (wanted.has("http-bare-map") && hitKeys.length > 0) {
+      const keysFile = writeKeys(`bare-map${size}.keys`, hitKeys);
+      const bare = await startWithReadyLine(`bare http map ${size}`, [
+        bun,
+        here("./_cluster/bare-http.ts"),
+        `--value-bytes=${size}`,
+        `--keys-file=${keysFile}`,
+      ]);
+      setup.bareMapHttp = { service: bare.service, url: `http://${bare.address}` };
     }
     if (wanted.has("grpc-bare")) {
       setup.bareGrpc = spawnChild(`bare grpc ${size}`, [bun, here("./_node/bare.ts"), `--value-bytes=${size}`]);
@@ -420,12 +440,14 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "http-peer":
       case "http-put":
       case "http-delete":
-      case "http-bare": {
-        const url = id === "http-bare" ? setup.bareHttp!.url : A.http;
+      case "http-bare":
+      case "http-bare-map": {
+        const bare = id === "http-bare" ? setup.bareHttp : id === "http-bare-map" ? setup.bareMapHttp : null;
+        const url = bare === null ? A.http : bare.url;
         const peer = id === "http-peer";
         const write = id === "http-put" || id === "http-delete";
         const script = peer ? setup.coldScript : id === "http-put" ? setup.putScript : id === "http-delete" ? setup.deleteScript : setup.hitScript;
-        const pids = id === "http-bare" ? [setup.bareHttp!.service.pid] : nodePids;
+        const pids = bare === null ? nodePids : [bare.service.pid];
         const group = peer ? "cold" : "default";
         const wrk = async (seconds: number) => {
           const r = await runWrk({
@@ -442,7 +464,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         };
         if (warmup > 0) await wrk(warmup);
         // A write reads nothing: the gets path says nothing about it.
-        const before = id === "http-bare" || write ? null : await pathSnapshot(A, [B, C], group);
+        const before = bare !== null || write ? null : await pathSnapshot(A, [B, C], group);
         const window = startWindow(pids);
         const r = await wrk(durationS);
         const m = endWindow(window, pids, r.wallMs / 1000);
@@ -785,6 +807,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         add("redis", "redis");
         add("bare", "http-bare");
       }
+      if (id === "http-bare-map") add("bare", "http-bare");
       if (id === "http-gcache-tcp") add("redis", "redis-tcp");
       if (id === "grpc-gcache") add("bare", "grpc-bare");
       if (id === "http-peer") add("local", "http-gcache");
@@ -871,6 +894,8 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       console.log(`  info  ${`${s}: ${label}`.padEnd(52)} req/s ${fmtRatio(median(rps))}, p99 ${fmtRatio(p99)}  [${rps.map(fmtRatio).join(" ")}]`);
     };
     info("bare Bun.serve vs Redis (what any Bun HTTP server gets here)", "http-bare", "redis");
+    info("gateway / bare Bun.serve with a Map of the same values", "http-gcache", "http-bare-map");
+    info("bare Bun.serve with a Map / with one fixed body", "http-bare-map", "http-bare");
     info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
     goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), quietRounds(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
