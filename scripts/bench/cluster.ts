@@ -1,9 +1,10 @@
 /**
  * The compiled gcache-node executable in a 3-node loopback cluster, against
- * references measured in the same run: Redis (GET), a bare Bun.serve and a
- * bare grpc-js server; plus the executable's start time and memory.
+ * references measured in the same run: Redis (GET), two bare Bun.serve (a
+ * fixed body; a Map of the same keys' values) and a bare grpc-js server; plus
+ * the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 12 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 6 min
+ *   bun run bench:cluster             # 2 value sizes x 13 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 7 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
