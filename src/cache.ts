@@ -53,10 +53,8 @@ export class Cache<V = Uint8Array> {
   }
 
   get(key: string): V | undefined {
-    if (this.closed) return undefined;
-    this.gets++;
-    const value = this.store.get(key);
-    if (value !== undefined) this.hits++;
+    const value = this._getIfHit(key);
+    if (value === undefined && !this.closed) this.gets++;
     return value;
   }
 
