@@ -1,6 +1,7 @@
 /**
- * The gateway's key routes: gets of single-segment keys take Bun's router,
- * everything else the gateway's own parser, and both must mean the same key.
+ * The gateway's key routes: whatever a key's shape (escaped, nested, with
+ * characters that look like a query), the gateway must mean the same key as
+ * the library, and refuse malformed escapes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { NotFoundError } from "../../src/errors.ts";
@@ -42,7 +43,7 @@ describe("HTTP gateway keys", () => {
 
   const keys = ["plain", "with space", "plus+sign", "slash/inside", "ünïcödé", "emoji 🦀", "percent%sign", "\uFFFD", "a\uFFFDb", "?query-like", "#hash", "dot."];
 
-  test("every key written through the gateway is the same key for the library, whichever route reads it", async () => {
+  test("every key written through the gateway is the same key for the library, nested or escaped", async () => {
     for (const key of keys) {
       const put = await fetch(`${base}/g/keys/${encodeURIComponent(key)}`, { method: "PUT", body: `value of ${key}` });
       expect({ key, status: put.status }).toEqual({ key, status: 200 });
@@ -56,7 +57,7 @@ describe("HTTP gateway keys", () => {
     expect(loaded).toEqual([]);
   });
 
-  test("malformed escapes are a 400 on the routed path as on the other, and nothing is loaded", async () => {
+  test("malformed escapes are a 400 in the group and in the key, and nothing is loaded", async () => {
     for (const path of ["g/keys/a%zz", "g/keys/a%", "g/keys/%E0%80", "g/keys/%ED%A0%80", "g%zz/keys/k", "g/keys/x%FFy"]) {
       const response = await fetch(`${base}/${path}`);
       expect({ path, status: response.status }).toEqual({ path, status: 400 });
@@ -89,7 +90,7 @@ describe("HTTP gateway keys", () => {
   });
 });
 
-test("with the token required on reads, routed gets are refused without it", async () => {
+test("with the token required on reads, gets are refused without it", async () => {
   const node = new CacheNode({ port: 0, groups: [{ name: "g" }] });
   await node.start();
   const gateway = new _HttpGateway(node, { host: "127.0.0.1", port: 0, auth: { token: TOKEN, reads: true } });

@@ -1,0 +1,375 @@
+/**
+ * HTTP/1.1 requests as the gateway's own server reads them (RFC 9112): the
+ * request line and header block, then the body by Content-Length or by the
+ * chunked transfer coding.
+ *
+ * Strict wherever leniency would let two parsers disagree on where a request
+ * ends (request smuggling through a proxy in front of the node): CRLF line
+ * ends only, no folded header lines, no Content-Length next to
+ * Transfer-Encoding, one Content-Length value, no transfer coding but chunked.
+ */
+
+/** A request the server cannot take: answered with `status`, then the connection closes. */
+export class _HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/** Limits of what one request may hold; the server's defaults are in http-server.ts. */
+export interface _RequestLimits {
+  /** Request line and headers, in bytes. */
+  maxHeadBytes: number;
+  /** Header lines. */
+  maxHeaders: number;
+  /** Body bytes, after chunked decoding. */
+  maxBodyBytes: number;
+}
+
+/** No body: shared by every request without one (the handler must not write to it). */
+const NO_BODY = new Uint8Array(0);
+/** `bodyLength` of a chunked body, whose length is known only at its end. */
+export const _CHUNKED = -1;
+
+export class _HttpRequest {
+  /** Decoded body; empty when the request has none. Set once the whole body has arrived. */
+  body: Uint8Array = NO_BODY;
+
+  constructor(
+    readonly method: string,
+    /** Path as sent (percent-encoded), without the query. */
+    readonly path: string,
+    /** Query string without the "?", "" when none. */
+    readonly query: string,
+    /** The bytes the head was read from; never written to, so headers are decoded only when asked for. */
+    private readonly input: Buffer,
+    /** Per header line: name start, name end, value start, value end (trimmed), offsets into `input`. */
+    private readonly fields: number[],
+    /** Whether the connection may carry another request after this one. */
+    readonly keepAlive: boolean,
+    /** Body bytes announced by Content-Length, 0 for none, `_CHUNKED` for chunked. */
+    readonly bodyLength: number,
+    /** The client waits for "100 Continue" before it sends the body. */
+    readonly expectsContinue: boolean,
+  ) {}
+
+  /** The first value of a header; `name` in lower case. */
+  header(name: string): string | null {
+    const fields = this.fields;
+    for (let i = 0; i < fields.length; i += 4) {
+      if (nameIs(this.input, fields[i]!, fields[i + 1]!, name)) return latin1(this.input, fields[i + 2]!, fields[i + 3]!);
+    }
+    return null;
+  }
+}
+
+/** Buffer's latin1Slice, which Node and Bun have but do not type: toString("latin1") without the encoding lookup. */
+type Latin1Sliceable = Buffer & { latin1Slice(start: number, end: number): string };
+
+function latin1(input: Buffer, from: number, to: number): string {
+  return (input as Latin1Sliceable).latin1Slice(from, to);
+}
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HTAB = 9;
+const COLON = 58;
+const QUESTION = 63;
+const SLASH = 47;
+const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
+const CRLF = Buffer.from("\r\n", "latin1");
+
+/** Where the request head that starts at `from` ends (just past its blank line), or -1 while it is incomplete. */
+export function _headEnd(input: Buffer, from: number): number {
+  const at = input.indexOf(HEAD_END, from);
+  return at < 0 ? -1 : at + 4;
+}
+
+/** Skips the empty lines a client may send between requests (RFC 9112 §2.2). */
+export function _skipEmptyLines(input: Buffer, from: number): number {
+  let at = from;
+  while (at + 1 < input.length && input[at] === CR && input[at + 1] === LF) at += 2;
+  return at;
+}
+
+/**
+ * Fails early on an incomplete head that can never complete or grows too
+ * large, instead of waiting for bytes that will not come (a bare-LF request
+ * would otherwise sit until the idle timeout).
+ */
+export function _checkIncompleteHead(input: Buffer, from: number, limits: _RequestLimits): void {
+  if (input.length - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
+  const lf = input.indexOf(LF, from);
+  if (lf >= 0 && (lf === from || input[lf - 1] !== CR)) throw new _HttpError(400, "line ends must be CRLF");
+}
+
+function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _HttpError {
+  const lineEnd = input.indexOf(LF, from);
+  if (lineEnd < 0 || lineEnd - from > limits.maxHeadBytes) return new _HttpError(414, `request line longer than ${limits.maxHeadBytes} bytes`);
+  return new _HttpError(431, `request head longer than ${limits.maxHeadBytes} bytes`);
+}
+
+/**
+ * Parses the head in `input[from, end)` (`end` from `_headEnd`). Works on the
+ * bytes: only the path, the query and the values asked for become strings.
+ * Throws `_HttpError` for what it refuses.
+ */
+export function _parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits): _HttpRequest {
+  if (end - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
+  // Request line: METHOD SP TARGET SP HTTP/1.x CRLF
+  let at = from;
+  while (at < end && isTokenByte(input[at]!)) at++;
+  if (at === from || input[at] !== SP) throw new _HttpError(400, "malformed request line: expected METHOD TARGET HTTP/1.1");
+  const method = methodName(input, from, at);
+  const targetStart = ++at;
+  let queryAt = -1;
+  for (; at < end; at++) {
+    const byte = input[at]!;
+    if (byte === SP) break;
+    if (byte < 0x21 || byte > 0x7e) {
+      if (byte === CR || byte === LF) break;
+      throw new _HttpError(400, "the request target may hold only visible ASCII; percent-encode other bytes");
+    }
+    if (byte === QUESTION && queryAt < 0) queryAt = at;
+  }
+  if (at === targetStart || input[at] !== SP) throw new _HttpError(400, "malformed request line: expected METHOD TARGET HTTP/1.1");
+  const targetEnd = at++;
+  if (input.indexOf(HTTP_1, at) !== at || input[at + 8] !== CR || input[at + 9] !== LF) throw badVersion(input, at, end);
+  const minor = input[at + 7];
+  if (minor !== 0x31 && minor !== 0x30) throw badVersion(input, at, end);
+  const http10 = minor === 0x30;
+  at += 10;
+
+  const fields: number[] = [];
+  let contentLength = -1;
+  let chunked = false;
+  let close = http10;
+  let expectsContinue = false;
+  const headersEnd = end - 2;
+  while (at < headersEnd) {
+    if (fields.length >= limits.maxHeaders * 4) throw new _HttpError(431, `more than ${limits.maxHeaders} header lines`);
+    const nameStart = at;
+    while (at < headersEnd && isTokenByte(input[at]!)) at++;
+    if (at === nameStart || input[at] !== COLON) {
+      const byte = input[at];
+      const why = byte === SP || byte === HTAB ? "folded lines and spaces before the colon are not accepted" : "expected NAME: VALUE";
+      throw new _HttpError(400, `malformed header line: ${why}`);
+    }
+    const nameEnd = at++;
+    while (input[at] === SP || input[at] === HTAB) at++;
+    const valueStart = at;
+    let valueEnd = at;
+    for (; ; at++) {
+      const byte = input[at]!;
+      if (byte === CR) break;
+      if ((byte < 0x20 && byte !== HTAB) || byte === 0x7f) throw new _HttpError(400, "control character in a header value (line ends must be CRLF)");
+      if (byte !== SP && byte !== HTAB) valueEnd = at + 1;
+    }
+    if (input[at + 1] !== LF) throw new _HttpError(400, "line ends must be CRLF");
+    at += 2;
+    fields.push(nameStart, nameEnd, valueStart, valueEnd);
+    switch (nameEnd - nameStart) {
+      case 14:
+        if (nameIs(input, nameStart, nameEnd, "content-length")) {
+          const length = decimal(input, valueStart, valueEnd);
+          if (contentLength >= 0 && contentLength !== length) throw new _HttpError(400, "conflicting content-length headers");
+          contentLength = length;
+        }
+        break;
+      case 17:
+        if (nameIs(input, nameStart, nameEnd, "transfer-encoding")) {
+          const value = latin1(input, valueStart, valueEnd);
+          if (value.toLowerCase() !== "chunked") throw new _HttpError(501, `transfer coding ${JSON.stringify(value.slice(0, 40))} not supported; use chunked`);
+          chunked = true;
+        }
+        break;
+      case 10:
+        if (nameIs(input, nameStart, nameEnd, "connection")) {
+          const tokens = latin1(input, valueStart, valueEnd).toLowerCase();
+          if (hasToken(tokens, "close")) close = true;
+          else if (http10 && hasToken(tokens, "keep-alive")) close = false;
+        }
+        break;
+      case 6:
+        if (nameIs(input, nameStart, nameEnd, "expect")) {
+          const value = latin1(input, valueStart, valueEnd);
+          if (value.toLowerCase() !== "100-continue") throw new _HttpError(417, `expectation ${JSON.stringify(value.slice(0, 40))} not supported`);
+          expectsContinue = true;
+        }
+        break;
+    }
+  }
+  if (chunked && contentLength >= 0) throw new _HttpError(400, "content-length and transfer-encoding together");
+  if (chunked && http10) throw new _HttpError(400, "transfer-encoding in an HTTP/1.0 request");
+  const bodyLength = chunked ? _CHUNKED : Math.max(contentLength, 0);
+  if (bodyLength > limits.maxBodyBytes) throw new _HttpError(413, `body of ${bodyLength} bytes exceeds the limit of ${limits.maxBodyBytes}`);
+  const pathStart = originFormStart(input, targetStart, targetEnd);
+  const pathEnd = queryAt < 0 ? targetEnd : Math.max(queryAt, pathStart);
+  return new _HttpRequest(
+    method,
+    pathStart < 0 ? "/" : pathStart === targetEnd ? "*" : latin1(input, pathStart, pathEnd),
+    queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),
+    input,
+    fields,
+    !close,
+    bodyLength,
+    expectsContinue && bodyLength !== 0,
+  );
+}
+
+function badVersion(input: Buffer, at: number, end: number): _HttpError {
+  const lineEnd = input.indexOf(CR, at);
+  const version = latin1(input, at, Math.min(lineEnd < 0 ? end : lineEnd, at + 20));
+  if (/^HTTP\/\d\.\d$/.test(version)) return new _HttpError(505, `HTTP version ${version.slice(5)} not supported; use HTTP/1.1`);
+  return new _HttpError(400, "malformed request line: expected METHOD TARGET HTTP/1.1");
+}
+
+const COMMON_METHODS = ["GET", "PUT", "HEAD", "DELETE"];
+
+/** The common methods as constants: no string made per request. */
+function methodName(input: Buffer, from: number, to: number): string {
+  for (const method of COMMON_METHODS) if (bytesAre(input, from, to, method)) return method;
+  return latin1(input, from, to);
+}
+
+function bytesAre(input: Buffer, from: number, to: number, text: string): boolean {
+  if (to - from !== text.length) return false;
+  for (let i = 0; i < text.length; i++) if (input[from + i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * Where the path starts within the target: the target itself in origin form
+ * ("/path"); past the authority in absolute form ("http://host/path"), as
+ * servers must accept; `to` for "*"; -1 for an absolute form without a path.
+ */
+function originFormStart(input: Buffer, from: number, to: number): number {
+  if (input[from] === SLASH) return from;
+  if (to - from === 1 && input[from] === 0x2a) return to;
+  const target = latin1(input, from, to);
+  const match = /^https?:\/\/[^/?]*/i.exec(target);
+  if (match === null) throw new _HttpError(400, "malformed request target: expected a path such as /v1/ring");
+  const pathAt = from + match[0].length;
+  return input[pathAt] === SLASH ? pathAt : -1;
+}
+
+function decimal(input: Buffer, from: number, to: number): number {
+  if (to === from || to - from > 15) throw malformedLength(input, from, to);
+  let value = 0;
+  for (let at = from; at < to; at++) {
+    const digit = input[at]! - 0x30;
+    if (digit < 0 || digit > 9) throw malformedLength(input, from, to);
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+function malformedLength(input: Buffer, from: number, to: number): _HttpError {
+  return new _HttpError(400, `malformed content-length ${JSON.stringify(latin1(input, from, Math.min(to, from + 40)))}`);
+}
+
+/** Whether `input[from, to)` is `name` (lower case), ignoring ASCII case. */
+function nameIs(input: Buffer, from: number, to: number, name: string): boolean {
+  if (to - from !== name.length) return false;
+  for (let i = 0; i < name.length; i++) {
+    const byte = input[from + i]!;
+    if ((byte >= 0x41 && byte <= 0x5a ? byte + 32 : byte) !== name.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/** RFC 9110 token characters. */
+const TOKEN_BYTES = (() => {
+  const table = new Uint8Array(256);
+  for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") table[c.charCodeAt(0)] = 1;
+  return table;
+})();
+
+function isTokenByte(byte: number): boolean {
+  return TOKEN_BYTES[byte] === 1;
+}
+
+function hasToken(list: string, token: string): boolean {
+  return list.split(",").some((item) => item.trim() === token);
+}
+
+/**
+ * Decodes a chunked body as its bytes arrive. `feed` takes what has arrived
+ * and returns how much of it was used; a chunk's size line or trailer line is
+ * used only once whole, so the caller keeps the rest for the next call.
+ */
+export class _ChunkedBody {
+  private readonly parts: Uint8Array[] = [];
+  private size = 0;
+  /** Data bytes of the current chunk still to come; -1 while a size line is awaited. */
+  private remaining = -1;
+  /** Awaiting the CRLF after a chunk's data. */
+  private dataEnd = false;
+  private trailers = false;
+  private trailerBytes = 0;
+  done = false;
+
+  constructor(private readonly maxBodyBytes: number) {}
+
+  feed(input: Buffer, from: number): number {
+    let at = from;
+    while (!this.done && at < input.length) {
+      if (this.remaining > 0) {
+        const take = Math.min(this.remaining, input.length - at);
+        this.parts.push(input.slice(at, at + take));
+        this.remaining -= take;
+        at += take;
+        if (this.remaining === 0) this.dataEnd = true;
+        continue;
+      }
+      const lineEnd = input.indexOf(CRLF, at);
+      if (lineEnd < 0) {
+        if (input.length - at > 1024) throw new _HttpError(400, "malformed chunked body: line longer than 1024 bytes");
+        return at;
+      }
+      const line = latin1(input, at, lineEnd);
+      at = lineEnd + 2;
+      if (this.dataEnd) {
+        if (line !== "") throw new _HttpError(400, "malformed chunked body: chunk data longer than its size");
+        this.dataEnd = false;
+        this.remaining = -1;
+      } else if (this.trailers) {
+        this.trailerBytes += line.length + 2;
+        if (this.trailerBytes > 8192) throw new _HttpError(431, "chunked body trailers longer than 8192 bytes");
+        if (line === "") this.done = true;
+      } else {
+        this.startChunk(line);
+      }
+    }
+    return at;
+  }
+
+  private startChunk(line: string): void {
+    const extensionAt = line.indexOf(";");
+    const digits = extensionAt < 0 ? line : line.slice(0, extensionAt);
+    if (!/^[0-9a-fA-F]{1,12}$/.test(digits)) throw new _HttpError(400, `malformed chunked body: bad chunk size ${JSON.stringify(digits.slice(0, 20))}`);
+    const size = Number.parseInt(digits, 16);
+    if (this.size + size > this.maxBodyBytes) throw new _HttpError(413, `body exceeds the limit of ${this.maxBodyBytes} bytes`);
+    this.size += size;
+    if (size === 0) this.trailers = true;
+    else this.remaining = size;
+  }
+
+  /** The whole body, once `done`. */
+  body(): Uint8Array {
+    if (this.parts.length === 1) return this.parts[0]!;
+    const out = new Uint8Array(this.size);
+    let at = 0;
+    for (const part of this.parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+}
