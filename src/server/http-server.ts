@@ -155,6 +155,8 @@ export class _HttpServer {
   private readonly connections = new Set<_Connection>();
   private readonly limits: _RequestLimits;
   private closing = false;
+  /** Resolves `close()`'s wait once the last connection has closed. */
+  private allClosed: (() => void) | null = null;
 
   constructor(
     private readonly handler: _HttpHandler,
@@ -231,8 +233,14 @@ export class _HttpServer {
     this.closing = true;
     this.listener.stop(false);
     for (const connection of this.connections) connection.endWhenIdle();
-    const deadline = Date.now() + CLOSE_GRACE_MS;
-    while (this.connections.size > 0 && Date.now() < deadline) await Bun.sleep(5);
+    if (this.connections.size > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.allClosed = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS))),
+      ]);
+      clearTimeout(timer);
+    }
     for (const connection of this.connections) connection.terminate();
     this.connections.clear();
   }
@@ -241,6 +249,7 @@ export class _HttpServer {
     if (connection === undefined) return;
     connection.closed();
     this.connections.delete(connection);
+    if (this.connections.size === 0) this.allClosed?.();
   }
 }
 
@@ -251,6 +260,9 @@ class _Connection {
   /** The request whose body is being read. */
   private request: _HttpRequest | null = null;
   private chunked: _ChunkedBody | null = null;
+  /** Parts of a Content-Length body that did not come in one read. */
+  private bodyParts: Buffer[] | null = null;
+  private bodyReceived = 0;
   /** The handler's answer is pending. */
   private answering = false;
   /** Output the socket did not take yet, in order; null when all was sent. */
@@ -336,8 +348,8 @@ class _Connection {
         this.answer(request);
       }
     } catch (error) {
-      if (!(error instanceof _HttpError)) throw error;
-      this.refuse(error);
+      // Anything but a refusal is a defect here; it must cost this connection, not the process.
+      this.refuse(error instanceof _HttpError ? this.server.options.refusal(error.status, error.message) : this.server.options.internalError(error));
     }
     if (this.peerHasEnded && !this.answering && this.unsent === null && !this.ended) this.end();
   }
@@ -372,10 +384,26 @@ class _Connection {
       request.body = chunked.body();
       return true;
     }
-    if (input === null || input.length < length) return false;
-    // A copy: the value may be kept for long, and must not keep the whole received chunk alive.
-    request.body = input.slice(0, length);
-    this.consume(length);
+    if (this.bodyParts === null) {
+      if (input !== null && input.length >= length) {
+        // A copy: the value may be kept for long, and must not keep the whole received chunk alive.
+        request.body = input.slice(0, length);
+        this.consume(length);
+        return true;
+      }
+      this.bodyParts = [];
+      this.bodyReceived = 0;
+    }
+    // A body over several reads: its parts are kept as they come and joined once, at the end.
+    if (input !== null) {
+      const take = Math.min(length - this.bodyReceived, input.length);
+      this.bodyParts.push(take === input.length ? input : input.subarray(0, take));
+      this.bodyReceived += take;
+      this.consume(take);
+    }
+    if (this.bodyReceived < length) return false;
+    request.body = Buffer.concat(this.bodyParts, length);
+    this.bodyParts = null;
     return true;
   }
 
@@ -406,12 +434,14 @@ class _Connection {
     if (this.unsent === null && !this.ended) this.pump();
   }
 
-  private refuse(error: _HttpError): void {
+  /** Answers and closes: what follows in the input cannot be framed any more. */
+  private refuse(response: _HttpResponse): void {
     this.input = null;
     this.request = null;
     this.chunked = null;
+    this.bodyParts = null;
     this.closeAfterResponse = true;
-    this.respond(this.server.options.refusal(error.status, error.message), false);
+    this.respond(response, false);
   }
 
   private respond(response: _HttpResponse, headOnly: boolean): void {

@@ -138,6 +138,24 @@ describe("framing", () => {
     expect(response!.headers.date).toMatch(/GMT$/);
   });
 
+  test("a body over many reads is joined whole, and the request after it is read too", async () => {
+    const server = start((request) => ({ head: TEXT, extraHeaders: "", body: request.path === "/body" ? request.body : "next" }));
+    const body = Buffer.alloc(300_000);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 255;
+    const responses = await withClient(server, async (client) => {
+      await client.write(`PUT /body HTTP/1.1\r\nContent-Length: ${body.length}\r\n\r\n`);
+      for (let at = 0; at < body.length; at += 4096) {
+        await client.write(body.subarray(at, at + 4096));
+        // Let the server read each piece on its own.
+        if (at % 65_536 === 0) await Bun.sleep(1);
+      }
+      await client.write("GET /after HTTP/1.1\r\n\r\n");
+      return client.responses(2);
+    });
+    expect(Buffer.compare(responses[0]!.body, body)).toBe(0);
+    expect(responses[1]!.body.toString()).toBe("next");
+  });
+
   test("pipelined requests are answered in order, also behind a slow answer", async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
