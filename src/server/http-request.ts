@@ -322,7 +322,7 @@ export class _ChunkedBody {
     while (!this.done && at < input.length) {
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, input.length - at);
-        this.parts.push(input.slice(at, at + take));
+        this.parts.push(input.subarray(at, at + take));
         this.remaining -= take;
         at += take;
         if (this.remaining === 0) this.dataEnd = true;
@@ -361,15 +361,20 @@ export class _ChunkedBody {
     else this.remaining = size;
   }
 
-  /** The whole body, once `done`. */
+  /** The whole body, once `done`, in an array of its own (the parts are views of received bytes). */
   body(): Uint8Array {
-    if (this.parts.length === 1) return this.parts[0]!;
-    const out = new Uint8Array(this.size);
-    let at = 0;
-    for (const part of this.parts) {
-      out.set(part, at);
-      at += part.length;
-    }
-    return out;
+    return _joined(this.parts, this.size);
   }
 }
+
+/** The parts of a body in one array of its own. */
+export function _joined(parts: readonly Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+

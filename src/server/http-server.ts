@@ -18,6 +18,7 @@ import {
   _headEnd,
   _HttpError,
   _HttpRequest,
+  _joined,
   _parseHead,
   _skipEmptyLines,
   type _RequestLimits,
@@ -386,8 +387,8 @@ class _Connection {
     }
     if (this.bodyParts === null) {
       if (input !== null && input.length >= length) {
-        // A copy: the value may be kept for long, and must not keep the whole received chunk alive.
-        request.body = input.slice(0, length);
+        // A copy (Buffer's slice would share): the value may be kept for long, and must not keep the whole received chunk alive.
+        request.body = new Uint8Array(input.subarray(0, length));
         this.consume(length);
         return true;
       }
@@ -402,7 +403,7 @@ class _Connection {
       this.consume(take);
     }
     if (this.bodyReceived < length) return false;
-    request.body = Buffer.concat(this.bodyParts, length);
+    request.body = _joined(this.bodyParts, length);
     this.bodyParts = null;
     return true;
   }
@@ -460,18 +461,22 @@ class _Connection {
     if (this.unsent === null && this.closeAfterResponse) this.end();
   }
 
-  /** `shared`: the bytes are the shared send buffer, so what the socket does not take now is copied. */
+  /**
+   * `shared`: the bytes are in the shared send buffer, which the next response
+   * on any connection overwrites, so what the socket does not take now is
+   * copied (with the Uint8Array constructor: a Buffer's slice would share).
+   */
   private send(bytes: Uint8Array, shared: boolean): void {
     if (this.ended) return;
     if (this.unsent !== null) {
-      this.unsent.push(shared ? bytes.slice() : bytes);
+      this.unsent.push(shared ? new Uint8Array(bytes) : bytes);
       return;
     }
     const written = this.socket.write(bytes);
     if (written < 0) return this.closed();
     if (written < bytes.length) {
       const rest = bytes.subarray(written);
-      this.unsent = [shared ? rest.slice() : rest];
+      this.unsent = [shared ? new Uint8Array(rest) : rest];
     }
   }
 

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import type { _HttpRequest } from "../../src/server/http-request.ts";
 import { _HttpServer, _ResponseHead, type _HttpHandler, type _HttpResponse } from "../../src/server/http-server.ts";
+import { waitFor } from "../_support/wait.ts";
 
 const TEXT = new _ResponseHead(200, "content-type: text/plain\r\n");
 const ERROR = new Map<number, _ResponseHead>();
@@ -159,11 +160,16 @@ describe("framing", () => {
   test("pipelined requests are answered in order, also behind a slow answer", async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const server = start((request) => (request.path === "/slow" ? gate.then(() => echo(request)) : echo(request)));
+    const dispatched: string[] = [];
+    const server = start((request) => {
+      dispatched.push(request.path);
+      return request.path === "/slow" ? gate.then(() => echo(request)) : echo(request);
+    });
     await withClient(server, async (client) => {
       await client.write("GET /slow HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\n\r\nHEAD /head HTTP/1.1\r\n\r\nGET /last HTTP/1.1\r\n\r\n");
-      await Bun.sleep(20);
-      // Nothing may overtake the slow answer.
+      await waitFor(() => dispatched.length > 0, 5_000, "the first request");
+      // Nothing may overtake the slow answer: the rest wait, unread, behind it.
+      expect(dispatched).toEqual(["/slow"]);
       expect(client.received.length).toBe(0);
       release();
       const responses = await client.responses(4, [2]);
@@ -279,11 +285,14 @@ describe("connections", () => {
   test("a large answer to a client that reads slowly arrives whole (back-pressure)", async () => {
     const value = new Uint8Array(8 << 20);
     for (let i = 0; i < value.length; i++) value[i] = (i * 7) & 255;
-    const server = start(() => ({ head: TEXT, extraHeaders: "", body: value }));
+    let answered = 0;
+    const server = start(() => (answered++, { head: TEXT, extraHeaders: "", body: value }));
     const received = await withClient(server, async (client) => {
       client.socket.pause();
       await client.write("GET /big HTTP/1.1\r\n\r\nGET /big HTTP/1.1\r\n\r\n");
-      await Bun.sleep(100);
+      await waitFor(() => answered > 0, 5_000, "the first answer");
+      // The first answer does not fit the socket buffers: the second waits for them to drain.
+      expect(answered).toBe(1);
       client.socket.resume();
       return client.responses(2);
     });
@@ -291,16 +300,54 @@ describe("connections", () => {
     expect(received.every((r) => Buffer.compare(r.body, Buffer.from(value)) === 0)).toBe(true);
   });
 
+  // Answers up to 64 KiB are sent from one send buffer that every connection
+  // shares; what a slow reader's socket does not take must be copied out
+  // before another connection's answer overwrites it.
+  test("answers a slow reader's socket could not take stay intact while other connections are answered", async () => {
+    const size = 60_000;
+    const valueOf = (i: number) => Buffer.alloc(size, i & 255);
+    let slowAnswered = 0;
+    const server = start((request) => {
+      const i = Number(request.path.slice(1));
+      if (i < 200) slowAnswered++;
+      return { head: TEXT, extraHeaders: "", body: valueOf(i) };
+    });
+    const slow = new RawClient(server.port);
+    const busy = new RawClient(server.port);
+    try {
+      slow.socket.pause();
+      const count = 120;
+      await slow.write(Array.from({ length: count }, (_, i) => `GET /${i} HTTP/1.1\r\n\r\n`).join(""));
+      // The server answers until a write falls short, then waits for the socket to drain.
+      await waitFor(() => slowAnswered > 0, 5_000, "the slow reader's first answer");
+      const answeredBeforeDrain = slowAnswered;
+      for (let round = 0; round < 5; round++) {
+        await busy.write(`GET /${200 + round} HTTP/1.1\r\n\r\n`);
+        await busy.responses(round + 1);
+      }
+      slow.socket.resume();
+      const answers = await slow.responses(count, [], 10_000);
+      const wrong = answers.map((r, i) => (Buffer.compare(r.body, valueOf(i)) === 0 ? -1 : i)).filter((i) => i >= 0);
+      expect({ answers: answers.length, wrong }).toEqual({ answers: count, wrong: [] });
+      // Else the case was not reached: every answer fit the socket buffers.
+      expect(answeredBeforeDrain).toBeLessThan(count);
+    } finally {
+      slow.destroy();
+      busy.destroy();
+    }
+  });
+
   test("close() answers the request in flight with connection: close, closes idle connections, and stops listening", async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const server = start((request) => gate.then(() => echo(request)));
+    let pending = 0;
+    const server = start((request) => (pending++, gate.then(() => echo(request))));
     const busy = new RawClient(server.port);
     const idle = new RawClient(server.port);
     try {
       await busy.write("GET /pending HTTP/1.1\r\n\r\n");
       await idle.write("");
-      await Bun.sleep(20);
+      await waitFor(() => pending > 0, 5_000, "the pending request");
       const closing = server.close();
       await idle.until((c) => c.closed);
       release();
