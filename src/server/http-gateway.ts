@@ -99,13 +99,13 @@ export class _HttpGateway {
     if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
     switch (path) {
       case "/healthz":
-        return { head: TEXT_HEAD, extraHeaders: "", body: "ok\n" };
+        return plainResponse(TEXT_HEAD, "ok\n");
       case "/readyz":
         return this.node.serving && this.node.registered
-          ? { head: TEXT_HEAD, extraHeaders: "", body: "ready\n" }
-          : { head: NOT_READY_HEAD, extraHeaders: "", body: "not ready\n" };
+          ? plainResponse(TEXT_HEAD, "ready\n")
+          : plainResponse(NOT_READY_HEAD, "not ready\n");
       case "/metrics":
-        return { head: METRICS_HEAD, extraHeaders: "", body: renderMetrics(this.node) };
+        return plainResponse(METRICS_HEAD, renderMetrics(this.node));
       case "/v1/ring":
         return jsonResponse(200, { self: this.node.name, address: this.node.address, members: this.node.members() });
       case "/v1/stats":
@@ -201,6 +201,10 @@ function decoded(segment: string): string {
 
 function valueResponse(value: Uint8Array, expiresAt: number): _HttpResponse {
   return { head: VALUE_HEAD, extraHeaders: expiresAt === 0 ? "" : `x-gcache-expires-at: ${expiresAt}\r\n`, body: value };
+}
+
+function plainResponse(head: _ResponseHead, body: string): _HttpResponse {
+  return { head, extraHeaders: "", body };
 }
 
 function jsonResponse(status: number, body: unknown, extraHeaders = ""): _HttpResponse {
