@@ -105,8 +105,9 @@ export function _skipEmptyLines(input: Buffer, from: number): number {
  */
 export function _checkIncompleteHead(input: Buffer, from: number, limits: _RequestLimits): void {
   if (input.length - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
-  const lf = input.indexOf(LF, from);
-  if (lf >= 0 && (lf === from || input[lf - 1] !== CR)) throw new _HttpError(400, "line ends must be CRLF");
+  for (let lf = input.indexOf(LF, from); lf >= 0; lf = input.indexOf(LF, lf + 1)) {
+    if (lf === from || input[lf - 1] !== CR) throw new _HttpError(400, "line ends must be CRLF");
+  }
 }
 
 function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _HttpError {

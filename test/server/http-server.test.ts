@@ -210,6 +210,7 @@ describe("refusals", () => {
     ["a space before the colon", "GET /k HTTP/1.1\r\nHost : x\r\n\r\n", 400],
     ["a folded header", "GET /k HTTP/1.1\r\nX-A: b\r\n c\r\n\r\n", 400],
     ["bare LF line ends", "GET /k HTTP/1.1\nHost: x\n\n", 400],
+    ["a bare LF after a CRLF line", "GET /k HTTP/1.1\r\nHost: x\nX-A: b\n\n", 400],
     ["a signed content-length", "PUT /k HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", 400],
     ["HTTP/2.0", "GET /k HTTP/2.0\r\n\r\n", 505],
     ["a raw byte in the target", "GET /k\u00ff HTTP/1.1\r\n\r\n", 400],
