@@ -3,7 +3,7 @@
  *
  * Bun.serve builds a Request, a Headers, a URL string and a Response for every
  * request; a cache hit needs none of them. Reading the request bytes and
- * writing head and value in one send costs a hit 15 % less CPU here
+ * writing head and value in one send costs a hit 8-15 % less CPU here
  * (docs/benchmarks.md, "The gateway's own HTTP server"). What the server does
  * (framing, keep-alive, 100-continue, back-pressure, idle timeouts, limits)
  * is kept to what a cache's clients use: no pipelining across a pending
