@@ -8,6 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import type { _HttpRequest } from "../../src/server/http-request.ts";
 import { _HttpServer, _ResponseHead, type _HttpHandler, type _HttpResponse } from "../../src/server/http-server.ts";
+import { makeCertificates } from "../_support/certs.ts";
 import { waitFor } from "../_support/wait.ts";
 
 const TEXT = new _ResponseHead(200, "content-type: text/plain\r\n");
@@ -19,10 +20,14 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
-function start(handler: _HttpHandler, options: { maxBodyBytes?: number; idleTimeoutSeconds?: number } = {}): _HttpServer {
+function start(
+  handler: _HttpHandler,
+  options: { maxBodyBytes?: number; idleTimeoutSeconds?: number; tls?: { cert: Buffer; key: Buffer; ca: Buffer; requestCert: boolean } } = {},
+): _HttpServer {
   const server = new _HttpServer(handler, {
     host: "127.0.0.1",
     port: 0,
+    ...(options.tls === undefined ? {} : { tls: options.tls }),
     maxBodyBytes: options.maxBodyBytes ?? 1 << 20,
     ...(options.idleTimeoutSeconds === undefined ? {} : { idleTimeoutSeconds: options.idleTimeoutSeconds }),
     internalError: (error) => ({ head: errorHead(500), extraHeaders: "", body: `internal: ${String(error)}` }),
@@ -390,3 +395,29 @@ describe("connections", () => {
     }
   }, 15_000);
 });
+
+test("over TLS, concurrent 1 MiB answers and uploads arrive whole", async () => {
+  const certs = makeCertificates();
+  try {
+    const value = new Uint8Array(1 << 20);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 13) & 255;
+    const server = start((request) => ({ head: TEXT, extraHeaders: "", body: request.method === "PUT" ? request.body : value }), {
+      maxBodyBytes: 2 << 20,
+      tls: { cert: certs.node.cert, key: certs.node.key, ca: certs.ca, requestCert: false },
+    });
+    const base = `https://127.0.0.1:${server.port}`;
+    const tls = { ca: certs.ca, serverName: "localhost" };
+    const results = await Promise.all(
+      Array.from({ length: 16 }, async (_, i) => {
+        const response =
+          i % 2 === 0
+            ? await fetch(`${base}/get`, { tls, signal: AbortSignal.timeout(10_000) })
+            : await fetch(`${base}/put`, { method: "PUT", body: value, tls, signal: AbortSignal.timeout(10_000) });
+        return Buffer.compare(Buffer.from(await response.arrayBuffer()), Buffer.from(value)) === 0;
+      }),
+    );
+    expect(results).toEqual(Array.from({ length: 16 }, () => true));
+  } finally {
+    certs.cleanup();
+  }
+}, 20_000);
