@@ -80,7 +80,7 @@ export class _HttpGateway {
         : { tls: { cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), requestCert: tls.clientAuth === true } }),
       // Room for the largest value plus slack; larger bodies are refused before they are read.
       maxBodyBytes: node.maxMessageSize,
-      internalError: (error) => errorResponse(new GCacheError("ERR_INTERNAL", `internal error: ${error instanceof Error ? error.message : String(error)}`)),
+      internalError: errorResponse,
       refusal: (status, message) => jsonResponse(status, { error: status === 413 ? "ERR_VALUE_TOO_LARGE" : "ERR_INVALID_ARGUMENT", message }),
     });
   }
@@ -214,7 +214,7 @@ function jsonResponse(status: number, body: unknown, extraHeaders = ""): _HttpRe
 }
 
 function errorResponse(error: unknown): _HttpResponse {
-  const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", `internal error: ${String(error)}`);
+  const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", `internal error: ${error instanceof Error ? error.message : String(error)}`);
   return jsonResponse(HTTP_STATUS[known.code], { error: known.code, message: known.message });
 }
 

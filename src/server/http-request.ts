@@ -49,6 +49,8 @@ export class _HttpRequest {
     private readonly input: Buffer,
     /** Per header line: name start, name end, value start, value end (trimmed), offsets into `input`. */
     private readonly fields: number[],
+    /** Bytes of `input` up to the end of the head: where the body starts. */
+    readonly headLength: number,
     /** Whether the connection may carry another request after this one. */
     readonly keepAlive: boolean,
     /** Body bytes announced by Content-Length, 0 for none, `_CHUNKED` for chunked. */
@@ -85,29 +87,26 @@ const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
 const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
 const CRLF = Buffer.from("\r\n", "latin1");
 
-/** Where the request head that starts at `from` ends (just past its blank line), or -1 while it is incomplete. */
-export function _headEnd(input: Buffer, from: number): number {
-  const at = input.indexOf(HEAD_END, from);
-  return at < 0 ? -1 : at + 4;
-}
-
-/** Skips the empty lines a client may send between requests (RFC 9112 §2.2). */
-export function _skipEmptyLines(input: Buffer, from: number): number {
-  let at = from;
-  while (at + 1 < input.length && input[at] === CR && input[at + 1] === LF) at += 2;
-  return at;
-}
-
 /**
- * Fails early on an incomplete head that can never complete or grows too
- * large, instead of waiting for bytes that will not come (a bare-LF request
- * would otherwise sit until the idle timeout).
+ * Reads the request head at the start of `input`, after any empty lines a
+ * client may send between requests (RFC 9112 §2.2); null while the head is
+ * incomplete. `scanned`: how much of `input` an earlier call already looked
+ * at for this same head (0 at first), so a head that arrives in pieces is
+ * searched once, not again with every piece. Throws `_HttpError` for what it
+ * refuses, also early for an incomplete head that can never complete or grows
+ * too large (a bare-LF request would otherwise sit until the idle timeout).
  */
-export function _checkIncompleteHead(input: Buffer, from: number, limits: _RequestLimits): void {
-  if (input.length - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
-  for (let lf = input.indexOf(LF, from); lf >= 0; lf = input.indexOf(LF, lf + 1)) {
-    if (lf === from || input[lf - 1] !== CR) throw new _HttpError(400, "line ends must be CRLF");
+export function _readHead(input: Buffer, scanned: number, limits: _RequestLimits): _HttpRequest | null {
+  let start = 0;
+  while (start + 1 < input.length && input[start] === CR && input[start + 1] === LF) start += 2;
+  // A blank line ending in the new bytes may have begun up to three bytes before them.
+  const blankLine = input.indexOf(HEAD_END, Math.max(start, scanned - 3));
+  if (blankLine >= 0) return parseHead(input, start, blankLine + 4, limits);
+  if (input.length - start > limits.maxHeadBytes) throw headTooLong(input, start, limits);
+  for (let lf = input.indexOf(LF, Math.max(start, scanned)); lf >= 0; lf = input.indexOf(LF, lf + 1)) {
+    if (lf === start || input[lf - 1] !== CR) throw new _HttpError(400, "line ends must be CRLF");
   }
+  return null;
 }
 
 function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _HttpError {
@@ -117,11 +116,10 @@ function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _Http
 }
 
 /**
- * Parses the head in `input[from, end)` (`end` from `_headEnd`). Works on the
- * bytes: only the path, the query and the values asked for become strings.
- * Throws `_HttpError` for what it refuses.
+ * Parses the head in `input[from, end)`, `end` just past its blank line. Works
+ * on the bytes: only the path, the query and the values asked for become strings.
  */
-export function _parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits): _HttpRequest {
+function parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits): _HttpRequest {
   if (end - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
   // Request line: METHOD SP TARGET SP HTTP/1.x CRLF
   let at = from;
@@ -218,6 +216,7 @@ export function _parseHead(input: Buffer, from: number, end: number, limits: _Re
     queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),
     input,
     fields,
+    end,
     !close,
     bodyLength,
     expectsContinue && bodyLength !== 0,

@@ -14,13 +14,10 @@ import type { Socket, TCPSocketListener } from "bun";
 import {
   _CHUNKED,
   _ChunkedBody,
-  _checkIncompleteHead,
-  _headEnd,
   _HttpError,
   _HttpRequest,
   _joined,
-  _parseHead,
-  _skipEmptyLines,
+  _readHead,
   type _RequestLimits,
 } from "./http-request.ts";
 
@@ -258,6 +255,8 @@ export class _HttpServer {
 class _Connection {
   /** Bytes received and not used yet. */
   private input: Buffer | null = null;
+  /** Bytes of `input` already searched for the end of an incomplete head. */
+  private headScanned = 0;
   /** The request whose body is being read. */
   private request: _HttpRequest | null = null;
   private chunked: _ChunkedBody | null = null;
@@ -358,14 +357,13 @@ class _Connection {
   private readHead(): _HttpRequest | null {
     const input = this.input!;
     const limits = this.server.requestLimits;
-    const start = _skipEmptyLines(input, 0);
-    const end = _headEnd(input, start);
-    if (end < 0) {
-      _checkIncompleteHead(input, start, limits);
+    const request = _readHead(input, this.headScanned, limits);
+    if (request === null) {
+      this.headScanned = input.length;
       return null;
     }
-    const request = _parseHead(input, start, end, limits);
-    this.consume(end);
+    this.headScanned = 0;
+    this.consume(request.headLength);
     this.request = request;
     if (request.bodyLength === _CHUNKED) this.chunked = new _ChunkedBody(limits.maxBodyBytes);
     if (request.expectsContinue && this.input === null) this.send(CONTINUE, false);
@@ -438,6 +436,7 @@ class _Connection {
   /** Answers and closes: what follows in the input cannot be framed any more. */
   private refuse(response: _HttpResponse): void {
     this.input = null;
+    this.headScanned = 0;
     this.request = null;
     this.chunked = null;
     this.bodyParts = null;
