@@ -45,6 +45,10 @@
  *   one client    the http gcache and redis GET workloads again, both loaded by _cluster/tcp-get.ts (raw TCP,
  *                 HTTP/1.1 or RESP, same connections, same clock): wrk and redis-benchmark differ in their own
  *                 cost and in what their latency covers, so this pair is the like-for-like comparison
+ *   equal load    the same pair again in an open loop: requests fall due at --equal-rate per second (default
+ *                 50,000, below what either serves here), latency counted from when each fell due, so the two
+ *                 are compared at the same load (a closed loop at full speed compares throughput: the faster
+ *                 server also answers sooner)
  *   http peer     wrk GET /v1/groups/cold/keys/<key> on A, keys B and C own: every request is one gRPC hop
  *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
  *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
@@ -104,6 +108,7 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string" },
     "wrk-threads": { type: "string" },
     "cold-group": { type: "string" },
+    "equal-rate": { type: "string" },
     build: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
@@ -135,6 +140,8 @@ if (coldBytes === null || coldBytes <= 0 || !["lru", "lru2"].includes(coldStore)
   throw new Error(`--cold-group: expected SIZE[:lru|lru2], e.g. 4MiB:lru, got ${coldSpec}`);
 }
 const verbose = flags.verbose;
+/** Requests per second of the equal-load pair (open loop). */
+const equalRate = wholeNumber(flags["equal-rate"], 50_000, 1, "equal-rate");
 
 const MEMBERS = ["A", "B", "C"];
 /** A run during which the rest of the machine used less than this share of a core counts as quiet. */
@@ -158,6 +165,8 @@ type ContenderId =
   | "redis"
   | "http-gcache-tcp"
   | "redis-tcp"
+  | "http-gcache-rate"
+  | "redis-rate"
   | "http-peer"
   | "grpc-peer"
   | "grpc-gcache"
@@ -173,6 +182,8 @@ const LABELS: Record<ContenderId, string> = {
   redis: "Redis GET (redis-benchmark)",
   "http-gcache-tcp": "HTTP gateway hit, one client",
   "redis-tcp": "Redis GET, one client",
+  "http-gcache-rate": "HTTP gateway hit, equal load",
+  "redis-rate": "Redis GET, equal load",
   "http-peer": "HTTP gateway, peer hop",
   "grpc-gcache": "gRPC Get, hit on A",
   "grpc-bare": "gRPC bare grpc-js",
@@ -190,6 +201,8 @@ const ORDER: ContenderId[] = [
   "redis",
   "redis-tcp",
   "http-gcache-tcp",
+  "http-gcache-rate",
+  "redis-rate",
   "http-peer",
   "grpc-peer",
   "grpc-gcache",
@@ -201,7 +214,9 @@ const ORDER: ContenderId[] = [
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) {
-  for (const id of ["http-bare", "http-bare-map", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp"] as const) wanted.add(id);
+  for (const id of ["http-bare", "http-bare-map", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "http-gcache-rate", "redis-rate"] as const) {
+    wanted.add(id);
+  }
 }
 if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
 if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-peer", "grpc-gcache"] as const) wanted.add(id);
@@ -209,7 +224,7 @@ if (sections.has("writes")) for (const id of ["http-put", "http-delete"] as cons
 if (sections.has("mixed")) wanted.add("mixed");
 const contenders = ORDER.filter((id) => wanted.has(id));
 /** Contenders served by redis-server: their path is Redis's hit counters. */
-const isRedis = (id: ContenderId) => id === "redis" || id === "redis-tcp";
+const isRedis = (id: ContenderId) => id === "redis" || id === "redis-tcp" || id === "redis-rate";
 
 /** Everything measured in one run of one contender. */
 interface Measured {
@@ -385,8 +400,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       coldKeys,
       redisDb,
       hitScript: hitKeys.length > 0 ? writeWrkScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
-      hitKeysFile: wanted.has("http-gcache-tcp") ? writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))) : "",
-      redisKeysFile: wanted.has("redis-tcp") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
+      hitKeysFile: wanted.has("http-gcache-tcp") || wanted.has("http-gcache-rate") ? writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))) : "",
+      redisKeysFile: wanted.has("redis-tcp") || wanted.has("redis-rate") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
       coldScript: coldKeys.length > 0 ? writeWrkScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
       putScript: wanted.has("http-put")
         ? writeWrkScript(tmp!, `put${size}`, writesKeys, "/v1/groups/writes/keys/", WRK_THREADS, { method: "PUT", bytes: size })
@@ -474,9 +489,13 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         return fromWrk(r, m, write ? 0 : size, path);
       }
       case "http-gcache-tcp":
-      case "redis-tcp": {
-        const http = id === "http-gcache-tcp";
+      case "redis-tcp":
+      case "http-gcache-rate":
+      case "redis-rate": {
+        const http = id === "http-gcache-tcp" || id === "http-gcache-rate";
+        const open = id === "http-gcache-rate" || id === "redis-rate";
         const spec: TcpGetSpec = {
+          rate: open ? equalRate : 0,
           protocol: http ? "http" : "resp",
           port: http ? Number(new URL(A.http).port) : redis!.port,
           keysFile: http ? setup.hitKeysFile : setup.redisKeysFile,
@@ -810,6 +829,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       }
       if (id === "http-bare-map") add("bare", "http-bare");
       if (id === "http-gcache-tcp") add("redis", "redis-tcp");
+      if (id === "http-gcache-rate") add("redis", "redis-rate");
       if (id === "grpc-gcache") add("bare", "grpc-bare");
       if (id === "http-peer") add("local", "http-gcache");
       if (id === "grpc-peer") add("local", "grpc-gcache");
@@ -898,6 +918,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
     info("gateway / bare Bun.serve with a Map of the same values", "http-gcache", "http-bare-map");
     info("bare Bun.serve with a Map / with one fixed body", "http-bare-map", "http-bare");
     info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
+    info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
     goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), quietRounds(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
     goal(`${s}: gRPC peer hop calls/s / gRPC local hits calls/s`, perRound(size, "grpc-peer", "grpc-gcache"), quietRounds(size, "grpc-peer", "grpc-gcache"), (r) => r >= 0.5, ">= 0.5");
@@ -927,7 +948,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         text =
           `A gets ${fmtInt(gets)}: main hits ${share(main)}, hot hits ${share(hot)}, fetched from owners ${share(total((p) => p.peerLoads))}, ` +
           `served by B+C ${share(total((p) => p.ownerServed))}, origin loads ${share(total((p) => p.localLoads))}`;
-        if ((id === "http-gcache" || id === "http-gcache-tcp" || id === "grpc-gcache") && main < gets * 0.99) {
+        if ((id === "http-gcache" || id === "http-gcache-tcp" || id === "http-gcache-rate" || id === "grpc-gcache") && main < gets * 0.99) {
           failures.push(`${sizeLabel(size)} ${LABELS[id]}: only ${share(main)} of gets were main-cache hits`);
         }
         if ((id === "http-peer" || id === "grpc-peer") && hot > gets * 0.02) {

@@ -14,6 +14,7 @@ import { runTcpGet, type TcpGetSpec } from "../../scripts/bench/_cluster/tcp-get
 const SMALL = 100;
 const LARGE = 10_240;
 const KEYS = ["a", "b%2Fc", "missing"];
+const SLOW_MS = 50;
 
 let dir: string;
 let keysFile: string;
@@ -52,6 +53,11 @@ beforeAll(() => {
     routes: {
       "/small/:key": () => new Response(valueOf(SMALL)),
       "/large/:key": () => new Response(valueOf(LARGE)),
+      // A server slower than the open loop's rate: answers take SLOW_MS.
+      "/slow/:key": async () => {
+        await Bun.sleep(SLOW_MS);
+        return new Response(valueOf(SMALL));
+      },
     },
     fetch: () => new Response("no such key", { status: 404 }),
   });
@@ -123,6 +129,28 @@ describe("tcp-get over HTTP/1.1", () => {
     const notFound = await run({ protocol: "http", pathPrefix: "/nothing/", valueBytes: -1 });
     expect(notFound.errors).toBeGreaterThan(0);
     expect(notFound.firstError).toBe("answer http/1.1 404");
+  }, 20_000);
+});
+
+describe("tcp-get in an open loop (--rate)", () => {
+  test("sends at the given rate, not as fast as the server answers", async () => {
+    const r = await run({ protocol: "http", pathPrefix: "/small/", rate: 2_000 });
+    expect(r.firstError).toBeNull();
+    // One second at 2,000/s; the closed loop against this server does many times that.
+    expect(r.requests).toBeGreaterThan(1_800);
+    expect(r.requests).toBeLessThanOrEqual(2_001);
+    expect(r.p50Ms).toBeLessThan(SLOW_MS);
+  }, 20_000);
+
+  test("counts the wait for an idle connection as latency", async () => {
+    // Two connections and answers of 50 ms carry 40 requests a second; 100 fall due.
+    const r = await run({ protocol: "http", pathPrefix: "/slow/", connections: 2, rate: 100 });
+    expect(r.firstError).toBeNull();
+    expect(r.requests).toBeGreaterThan(20);
+    expect(r.requests).toBeLessThan(60);
+    expect(r.mostWaiting).toBeGreaterThan(10);
+    // From the time a request fell due, not from when a connection was free to send it (about SLOW_MS).
+    expect(r.p99Ms).toBeGreaterThan(4 * SLOW_MS);
   }, 20_000);
 });
 

@@ -13,6 +13,8 @@ export interface TcpGetSpec {
   db: number;
   /** HTTP path before the key. Default: /v1/groups/default/keys/. */
   pathPrefix?: string;
+  /** Open loop at this many requests per second. Default: 0, a closed loop. */
+  rate?: number;
 }
 
 export interface TcpGetResult {
@@ -24,6 +26,10 @@ export interface TcpGetResult {
   errors: number;
   firstError: string | null;
   cpuMs: number;
+  /** Open loop: the most requests that were due with no idle connection to take them. */
+  mostWaiting: number;
+  /** Open loop: the longest the client went between two polls. */
+  longestPollGapMs: number;
 }
 
 const MARK = "RESULT ";
@@ -41,6 +47,7 @@ export async function runTcpGet(spec: TcpGetSpec & { seconds: number }): Promise
     `--seconds=${spec.seconds}`,
     `--value-bytes=${spec.valueBytes}`,
     `--db=${spec.db}`,
+    `--rate=${spec.rate ?? 0}`,
     ...(spec.pathPrefix === undefined ? [] : [`--path-prefix=${spec.pathPrefix}`]),
   ];
   const { lines } = await runToEnd(`tcp-get ${spec.protocol}`, argv, spec.seconds * 1000 + 30_000);

@@ -1,18 +1,28 @@
 /**
- * One client for both protocols: closed-loop GETs over raw TCP, HTTP/1.1 to
- * the gateway or RESP to Redis, so the two servers are measured by the same
- * code. wrk and redis-benchmark differ in what they cost and in what their
+ * One client for both protocols: GETs over raw TCP, HTTP/1.1 to the gateway
+ * or RESP to Redis, so the two servers are measured by the same code. wrk and redis-benchmark differ in what they cost and in what their
  * latency covers (redis-benchmark leaves out the time a request waits inside
  * the generator); this one takes the same time stamps around the same socket
  * calls for both.
  *
  *   bun scripts/bench/_cluster/tcp-get.ts --protocol=http|resp --port=N --keys=FILE
  *       [--host=127.0.0.1] [--connections=64] [--seconds=3] [--value-bytes=N]
- *       [--path-prefix=/v1/groups/default/keys/] [--db=0]
+ *       [--path-prefix=/v1/groups/default/keys/] [--db=0] [--rate=N]
  *
  * Keys come one per line from FILE, already as they go on the wire (URL-encoded
  * for HTTP). Each connection sends one request, waits for the whole answer,
- * sends the next key of the shared cycle. Prints one line `RESULT {json}`:
+ * sends the next key of the shared cycle (a closed loop: the server sets the
+ * pace, and latency is then mostly throughput seen from the other side).
+ *
+ * With `--rate=N` the loop is open: requests fall due at N per second, evenly
+ * spaced, whatever the server does, and go out on the first idle connection;
+ * latency counts from when a request fell due, so time spent waiting for an
+ * idle connection (a server that stalls) is counted, not left out. Two
+ * servers loaded at the same rate are compared at the same load. The client
+ * polls between events so requests leave on time; it keeps one core busy, as
+ * the closed loop does.
+ *
+ * Prints one line `RESULT {json}`:
  * requests, seconds, latency mean/p50/p99 in ms, errors (non-200 or a value
  * of the wrong length) with the first one described.
  */
@@ -29,6 +39,7 @@ const { values: flags } = parseArgs({
     "value-bytes": { type: "string", default: "-1" },
     "path-prefix": { type: "string", default: "/v1/groups/default/keys/" },
     db: { type: "string", default: "0" },
+    rate: { type: "string", default: "0" },
   },
 });
 
@@ -38,8 +49,10 @@ const port = Number(flags.port);
 const connections = Number(flags.connections);
 const seconds = Number(flags.seconds);
 const valueBytes = Number(flags["value-bytes"]);
-if (!Number.isInteger(port) || !(connections >= 1) || !(seconds > 0) || flags.keys === undefined) {
-  throw new Error("usage: tcp-get.ts --protocol=http|resp --port=N --keys=FILE [--connections=N] [--seconds=S]");
+/** Requests per second in the open loop; 0: closed loop. */
+const rate = Number(flags.rate);
+if (!Number.isInteger(port) || !(connections >= 1) || !(seconds > 0) || !(rate >= 0) || flags.keys === undefined) {
+  throw new Error("usage: tcp-get.ts --protocol=http|resp --port=N --keys=FILE [--connections=N] [--seconds=S] [--rate=N]");
 }
 
 /** A request that gets no answer within this long fails the run rather than hang it. */
@@ -115,11 +128,41 @@ function parseHead(c: Connection, bytes: Buffer): number {
   return end + 2 + length + 2;
 }
 
-function send(c: Connection): void {
+/** Open loop: connections with no request out (oldest first, so the load spreads over all of them), and how many requests have fallen due so far. */
+const idleConnections: Connection[] = [];
+let dispatched = 0;
+/** Open loop: the most requests that were due but had no idle connection at once. */
+let mostWaiting = 0;
+
+/** Sends every request that has fallen due while a connection is idle. */
+function dispatch(): void {
+  const now = performance.now();
+  const due = Math.floor(((now - startedAt) * rate) / 1000) + 1;
+  if (due - dispatched > idleConnections.length) mostWaiting = Math.max(mostWaiting, due - dispatched - idleConnections.length);
+  while (dispatched < due && idleConnections.length > 0) {
+    send(idleConnections.shift()!, startedAt + (dispatched * 1000) / rate);
+    dispatched++;
+  }
+}
+
+/** Open loop: the longest the client itself went between two polls (its own pauses delay requests too). */
+let longestPollGapMs = 0;
+let lastPollAt = 0;
+
+function poll(): void {
+  if (!running) return;
+  const now = performance.now();
+  if (lastPollAt > 0 && now - lastPollAt > longestPollGapMs) longestPollGapMs = now - lastPollAt;
+  lastPollAt = now;
+  dispatch();
+  setImmediate(poll);
+}
+
+function send(c: Connection, dueAt: number): void {
   c.remaining = -1;
   c.head = null;
   c.failed = null;
-  c.sentAt = performance.now();
+  c.sentAt = dueAt;
   write(c, requests[nextKey]!);
   nextKey = nextKey + 1 === requests.length ? 0 : nextKey + 1;
 }
@@ -155,7 +198,13 @@ function onData(c: Connection, chunk: Buffer): void {
   histogram[Math.min(us, histogram.length - 1)]!++;
   latencySumUs += us;
   completed++;
-  send(c);
+  if (rate === 0) {
+    send(c, performance.now());
+  } else {
+    c.sentAt = 0; // idle: nothing to wait for
+    idleConnections.push(c);
+    dispatch();
+  }
 }
 
 async function open(): Promise<{ connection: Connection; stopped: Promise<void> }> {
@@ -201,7 +250,12 @@ if (protocol === "resp" && flags.db !== "0") await Promise.all(opened.map(({ con
 
 const cpuBefore = process.cpuUsage();
 const startedAt = performance.now();
-for (const { connection } of opened) send(connection);
+if (rate === 0) {
+  for (const { connection } of opened) send(connection, startedAt);
+} else {
+  for (const { connection } of opened) idleConnections.push(connection);
+  poll();
+}
 const stall = setInterval(() => {
   const now = performance.now();
   for (const { connection } of opened) {
@@ -214,6 +268,8 @@ const stall = setInterval(() => {
 await Bun.sleep(seconds * 1000);
 running = false;
 const elapsedMs = performance.now() - startedAt;
+// Connections with nothing out have nothing left to check.
+for (const connection of idleConnections) connection.idle();
 await Promise.all(opened.map(({ stopped }) => stopped));
 clearInterval(stall);
 const cpu = process.cpuUsage(cpuBefore);
@@ -239,6 +295,8 @@ console.log(
     errors,
     firstError,
     cpuMs: (cpu.user + cpu.system) / 1000,
+    mostWaiting,
+    longestPollGapMs,
   })}`,
 );
 process.exit(0);
