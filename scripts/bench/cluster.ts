@@ -907,18 +907,21 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
           covered.map(([name, c]) => `${name} ${fmtRatio(c)}`).join(", "),
       );
     }
-    /** A ratio worth seeing that is no goal: req/s and p99 of `a` against `b`. */
-    const info = (label: string, a: ContenderId, b: ContenderId) => {
+    /** A ratio worth seeing that is no goal: req/s and p99 of `a` against `b`, per round (in brackets) for `perRoundOf`. */
+    const info = (label: string, a: ContenderId, b: ContenderId, perRoundOf: "req/s" | "p99" = "req/s") => {
       if (get(size, a).length === 0 || get(size, b).length === 0) return;
       const rps = perRound(size, a, b);
-      const p99 = median(perRound(size, a, b, (m) => m.p99Ms));
-      console.log(`  info  ${`${s}: ${label}`.padEnd(52)} req/s ${fmtRatio(median(rps))}, p99 ${fmtRatio(p99)}  [${rps.map(fmtRatio).join(" ")}]`);
+      const p99 = perRound(size, a, b, (m) => m.p99Ms);
+      const rounds = perRoundOf === "p99" ? p99 : rps;
+      console.log(
+        `  info  ${`${s}: ${label}`.padEnd(52)} req/s ${fmtRatio(median(rps))}, p99 ${fmtRatio(median(p99))}  ${perRoundOf} [${rounds.map(fmtRatio).join(" ")}]`,
+      );
     };
     info("bare Bun.serve vs Redis (what any Bun HTTP server gets here)", "http-bare", "redis");
     info("gateway / bare Bun.serve with a Map of the same values", "http-gcache", "http-bare-map");
     info("bare Bun.serve with a Map / with one fixed body", "http-bare-map", "http-bare");
     info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
-    info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate");
+    info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate", "p99");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
     goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), quietRounds(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
     goal(`${s}: gRPC peer hop calls/s / gRPC local hits calls/s`, perRound(size, "grpc-peer", "grpc-gcache"), quietRounds(size, "grpc-peer", "grpc-gcache"), (r) => r >= 0.5, ">= 0.5");
