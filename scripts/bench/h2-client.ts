@@ -16,39 +16,34 @@
  * per key, medians over rounds; contenders alternate within a round.
  */
 import http2 from "node:http2";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { _Connection } from "../../src/wire/connection.ts";
 import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
-import { installCleanup, Service, stopAll, waitForHttp } from "./_cluster/procs.ts";
-import { fmtRatio, freePorts, median, table } from "./_cluster/util.ts";
+import { startFilledNode } from "./_cluster/one-node.ts";
+import { installCleanup, stopAll } from "./_cluster/procs.ts";
+import { fmtRatio, median, table, wholeNumber } from "./_cluster/util.ts";
 
 const { values: args } = parseArgs({
   options: {
-    rounds: { type: "string", default: "5" },
-    keys: { type: "string", default: "64000" },
+    rounds: { type: "string" },
+    keys: { type: "string" },
     batches: { type: "string", default: "4,32" },
-    "value-bytes": { type: "string", default: "10240" },
+    "value-bytes": { type: "string" },
   },
 });
-const ROUNDS = wholeNumber("rounds", args.rounds);
+const ROUNDS = wholeNumber(args.rounds, 5, 1, "rounds");
 /** Keys fetched per measurement (so every batch size moves the same bytes). */
-const KEYS_PER_RUN = wholeNumber("keys", args.keys);
-const BATCH_SIZES = args.batches.split(",").map((b) => wholeNumber("batches", b));
-const VALUE_BYTES = wholeNumber("value-bytes", args["value-bytes"]);
+const KEYS_PER_RUN = wholeNumber(args.keys, 64_000, 1, "keys");
+const BATCH_SIZES = args.batches.split(",").map((b) => wholeNumber(b, 0, 1, "batches"));
+const VALUE_BYTES = wholeNumber(args["value-bytes"], 10_240, 1, "value-bytes");
 const STORED = 1_000;
+/** The group `startFilledNode` fills. */
 const GROUP = "default";
 const STREAM_MS = 10 * 60_000;
 /** A batch that gets no answer within this long fails the run rather than hang it. */
 const BATCH_TIMEOUT_MS = 5_000;
 /** The http2 client's flow-control window: as large as the one our channels open with. */
 const WINDOW = 16 * 1024 * 1024;
-
-function wholeNumber(name: string, text: string | undefined): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a whole number >= 1, got ${text}`);
-  return n;
-}
 
 /** One open BatchGetStream: sends a batch, resolves with its answer. */
 interface StreamClient {
@@ -198,17 +193,7 @@ async function measure(client: StreamClient, batchSize: number, keys: number): P
 
 async function main(): Promise<void> {
   installCleanup();
-  const [grpcPort, httpPort] = freePorts(2);
-  const root = fileURLToPath(new URL("../../", import.meta.url));
-  const node = new Service("B", [process.execPath, "src/cli/main.ts", "--node", "B", "--host", "127.0.0.1", "--port", String(grpcPort), "--http-port", String(httpPort), "--log-level", "warn"], { cwd: root, holdStdin: true });
-  const http = `http://127.0.0.1:${httpPort}`;
-  await waitForHttp(`${http}/readyz`, 30_000, node);
-  const value = new Uint8Array(VALUE_BYTES).fill(7);
-  for (let i = 0; i < STORED; i++) {
-    const response = await fetch(`${http}/v1/groups/${GROUP}/keys/k${i}`, { method: "PUT", body: value });
-    if (!response.ok) throw new Error(`PUT k${i}: ${response.status} ${await response.text()}`);
-  }
-  const address = `127.0.0.1:${grpcPort}`;
+  const { address } = await startFilledNode(STORED, VALUE_BYTES);
   const clients = [grpcJsClient(address), await bareHttp2Client(address)];
   console.log(`h2 client: Bun ${Bun.version}, values of ${VALUE_BYTES} B, ${KEYS_PER_RUN} keys per run, ${ROUNDS} rounds, one batch in flight\n`);
   const results = new Map<string, Measured[]>();
@@ -243,4 +228,8 @@ async function main(): Promise<void> {
   await stopAll();
 }
 
-await main();
+await main().catch(async (error: unknown) => {
+  console.error(error);
+  await stopAll();
+  process.exit(1);
+});

@@ -15,12 +15,12 @@
  * p50, p90 and p99 per contender, and of the per-round p50 ratio.
  */
 import { parseArgs } from "node:util";
-import { fileURLToPath } from "node:url";
 import { GrpcPeer } from "../../src/cluster/peer.ts";
 import { _Connection } from "../../src/wire/connection.ts";
 import { GCACHE_SERVICE } from "../../src/wire/messages.ts";
-import { installCleanup, Service, stopAll, waitForHttp } from "./_cluster/procs.ts";
-import { fmtMs, fmtRatio, freePorts, median, table } from "./_cluster/util.ts";
+import { startFilledNode } from "./_cluster/one-node.ts";
+import { installCleanup, stopAll } from "./_cluster/procs.ts";
+import { fmtMs, fmtRatio, median, table } from "./_cluster/util.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -65,17 +65,7 @@ function percentile(sorted: readonly number[], p: number): number {
 
 async function main(): Promise<void> {
   installCleanup();
-  const [grpcPort, httpPort] = freePorts(2);
-  const root = fileURLToPath(new URL("../../", import.meta.url));
-  const node = new Service("B", [process.execPath, "src/cli/main.ts", "--node", "B", "--host", "127.0.0.1", "--port", String(grpcPort), "--http-port", String(httpPort), "--log-level", "warn"], { cwd: root, holdStdin: true });
-  const http = `http://127.0.0.1:${httpPort}`;
-  await waitForHttp(`${http}/readyz`, 30_000, node);
-  const value = new Uint8Array(VALUE_BYTES).fill(7);
-  for (let i = 0; i < KEYS; i++) {
-    const response = await fetch(`${http}/v1/groups/default/keys/k${i}`, { method: "PUT", body: value });
-    if (!response.ok) throw new Error(`PUT k${i}: ${response.status} ${await response.text()}`);
-  }
-  const address = `127.0.0.1:${grpcPort}`;
+  const { address } = await startFilledNode(KEYS, VALUE_BYTES);
   const peer = new GrpcPeer("B", address);
   const connection = new _Connection(address);
   const contenders: Contender[] = [
