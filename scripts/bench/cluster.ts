@@ -829,7 +829,6 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       }
       if (id === "http-bare-map") add("bare", "http-bare");
       if (id === "http-gcache-tcp") add("redis", "redis-tcp");
-      if (id === "http-gcache-rate") add("redis", "redis-rate");
       if (id === "grpc-gcache") add("bare", "grpc-bare");
       if (id === "http-peer") add("local", "http-gcache");
       if (id === "grpc-peer") add("local", "grpc-gcache");

@@ -1,8 +1,9 @@
 /**
  * One client for both protocols: GETs over raw TCP, HTTP/1.1 to the gateway
- * or RESP to Redis, so the two servers are measured by the same code. wrk and redis-benchmark differ in what they cost and in what their
- * latency covers (redis-benchmark leaves out the time a request waits inside
- * the generator); this one takes the same time stamps around the same socket
+ * or RESP to Redis, so the two servers are measured by the same code. wrk
+ * and redis-benchmark differ in what they cost and in what their latency
+ * covers (redis-benchmark leaves out the time a request waits inside the
+ * generator); this one takes the same time stamps around the same socket
  * calls for both.
  *
  *   bun scripts/bench/_cluster/tcp-get.ts --protocol=http|resp --port=N --keys=FILE
@@ -128,7 +129,10 @@ function parseHead(c: Connection, bytes: Buffer): number {
   return end + 2 + length + 2;
 }
 
-/** Open loop: connections with no request out (oldest first, so the load spreads over all of them), and how many requests have fallen due so far. */
+/**
+ * Open loop: connections with no request out, longest idle first (so the
+ * load spreads over all of them), and how many requests have gone out.
+ */
 const idleConnections: Connection[] = [];
 let dispatched = 0;
 /** Open loop: the most requests that were due but had no idle connection at once. */
