@@ -493,9 +493,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "http-gcache-rate":
       case "redis-rate": {
         const http = id === "http-gcache-tcp" || id === "http-gcache-rate";
-        const open = id === "http-gcache-rate" || id === "redis-rate";
         const spec: TcpGetSpec = {
-          rate: open ? equalRate : 0,
+          rate: id === "http-gcache-rate" || id === "redis-rate" ? equalRate : 0,
           protocol: http ? "http" : "resp",
           port: http ? Number(new URL(A.http).port) : redis!.port,
           keysFile: http ? setup.hitKeysFile : setup.redisKeysFile,

@@ -17,7 +17,7 @@
  */
 import http2 from "node:http2";
 import { parseArgs } from "node:util";
-import { _Connection } from "../../src/wire/connection.ts";
+import { _Connection, _FLOW_CONTROL_WINDOW } from "../../src/wire/connection.ts";
 import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
 import { startFilledNode } from "./_cluster/one-node.ts";
 import { installCleanup, stopAll } from "./_cluster/procs.ts";
@@ -42,8 +42,6 @@ const GROUP = "default";
 const STREAM_MS = 10 * 60_000;
 /** A batch that gets no answer within this long fails the run rather than hang it. */
 const BATCH_TIMEOUT_MS = 5_000;
-/** The http2 client's flow-control window: as large as the one our channels open with. */
-const WINDOW = 16 * 1024 * 1024;
 
 /** One open BatchGetStream: sends a batch, resolves with its answer. */
 interface StreamClient {
@@ -103,12 +101,13 @@ function grpcJsClient(address: string): StreamClient {
 }
 
 async function bareHttp2Client(address: string): Promise<StreamClient> {
-  const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: WINDOW } });
+  const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: _FLOW_CONTROL_WINDOW } });
   await new Promise<void>((resolve, reject) => {
     session.once("remoteSettings", () => resolve());
     session.once("error", reject);
   });
-  session.setLocalWindowSize(WINDOW);
+  // The window our channels open with, so both clients read under the same flow control.
+  session.setLocalWindowSize(_FLOW_CONTROL_WINDOW);
   const stream = session.request({
     ":method": "POST",
     ":path": GCACHE_SERVICE.BatchGetStream.path,

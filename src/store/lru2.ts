@@ -74,6 +74,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
     else this.promote(key, i, list);
   }
 
+  /** A read hit in level 1 moves to level 2, unless it is too large for that level's byte share. */
   private promote(key: string, i: number, list: number): void {
     if (this.fitsList(i, list + 1)) this.moveToList(key, i, list, list + 1);
     else this.moveToHead(i, list);

@@ -44,7 +44,7 @@ export const DEFAULT_CONNECTION_OPTIONS = {
  * flow-control window on the client side removes it. Every channel we open
  * must carry it (a test guards this).
  */
-const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024;
+export const _FLOW_CONTROL_WINDOW = 16 * 1024 * 1024;
 
 /** Per-call context: an absolute deadline (epoch ms) and an optional cancellation signal. */
 export interface CallContext {
@@ -66,7 +66,7 @@ export class _Connection {
     const serverName = channelCredentials._isSecure() ? tlsServerName(address, options.tlsServerName) : undefined;
     this.client = new Client(address, channelCredentials, {
       ...(serverName === undefined ? {} : { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }),
-      "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
+      "grpc-node.flow_control_window": _FLOW_CONTROL_WINDOW,
       "grpc.keepalive_time_ms": 30_000,
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
