@@ -148,6 +148,12 @@ export class Group {
    * that asked before the write but never cached over the newer state.
    */
   private readonly pending = new Map<string, { stale: boolean }>();
+  /**
+   * Per key, the newest write this node sent to a remote owner that has not
+   * reached it yet. Sets and deletes travel in different batched calls, so
+   * without a line a delete issued after a set could overtake it.
+   */
+  private readonly writeLines = new Map<string, Promise<void>>();
   private closed = false;
   private readonly counters: Counters = {
     gets: 0,
@@ -292,9 +298,15 @@ export class Group {
     try {
       let storedAt = owner;
       if (owner !== null) {
-        storedAt = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
-        if (storedAt === null) this.storeOwned(key, value, expiresAt);
-        else this.dropLocal(key);
+        const line = this.joinWriteLine(key);
+        try {
+          await line.turn(call.signal);
+          storedAt = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
+          if (storedAt === null) this.storeOwned(key, value, expiresAt);
+          else this.dropLocal(key);
+        } finally {
+          line.leave();
+        }
       }
       return { unreachablePeers: await this.broadcastInvalidate(key, storedAt, call) };
     } finally {
@@ -306,19 +318,52 @@ export class Group {
   async delete(key: string, options?: CallOptions, fromPeer = false): Promise<DeleteResult> {
     this.checkKey(key);
     const owner = fromPeer ? null : this.ownerOf(key);
-    if (owner === null && fromPeer) return { deleted: this.dropLocal(key), unreachablePeers: [] };
+    // Owned here: applied before the first await, as `set` is, so the two keep the order they were called in.
+    const droppedFirst = owner === null ? this.dropLocal(key) : false;
+    if (fromPeer) return { deleted: droppedFirst, unreachablePeers: [] };
     const call = _startCall(options, this.peerTimeoutMs);
     try {
-      let deleted = false;
-      const deletedAt = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
-        deleted = await peer.delete(this.name, key, call);
-      });
-      const droppedHere = this.dropLocal(key);
-      if (deletedAt === null) deleted = droppedHere;
+      let deleted = droppedFirst;
+      let deletedAt: Peer | null = null;
+      if (owner !== null) {
+        const line = this.joinWriteLine(key);
+        try {
+          await line.turn(call.signal);
+          deletedAt = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
+            deleted = await peer.delete(this.name, key, call);
+          });
+          const droppedHere = this.dropLocal(key);
+          if (deletedAt === null) deleted = droppedHere;
+        } finally {
+          line.leave();
+        }
+      }
       return { deleted, unreachablePeers: await this.broadcastInvalidate(key, deletedAt, call) };
     } finally {
       call.dispose();
     }
+  }
+
+  /**
+   * Takes a place in `key`'s line of remote writes. `turn` resolves once the
+   * write ahead has reached its owner (or failed), and rejects when `signal`
+   * aborts first; `leave` must always be called. A write that gave up before
+   * its turn still holds back the ones behind it until the write ahead is done.
+   */
+  private joinWriteLine(key: string): { turn(signal: AbortSignal): Promise<void>; leave(): void } {
+    const ahead = this.writeLines.get(key);
+    let settle!: () => void;
+    const done = new Promise<void>((resolve) => (settle = resolve));
+    this.writeLines.set(key, done);
+    const letNextGo = () => {
+      settle();
+      if (this.writeLines.get(key) === done) this.writeLines.delete(key);
+    };
+    return {
+      turn: (signal) => (ahead === undefined ? Promise.resolve() : raceSignal(ahead, signal)),
+      // `ahead` never rejects.
+      leave: () => (ahead === undefined ? letNextGo() : void ahead.then(letNextGo)),
+    };
   }
 
   /** Empties this group on every node. */

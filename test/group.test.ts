@@ -190,6 +190,33 @@ describe("Group", () => {
     expect(h.stats().fallbackLoads).toBe(0);
   });
 
+  test("a write behind a stuck write to the same key waits at most until its own deadline; other keys do not wait", async () => {
+    let release!: () => void;
+    const stuck = new Promise<void>((resolve) => (release = resolve));
+    const applied: string[] = [];
+    class SlowOwner extends FakePeer {
+      override async set(_group: string, key: string): Promise<void> {
+        if (key === "k") await stuck;
+        applied.push(`set ${key}`);
+      }
+      override async delete(_group?: string, key?: string): Promise<boolean> {
+        applied.push(`delete ${key}`);
+        return true;
+      }
+    }
+    const g = group();
+    g._attach(routeAllTo(new SlowOwner("B", () => Promise.reject(new Error("unused")))));
+    const first = g.set("k", bytes("1"));
+    const started = performance.now();
+    expect((await errorOf(g.delete("k", { timeoutMs: 40 }))).code).toBe("ERR_DEADLINE_EXCEEDED");
+    expect(performance.now() - started).toBeLessThan(1000);
+    await g.delete("other");
+    const queued = g.delete("k");
+    release();
+    await Promise.all([first, queued]);
+    expect(applied).toEqual(["delete other", "set k", "delete k"]);
+  });
+
   test("requests from peers are served locally, never forwarded", async () => {
     const peer = new FakePeer("B", async () => ({ value: bytes("remote"), expiresAt: 0 }));
     const g = group({ loader: async () => bytes("local") });

@@ -84,6 +84,30 @@ describe("in-process cluster", () => {
     }
   });
 
+  test("writes to one key from one node apply in the order they were issued, awaited or not", async () => {
+    cluster = await startCluster(["A", "B"], () => [{ name: "g" }]);
+    const A = cluster.byName("A").group("g")!;
+    const valueAt = (key: string) =>
+      cluster!.clients[1]!.get("g", key).then(text, (error: unknown) =>
+        error instanceof GCacheError && error.code === "ERR_NOT_FOUND" ? "missing" : Promise.reject(error),
+      );
+    // Remote owner. A write to another key keeps one kind of batched call busy, so the
+    // next write of that kind queues while the other kind finds its line free.
+    const [busy, k1, k2] = ["busy", "one", "two"].map((prefix) => keyOwnedBy(cluster!.nodes[0]!, "B", prefix)) as [string, string, string];
+    await Promise.all([A.set(busy, bytes("x")), A.set(k1, bytes("queued set")), A.delete(k1)]);
+    expect(await valueAt(k1)).toBe("missing");
+    await A.set(k2, bytes("old"));
+    await Promise.all([A.delete(busy), A.delete(k2), A.set(k2, bytes("new"))]);
+    expect(await valueAt(k2)).toBe("new");
+    // Local owner.
+    const mine = keyOwnedBy(cluster.nodes[0]!, "A", "mine");
+    await A.set(mine, bytes("old"));
+    await Promise.all([A.delete(mine), A.set(mine, bytes("new"))]);
+    expect(await valueAt(mine)).toBe("new");
+    await Promise.all([A.set(mine, bytes("newer")), A.delete(mine)]);
+    expect(await valueAt(mine)).toBe("missing");
+  });
+
   test("clear empties the group on every node", async () => {
     cluster = await startCluster(["A", "B", "C"], () => [{ name: "g" }]);
     const { nodes, clients } = cluster;
