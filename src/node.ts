@@ -96,7 +96,7 @@ export class CacheNode {
   private nodeName: string | null = null;
   private state: State = "new";
   private inFlight = 0;
-  /** Open BatchGetStreams, by the function that ends each. */
+  /** Open BatchGetStreams and WriteStreams, by the function that ends each. */
   private readonly batchStreams = new Set<() => void>();
   private drained: (() => void) | null = null;
   private etcdClient: Etcd3 | null = null;
@@ -306,7 +306,7 @@ export class CacheNode {
     return this.state === "serving";
   }
 
-  /** BatchGetStreams peers hold open to this node (for metrics). */
+  /** BatchGetStreams and WriteStreams peers hold open to this node (for metrics). */
   get _openBatchStreams(): number {
     return this.batchStreams.size;
   }

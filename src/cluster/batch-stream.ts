@@ -1,23 +1,24 @@
 /**
- * Batches to one peer over one long-lived BatchGetStream instead of one
- * BatchGet call each. Under load the peer hop is bound by per-call cost:
- * grpc-js builds a chain of call objects, metadata and an HTTP/2 stream for
- * every call, on both nodes; a message on an open stream costs a fraction of
- * that. Each batch carries an id and its own time budget, and the peer answers
- * it at once from its cache (keys it must load come back "ask alone").
+ * Batches to one peer over one long-lived stream (BatchGetStream for gets,
+ * WriteStream for writes) instead of one call each. Under load the peer hop
+ * and the writes are bound by per-call cost: grpc-js builds a chain of call
+ * objects, metadata and an HTTP/2 stream for every call, on both nodes; a
+ * message on an open stream costs a fraction of that. Each batch carries an
+ * id and its own time budget, and the peer answers it by id.
  *
  * The stream is only a faster road, never a different answer. Whatever it
- * cannot carry goes as a plain BatchGet call, whose status then says what
+ * cannot carry goes as the matching call, whose status then says what
  * went wrong exactly as before: batches in flight when a stream breaks or
  * ends (the peer restarting or draining), batches the peer hands back
  * (`use_call`: unknown group, node draining, oversized batch), and every
- * batch to a peer that does not have the method.
+ * batch to a peer that does not have the method. (Every batch a stream
+ * carries can be applied twice harmlessly: gets, and writes of a value the
+ * sender still holds back later writes of the same key for.)
  */
-import { status, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
+import { status, type ClientDuplexStream, type MethodDefinition, type ServiceError } from "@grpc/grpc-js";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 import type { _Connection } from "../wire/connection.ts";
-import { GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../wire/messages.ts";
 
 export const DEFAULT_BATCH_STREAM_OPTIONS = {
   /**
@@ -30,13 +31,23 @@ export const DEFAULT_BATCH_STREAM_OPTIONS = {
   retryAfterMs: 1_000,
 } as const;
 
-/** The unary fallback: one BatchGet call. */
-export type BatchCall = (request: BatchGetRequest, context: CallContext) => Promise<BatchGetResponse>;
+/** What a stream's batches carry besides their content. */
+export interface StreamedRequest {
+  id?: number;
+  timeoutMs?: number;
+}
+export interface StreamedResponse {
+  id?: number;
+  useCall?: boolean;
+}
 
-interface InFlight {
-  request: BatchGetRequest;
+/** The unary fallback: the batch as one call. */
+export type BatchCall<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
+
+interface InFlight<Req, Res> {
+  request: Req;
   context: CallContext;
-  resolve(response: BatchGetResponse): void;
+  resolve(response: Res): void;
   reject(error: unknown): void;
   timer: ReturnType<typeof setTimeout>;
   onAbort: (() => void) | null;
@@ -45,18 +56,18 @@ interface InFlight {
 /** Ids wrap below 2^32 (a uint32 on the wire). */
 const MAX_ID = 0xffffffff;
 
-class OpenStream {
-  readonly inFlight = new Map<number, InFlight>();
+class OpenStream<Req, Res> {
+  readonly inFlight = new Map<number, InFlight<Req, Res>>();
   answered = false;
   ended = false;
   constructor(
-    readonly call: ClientDuplexStream<BatchGetRequest, BatchGetResponse>,
+    readonly call: ClientDuplexStream<Req, Res>,
     readonly openedAt: number,
   ) {}
 }
 
-export class _BatchStream {
-  private stream: OpenStream | null = null;
+export class _BatchStream<Req extends StreamedRequest, Res extends StreamedResponse> {
+  private stream: OpenStream<Req, Res> | null = null;
   /** The peer lacks BatchGetStream: calls only, for the life of the connection. */
   private unsupported = false;
   private callsUntil = 0;
@@ -65,22 +76,23 @@ export class _BatchStream {
 
   constructor(
     private readonly connection: _Connection,
-    private readonly call: BatchCall,
+    private readonly method: MethodDefinition<Req, Res>,
+    private readonly call: BatchCall<Req, Res>,
     private readonly options: { maxAgeMs: number; retryAfterMs: number } = DEFAULT_BATCH_STREAM_OPTIONS,
   ) {
-    this.what = `/pb.GCache/BatchGetStream on ${connection.address}`;
+    this.what = `${method.path} on ${connection.address}`;
   }
 
-  /** Sends one batch; settles by `context.deadline` at the latest. */
-  send(request: BatchGetRequest, context: CallContext): Promise<BatchGetResponse> {
+  /** Sends one batch (its `id` and `timeoutMs` are set here); settles by `context.deadline` at the latest. */
+  send(request: Req, context: CallContext): Promise<Res> {
     const now = Date.now();
     const budget = context.deadline - now;
     if (this.unsupported || now < this.callsUntil || budget <= 0 || context.signal?.aborted) return this.call(request, context);
     const stream = this.streamFor(now);
     if (stream === null) return this.call(request, context);
     const id = this.nextId === MAX_ID ? (this.nextId = 1) : ++this.nextId;
-    return new Promise<BatchGetResponse>((resolve, reject) => {
-      const pending: InFlight = {
+    return new Promise<Res>((resolve, reject) => {
+      const pending: InFlight<Req, Res> = {
         request,
         context,
         resolve,
@@ -94,7 +106,9 @@ export class _BatchStream {
         signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       stream.inFlight.set(id, pending);
-      stream.call.write({ group: request.group, keys: request.keys, id, timeoutMs: Math.min(Math.ceil(budget), MAX_ID) });
+      request.id = id;
+      request.timeoutMs = Math.min(Math.ceil(budget), MAX_ID);
+      stream.call.write(request);
     });
   }
 
@@ -107,7 +121,7 @@ export class _BatchStream {
     stream.call.cancel();
   }
 
-  private streamFor(now: number): OpenStream | null {
+  private streamFor(now: number): OpenStream<Req, Res> | null {
     const current = this.stream;
     if (current !== null && now - current.openedAt < this.options.maxAgeMs / 2) return current;
     if (current !== null) {
@@ -115,17 +129,17 @@ export class _BatchStream {
       this.stream = null;
       current.call.end();
     }
-    const call = this.connection.duplex(GCACHE_SERVICE.BatchGetStream, now + this.options.maxAgeMs);
+    const call = this.connection.duplex(this.method, now + this.options.maxAgeMs);
     if (call === null) return null;
-    const stream = new OpenStream(call, now);
-    call.on("data", (response: BatchGetResponse) => this.answered(stream, response));
+    const stream = new OpenStream<Req, Res>(call, now);
+    call.on("data", (response: Res) => this.answered(stream, response));
     call.on("error", (error: ServiceError) => this.ended(stream, error));
     call.on("end", () => this.ended(stream, null));
     this.stream = stream;
     return stream;
   }
 
-  private answered(stream: OpenStream, response: BatchGetResponse): void {
+  private answered(stream: OpenStream<Req, Res>, response: Res): void {
     stream.answered = true;
     const id = response.id ?? 0;
     const pending = stream.inFlight.get(id);
@@ -135,21 +149,21 @@ export class _BatchStream {
     else pending.resolve(response);
   }
 
-  private fail(stream: OpenStream, id: number, error: GCacheError): void {
+  private fail(stream: OpenStream<Req, Res>, id: number, error: GCacheError): void {
     const pending = stream.inFlight.get(id);
     if (pending === undefined) return;
     this.forget(stream, id, pending);
     pending.reject(error);
   }
 
-  private forget(stream: OpenStream, id: number, pending: InFlight): void {
+  private forget(stream: OpenStream<Req, Res>, id: number, pending: InFlight<Req, Res>): void {
     stream.inFlight.delete(id);
     clearTimeout(pending.timer);
     if (pending.onAbort !== null) pending.context.signal?.removeEventListener("abort", pending.onAbort);
   }
 
   /** The stream is over, cleanly or not: what it still carried goes as calls. */
-  private ended(stream: OpenStream, error: ServiceError | null): void {
+  private ended(stream: OpenStream<Req, Res>, error: ServiceError | null): void {
     if (stream.ended) return;
     stream.ended = true;
     if (this.stream === stream) this.stream = null;

@@ -4,7 +4,16 @@
  */
 import { invalidArgument } from "../errors.ts";
 import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
-import { GCACHE_SERVICE, type SetItem } from "../wire/messages.ts";
+import {
+  GCACHE_SERVICE,
+  WriteKind,
+  type BatchGetRequest,
+  type BatchGetResponse,
+  type ItemResult,
+  type SetItem,
+  type WriteBatch,
+  type WriteBatchResponse,
+} from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
 import { _BatchStream } from "./batch-stream.ts";
 import { _GetBatcher } from "./batcher.ts";
@@ -55,6 +64,9 @@ export interface Membership {
 }
 
 const EMPTY = new Uint8Array(0);
+const NO_KEYS: string[] = [];
+const NO_SETS: SetItem[] = [];
+const NO_RESULTS: ItemResult[] = [];
 /** Items per InvalidateMany, SetMany or DeleteMany call (a node takes up to 1024). */
 const MAX_BATCH_ITEMS = 512;
 /**
@@ -70,7 +82,9 @@ export class GrpcPeer implements Peer {
   readonly name: string;
   readonly address: string;
   private readonly connection: _Connection;
-  private readonly batchStream: _BatchStream;
+  private readonly batchStream: _BatchStream<BatchGetRequest, BatchGetResponse>;
+  /** Batches of sets, deletes and drops of copies, one stream for every group. */
+  private readonly writeStream: _BatchStream<WriteBatch, WriteBatchResponse>;
   /** One batcher per group: concurrent gets to this peer travel together. */
   private readonly batchers = new Map<string, _GetBatcher>();
   /** One per group: concurrent invalidations sent to this peer travel together, and so do sets and deletes. */
@@ -83,9 +97,10 @@ export class GrpcPeer implements Peer {
     this.name = name;
     this.address = address;
     this.connection = new _Connection(address, options);
-    this.batchStream = new _BatchStream(this.connection, (request, context) =>
+    this.batchStream = new _BatchStream(this.connection, GCACHE_SERVICE.BatchGetStream, (request, context) =>
       this.connection.unary(GCACHE_SERVICE.BatchGet, request, context),
     );
+    this.writeStream = new _BatchStream(this.connection, GCACHE_SERVICE.WriteStream, (batch, context) => this.writeCall(batch, context));
   }
 
   get(group: string, key: string, context: CallContext): Promise<Entry> {
@@ -145,7 +160,7 @@ export class GrpcPeer implements Peer {
             );
           },
           many: async (items, context) => {
-            const response = await this.connection.unary(GCACHE_SERVICE.SetMany, { group, items }, context);
+            const response = await this.writeStream.send({ group, kind: WriteKind.SET, sets: items, keys: NO_KEYS }, context);
             return response.results.map((result) => (result.errorCode === "" ? undefined : remoteVerdict(result.errorCode, result.errorMessage, what)));
           },
         },
@@ -175,7 +190,7 @@ export class GrpcPeer implements Peer {
             return response.value;
           },
           many: async (keys, context) => {
-            const response = await this.connection.unary(GCACHE_SERVICE.DeleteMany, { group, keys }, context);
+            const response = await this.writeStream.send({ group, kind: WriteKind.DELETE, sets: NO_SETS, keys }, context);
             return response.results.map((result) => (result.errorCode === "" ? result.deleted : remoteVerdict(result.errorCode, result.errorMessage, what)));
           },
         },
@@ -200,7 +215,7 @@ export class GrpcPeer implements Peer {
             await this.connection.unary(GCACHE_SERVICE.Invalidate, { group, key, all: false }, context);
           },
           many: async (keys, context) => {
-            await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
+            await this.writeStream.send({ group, kind: WriteKind.INVALIDATE, sets: NO_SETS, keys }, context);
             return keys.map(() => undefined);
           },
         },
@@ -211,8 +226,23 @@ export class GrpcPeer implements Peer {
     return invalidator;
   }
 
+  /** A write batch the stream could not carry, as the call for its kind. */
+  private async writeCall(batch: WriteBatch, context: CallContext): Promise<WriteBatchResponse> {
+    const { group, keys } = batch;
+    switch (batch.kind) {
+      case WriteKind.SET:
+        return this.connection.unary(GCACHE_SERVICE.SetMany, { group, items: batch.sets }, context);
+      case WriteKind.DELETE:
+        return this.connection.unary(GCACHE_SERVICE.DeleteMany, { group, keys }, context);
+      default:
+        await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
+        return { results: NO_RESULTS };
+    }
+  }
+
   close(): void {
     this.batchStream.close();
+    this.writeStream.close();
     this.connection.close();
   }
 }

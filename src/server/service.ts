@@ -23,7 +23,10 @@ import type {
   ResponseForDelete,
   ResponseForGet,
   SetManyRequest,
+  WriteBatch,
+  WriteBatchResponse,
 } from "../wire/messages.ts";
+import { WriteKind } from "../wire/messages.ts";
 import { toStatus } from "../wire/status.ts";
 import type { _TokenCheck } from "../auth.ts";
 
@@ -49,9 +52,9 @@ export interface CacheServiceHooks {
   begin(): void;
   end(): void;
   /**
-   * A BatchGetStream opened: the node ends it (with `end`) when it stops, so
-   * long-lived streams never hold up shutdown. Returns the call to make once
-   * the stream is over.
+   * A BatchGetStream or WriteStream opened: the node ends it (with `end`) when
+   * it stops, so long-lived streams never hold up shutdown. Returns the call
+   * to make once the stream is over.
    */
   streamOpened(end: () => void): () => void;
 }
@@ -108,44 +111,88 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     return { items: batchItems(group, request.keys, timeoutMs > 0 ? Date.now() + timeoutMs : undefined), id, useCall: false };
   }
 
-  /**
-   * A peer's BatchGetStream: each batch is answered at once, in the order it
-   * came; the stream ends when the peer ends it, on a malformed message, or
-   * when the node stops (`hooks.streamOpened`).
-   */
-  function serveBatchStream(call: ServerDuplexStream<BatchGetRequest | InvalidMessage, BatchGetResponse>): void {
-    const refused = refusal("read", call.metadata);
-    if (refused !== null) {
-      call.emit("error", toStatus(refused));
-      return;
+  /** One write batch off a stream, applied in order as SetMany, DeleteMany or InvalidateMany would. */
+  async function writtenAnswer(request: WriteBatch): Promise<WriteBatchResponse> {
+    const id = request.id ?? 0;
+    const group = lookup(request.group);
+    const kind = request.kind;
+    const count = kind === WriteKind.SET ? request.sets.length : request.keys.length;
+    // What the calls refuse, or answer as a whole, goes back to be sent as the call.
+    if (!hooks.accepting() || group === undefined || count > MAX_BATCH_KEYS) return { results: NO_RESULTS, id, useCall: true };
+    switch (kind) {
+      case WriteKind.SET: {
+        const results = await eachItem(request.sets, async (item) => {
+          await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
+          return APPLIED;
+        });
+        return { results, id, useCall: false };
+      }
+      case WriteKind.DELETE: {
+        const results = await eachItem(request.keys, async (key) => ((await group.delete(key, undefined, true)).deleted ? DELETED : APPLIED));
+        return { results, id, useCall: false };
+      }
+      case WriteKind.INVALIDATE:
+        if (request.keys.includes("")) return { results: NO_RESULTS, id, useCall: true };
+        for (const key of request.keys) group.invalidateLocal(key);
+        return { results: NO_RESULTS, id, useCall: false };
+      default:
+        return { results: NO_RESULTS, id, useCall: true };
     }
-    let over = false;
-    const abandon = () => {
-      over = true;
-      untrack();
-    };
-    const finish = (error: GCacheError | null) => {
-      if (over) return;
-      abandon();
-      if (error !== null) call.emit("error", toStatus(error));
-      else call.end();
-    };
-    const untrack = hooks.streamOpened(() => finish(null));
-    const resume = () => call.resume();
-    call.on("data", (request: BatchGetRequest | InvalidMessage) => {
-      if (over) return;
-      if (request instanceof InvalidMessage) {
-        finish(request.error);
-      } else if (!call.write(streamedAnswer(request))) {
+  }
+
+  /**
+   * A peer's BatchGetStream or WriteStream: each batch is taken in the order
+   * it came and answered as soon as it is done; the stream ends when the peer
+   * ends it, on a malformed message, or when the node stops
+   * (`hooks.streamOpened`).
+   */
+  function serveStream<Req, Res>(access: "read" | "write", answer: (request: Req) => Res | Promise<Res>) {
+    return (call: ServerDuplexStream<Req | InvalidMessage, Res>): void => {
+      const refused = refusal(access, call.metadata);
+      if (refused !== null) {
+        call.emit("error", toStatus(refused));
+        return;
+      }
+      let over = false;
+      let paused = false;
+      const abandon = () => {
+        over = true;
+        untrack();
+      };
+      const finish = (error: GCacheError | null) => {
+        if (over) return;
+        abandon();
+        if (error !== null) call.emit("error", toStatus(error));
+        else call.end();
+      };
+      const untrack = hooks.streamOpened(() => finish(null));
+      const resume = () => {
+        paused = false;
+        call.resume();
+      };
+      const send = (response: Res) => {
+        if (over || call.write(response) || paused) return;
         // A caller that stops reading answers gets no more until it reads: answers
         // must not pile up in memory (each may be megabytes).
+        paused = true;
         call.pause();
         call.once("drain", resume);
-      }
-    });
-    call.on("end", () => finish(null));
-    call.on("error", abandon);
-    call.on("cancelled", abandon);
+      };
+      const failed = (error: unknown) => finish(error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error)));
+      call.on("data", (request: Req | InvalidMessage) => {
+        if (over) return;
+        if (request instanceof InvalidMessage) {
+          finish(request.error);
+          return;
+        }
+        const response = answer(request);
+        if (response instanceof Promise) response.then(send, failed);
+        else send(response);
+      });
+      call.on("end", () => finish(null));
+      call.on("error", abandon);
+      call.on("cancelled", abandon);
+    };
   }
 
   /** Runs `work` with the call's deadline and cancellation, answering exactly once. */
@@ -233,7 +280,8 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       checkBatchSize(request.keys.length, "keys");
       return { items: batchItems(group, request.keys, options.deadline) };
     }),
-    BatchGetStream: serveBatchStream,
+    BatchGetStream: serveStream("read", streamedAnswer),
+    WriteStream: serveStream("write", writtenAnswer),
     Invalidate: serve<InvalidateRequest, InvalidateResponse>("write", (request) => {
       const group = groupOf(request.group);
       if (!request.all && request.key === "") throw new GCacheError("ERR_INVALID_ARGUMENT", "key must be non-empty");
@@ -278,6 +326,7 @@ function itemFailure(error: unknown): ItemResult {
 }
 
 const NO_ITEMS: BatchGetItem[] = [];
+const NO_RESULTS: ItemResult[] = [];
 /** An item done: a value stored, or a key the receiver did not hold. */
 const APPLIED: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
 const DELETED: ItemResult = { errorCode: "", errorMessage: "", deleted: true };

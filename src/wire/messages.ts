@@ -97,6 +97,29 @@ export interface BatchGetResponse {
   useCall?: boolean;
 }
 
+export const WriteKind = { SET: 0, DELETE: 1, INVALIDATE: 2 } as const;
+export type WriteKind = (typeof WriteKind)[keyof typeof WriteKind];
+
+/** One batch on a WriteStream: SetMany, DeleteMany or InvalidateMany items. */
+export interface WriteBatch {
+  group: string;
+  kind: WriteKind;
+  /** WriteKind.SET only. */
+  sets: SetItem[];
+  /** WriteKind.DELETE and INVALIDATE. */
+  keys: string[];
+  id?: number;
+  timeoutMs?: number;
+}
+
+export interface WriteBatchResponse {
+  /** One per item, in order (none for invalidations). */
+  results: ItemResult[];
+  id?: number;
+  /** Send the batch again as the matching call. */
+  useCall?: boolean;
+}
+
 export interface HealthCheckRequest {
   service: string;
 }
@@ -231,6 +254,27 @@ export const codecs = {
     id: m.id as number,
     useCall: m.useCall as boolean,
   })),
+  WriteBatch: codec<WriteBatch>("pb.WriteBatch", (m) => ({
+    group: m.group as string,
+    kind: m.kind as WriteKind,
+    sets: (m.sets as Record<string, unknown>[]).map((item) => ({
+      key: item.key as string,
+      value: (item.value as Uint8Array | undefined) ?? EMPTY,
+      expiresAtMs: int64(item.expiresAtMs),
+    })),
+    keys: m.keys as string[],
+    id: m.id as number,
+    timeoutMs: m.timeoutMs as number,
+  })),
+  WriteBatchResponse: codec<WriteBatchResponse>("pb.WriteBatchResponse", (m) => ({
+    results: (m.results as Record<string, unknown>[]).map((result) => ({
+      errorCode: result.errorCode as string,
+      errorMessage: result.errorMessage as string,
+      deleted: result.deleted as boolean,
+    })),
+    id: m.id as number,
+    useCall: m.useCall as boolean,
+  })),
   HealthCheckRequest: codec<HealthCheckRequest>("grpc.health.v1.HealthCheckRequest", (m) => ({
     service: m.service as string,
   })),
@@ -264,6 +308,11 @@ export const GCACHE_SERVICE = {
   BatchGet: unary("/pb.GCache/BatchGet", codecs.BatchGetRequest, codecs.BatchGetResponse),
   BatchGetStream: {
     ...unary("/pb.GCache/BatchGetStream", codecs.BatchGetRequest, codecs.BatchGetResponse),
+    requestStream: true,
+    responseStream: true,
+  },
+  WriteStream: {
+    ...unary("/pb.GCache/WriteStream", codecs.WriteBatch, codecs.WriteBatchResponse),
     requestStream: true,
     responseStream: true,
   },

@@ -25,8 +25,9 @@ function observed(address: string, options?: { maxAgeMs: number; retryAfterMs: n
     call?.on("status", (s: StatusObject) => record.statuses.push(s.code));
     return call;
   }) as typeof connection.duplex;
-  const stream = new _BatchStream(
+  const stream = new _BatchStream<BatchGetRequest, BatchGetResponse>(
     connection,
+    GCACHE_SERVICE.BatchGetStream,
     (request, context) => {
       calls.push(request);
       return connection.unary(GCACHE_SERVICE.BatchGet, request, context);
