@@ -142,9 +142,9 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
 
   /**
    * A peer's BatchGetStream or WriteStream: each batch is taken in the order
-   * it came and answered as soon as it is done; the stream ends when the peer
-   * ends it, on a malformed message, or when the node stops
-   * (`hooks.streamOpened`).
+   * it came and answered as soon as it is done; the stream ends once the peer
+   * ended it and every batch is answered, on a malformed message, or when the
+   * node stops (`hooks.streamOpened`).
    */
   function serveStream<Req, Res>(access: "read" | "write", answer: (request: Req) => Res | Promise<Res>) {
     return (call: ServerDuplexStream<Req | InvalidMessage, Res>): void => {
@@ -155,6 +155,8 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       }
       let over = false;
       let paused = false;
+      let unanswered = 0;
+      let peerEnded = false;
       const abandon = () => {
         over = true;
         untrack();
@@ -178,6 +180,10 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         call.pause();
         call.once("drain", resume);
       };
+      const answered = (response: Res) => {
+        send(response);
+        if (--unanswered === 0 && peerEnded) finish(null);
+      };
       const failed = (error: unknown) => finish(error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error)));
       call.on("data", (request: Req | InvalidMessage) => {
         if (over) return;
@@ -186,10 +192,17 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
           return;
         }
         const response = answer(request);
-        if (response instanceof Promise) response.then(send, failed);
-        else send(response);
+        if (!(response instanceof Promise)) {
+          send(response);
+          return;
+        }
+        unanswered++;
+        response.then(answered, failed);
       });
-      call.on("end", () => finish(null));
+      call.on("end", () => {
+        peerEnded = true;
+        if (unanswered === 0) finish(null);
+      });
       call.on("error", abandon);
       call.on("cancelled", abandon);
     };

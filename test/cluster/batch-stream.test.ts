@@ -8,7 +8,17 @@ import { renderMetrics } from "../../src/server/metrics.ts";
 import { cacheServiceHandlers } from "../../src/server/service.ts";
 import { CacheNode } from "../../src/node.ts";
 import { _Connection } from "../../src/wire/connection.ts";
-import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
+import {
+  codecs,
+  GCACHE_SERVICE,
+  WriteKind,
+  type BatchGetRequest,
+  type BatchGetResponse,
+  type ItemResults,
+  type SetManyRequest,
+  type WriteBatch,
+  type WriteBatchResponse,
+} from "../../src/wire/messages.ts";
 import { bytes, text } from "../_support/cluster.ts";
 import { waitFor } from "../_support/wait.ts";
 
@@ -260,5 +270,123 @@ describe("BatchGetStream", () => {
       [1, ["v"]],
       [2, ["v"]],
     ]);
+  });
+});
+
+/** A write-stream client whose fallback calls (by method) and opened streams are counted. */
+function observedWrites(address: string, token?: string) {
+  const connection = new _Connection(address, token === undefined ? {} : { token });
+  const calls: string[] = [];
+  const streams: { statuses: number[] }[] = [];
+  const duplex = connection.duplex.bind(connection);
+  connection.duplex = (<Req, Res>(method: typeof GCACHE_SERVICE.WriteStream, deadline: number) => {
+    const call = duplex(method, deadline) as ClientDuplexStream<Req, Res> | null;
+    const record = { statuses: [] as number[] };
+    streams.push(record);
+    call?.on("status", (s: StatusObject) => record.statuses.push(s.code));
+    return call;
+  }) as typeof connection.duplex;
+  const unary = connection.unary.bind(connection);
+  connection.unary = ((method: { path: string }, request: unknown, context: unknown) => {
+    calls.push(method.path.slice("/pb.GCache/".length));
+    return unary(method as never, request as never, context as never);
+  }) as typeof connection.unary;
+  const fallback = async (batch: WriteBatch, context: { deadline: number }): Promise<WriteBatchResponse> => {
+    if (batch.kind === WriteKind.SET) return connection.unary(GCACHE_SERVICE.SetMany, { group: batch.group, items: batch.sets }, context);
+    if (batch.kind === WriteKind.DELETE) return connection.unary(GCACHE_SERVICE.DeleteMany, { group: batch.group, keys: batch.keys }, context);
+    await connection.unary(GCACHE_SERVICE.InvalidateMany, { group: batch.group, keys: batch.keys }, context);
+    return { results: [] };
+  };
+  const stream = new _BatchStream<WriteBatch, WriteBatchResponse>(connection, GCACHE_SERVICE.WriteStream, fallback);
+  return {
+    stream,
+    calls,
+    streams,
+    sets: (group: string, entries: [string, Uint8Array][]) =>
+      stream.send({ group, kind: WriteKind.SET, sets: entries.map(([key, value]) => ({ key, value, expiresAtMs: 0 })), keys: [] }, within(5_000)),
+    keys: (group: string, kind: WriteKind, keys: string[]) => stream.send({ group, kind, sets: [], keys }, within(5_000)),
+    close() {
+      stream.close();
+      connection.close();
+    },
+  };
+}
+
+const outcomes = (response: WriteBatchResponse) => response.results.map((r) => r.errorCode || (r.deleted ? "deleted" : "ok"));
+
+describe("WriteStream", () => {
+  test("sets, deletes and drops of copies share one stream and are answered as SetMany, DeleteMany and InvalidateMany answer", async () => {
+    const node = await startNode();
+    const client = observedWrites(node.address);
+    cleanups.push(() => client.close());
+    const g = node.group("g")!;
+    const tooLarge = new Uint8Array(g.maxValueBytes + 1);
+    const [stored, deleted] = await Promise.all([
+      client.sets("g", [["new1", bytes("n1")], ["big", tooLarge], ["new2", bytes("n2")]]),
+      client.keys("g", WriteKind.DELETE, ["k1", "never-there", "k2"]),
+    ]);
+    expect(outcomes(stored)).toEqual(["ok", "ERR_VALUE_TOO_LARGE", "ok"]);
+    expect(outcomes(deleted)).toEqual(["deleted", "ok", "deleted"]);
+    expect(text(await g.get("new1"))).toBe("n1");
+    expect(text(await g.get("new2"))).toBe("n2");
+    expect(g.cachedEntry("k1")).toBeUndefined();
+    expect(g.cachedEntry("k3")).toBeDefined();
+    expect(outcomes(await client.keys("g", WriteKind.INVALIDATE, ["k3", "k4"]))).toEqual([]);
+    expect(g.cachedEntry("k3")).toBeUndefined();
+    expect(g.cachedEntry("k5")).toBeDefined();
+    expect(client.streams.length).toBe(1);
+    expect(client.calls).toEqual([]);
+    // The same batch as a call answers the same.
+    const connection = new _Connection(node.address);
+    cleanups.push(() => connection.close());
+    const asCall = await connection.unary(GCACHE_SERVICE.DeleteMany, { group: "g", keys: ["new1", "never-there"] }, within(5_000));
+    expect(outcomes(asCall)).toEqual(["deleted", "ok"]);
+  });
+
+  test("what the stream hands back goes as the call, whose error the writer gets: an unknown group, an empty key to drop, an oversized batch", async () => {
+    const node = await startNode();
+    const client = observedWrites(node.address);
+    cleanups.push(() => client.close());
+    const failure = (promise: Promise<unknown>) => promise.then(() => null, (e: unknown) => (e as GCacheError).code);
+    expect(await failure(client.sets("nope", [["a", bytes("x")]]))).toBe("ERR_UNKNOWN_GROUP");
+    expect(await failure(client.keys("g", WriteKind.INVALIDATE, ["k1", ""]))).toBe("ERR_INVALID_ARGUMENT");
+    const many = Array.from({ length: 1025 }, (_, i) => `many-${i}`);
+    expect(await failure(client.keys("g", WriteKind.DELETE, many))).toBe("ERR_INVALID_ARGUMENT");
+    expect(client.calls).toEqual(["SetMany", "InvalidateMany", "DeleteMany"]);
+    // Nothing of the refused drop was applied; the stream still serves.
+    expect(node.group("g")!.cachedEntry("k1")).toBeDefined();
+    expect(outcomes(await client.keys("g", WriteKind.DELETE, ["k1"]))).toEqual(["deleted"]);
+    expect(client.streams.length).toBe(1);
+  });
+
+  test("a peer without the method gets calls only, after one try", async () => {
+    const received: string[] = [];
+    const bare = await startBare({
+      SetMany: (call: { request: SetManyRequest }, callback: (e: null, r: ItemResults) => void) => {
+        received.push(...call.request.items.map((item) => item.key));
+        callback(null, { results: call.request.items.map(() => ({ errorCode: "", errorMessage: "", deleted: false })) });
+      },
+    });
+    const client = observedWrites(bare.address);
+    cleanups.push(() => client.close());
+    for (let i = 0; i < 3; i++) expect(outcomes(await client.sets("g", [[`a${i}`, bytes("x")]]))).toEqual(["ok"]);
+    expect(received).toEqual(["a0", "a1", "a2"]);
+    expect(client.streams.length).toBe(1);
+    expect(client.streams[0]!.statuses).toEqual([status.UNIMPLEMENTED]);
+    expect(client.calls).toEqual(["SetMany", "SetMany", "SetMany"]);
+  });
+
+  test("with write tokens: a stream without the token is refused and the batch gets the call's UNAUTHENTICATED; with it, the stream serves", async () => {
+    const node = await startNode({ auth: { token: "secret-token-123", reads: false } });
+    const stranger = observedWrites(node.address);
+    cleanups.push(() => stranger.close());
+    const error = (await stranger.sets("g", [["a", bytes("x")]]).catch((e: unknown) => e)) as GCacheError;
+    expect(error.code).toBe("ERR_UNAUTHENTICATED");
+    expect(stranger.calls).toEqual(["SetMany"]);
+    expect(node.group("g")!.cachedEntry("a")).toBeUndefined();
+    const member = observedWrites(node.address, "secret-token-123");
+    cleanups.push(() => member.close());
+    expect(outcomes(await member.sets("g", [["a", bytes("x")]]))).toEqual(["ok"]);
+    expect(member.calls).toEqual([]);
   });
 });

@@ -70,6 +70,15 @@ const METHODS: Record<string, Field[]> = {
     { kind: "int64", no: 3 },
     { kind: "int64", no: 4 },
   ],
+  // A stream too: id, timeout, group, kind, sets (embedded SetItem messages as raw bytes), keys.
+  "/pb.GCache/WriteStream": [
+    { kind: "int64", no: 1 },
+    { kind: "int64", no: 2 },
+    { kind: "string", no: 3 },
+    { kind: "int64", no: 4 },
+    { kind: "bytes", no: 5 },
+    { kind: "repeated-string", no: 6 },
+  ],
   "/grpc.health.v1.Health/Check": [{ kind: "string", no: 1 }],
 };
 
