@@ -300,7 +300,8 @@ export class Group {
       if (owner !== null) {
         const line = this.joinWriteLine(key);
         try {
-          await line.turn(call.signal);
+          const turn = line.turn(call.signal);
+          if (turn !== null) await turn;
           storedAt = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
           if (storedAt === null) this.storeOwned(key, value, expiresAt);
           else this.dropLocal(key);
@@ -328,7 +329,8 @@ export class Group {
       if (owner !== null) {
         const line = this.joinWriteLine(key);
         try {
-          await line.turn(call.signal);
+          const turn = line.turn(call.signal);
+          if (turn !== null) await turn;
           deletedAt = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
             deleted = await peer.delete(this.name, key, call);
           });
@@ -345,13 +347,14 @@ export class Group {
   }
 
   /**
-   * Takes a place in `key`'s line of remote writes. `turn` resolves once the
-   * write ahead has reached its owner (or failed), and rejects when `signal`
-   * aborts first; `leave` must always be called. A write that gave up before
-   * its turn still holds back the ones behind it until the write ahead is done.
+   * Takes a place in `key`'s line of remote writes. `turn` is null when no
+   * write is ahead; else it resolves once that write has reached its owner
+   * (or failed), and rejects when `signal` aborts first. `leave` must always
+   * be called. A write that gave up before its turn still holds back the
+   * ones behind it until the write ahead is done.
    */
-  private joinWriteLine(key: string): { turn(signal: AbortSignal): Promise<void>; leave(): void } {
-    const ahead = this.writeLines.get(key);
+  private joinWriteLine(key: string): { turn(signal: AbortSignal): Promise<void> | null; leave(): void } {
+    const ahead = this.writeLines.get(key) ?? null;
     let settle!: () => void;
     const done = new Promise<void>((resolve) => (settle = resolve));
     this.writeLines.set(key, done);
@@ -360,9 +363,9 @@ export class Group {
       if (this.writeLines.get(key) === done) this.writeLines.delete(key);
     };
     return {
-      turn: (signal) => (ahead === undefined ? Promise.resolve() : raceSignal(ahead, signal)),
+      turn: (signal) => (ahead === null ? null : raceSignal(ahead, signal)),
       // `ahead` never rejects.
-      leave: () => (ahead === undefined ? letNextGo() : void ahead.then(letNextGo)),
+      leave: () => (ahead === null ? letNextGo() : void ahead.then(letNextGo)),
     };
   }
 

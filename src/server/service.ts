@@ -142,9 +142,11 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
 
   /**
    * A peer's BatchGetStream or WriteStream: each batch is taken in the order
-   * it came and answered as soon as it is done; the stream ends once the peer
-   * ended it and every batch is answered, on a malformed message, or when the
-   * node stops (`hooks.streamOpened`).
+   * it came and answered as soon as it is done. The stream ends on a
+   * malformed message, or once every batch taken is answered after the peer
+   * ended it or the node began to stop (`hooks.streamOpened`; batches that
+   * arrive meanwhile are handed back), so no write a peer sent goes
+   * unanswered.
    */
   function serveStream<Req, Res>(access: "read" | "write", answer: (request: Req) => Res | Promise<Res>) {
     return (call: ServerDuplexStream<Req | InvalidMessage, Res>): void => {
@@ -156,7 +158,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       let over = false;
       let paused = false;
       let unanswered = 0;
-      let peerEnded = false;
+      let ending = false;
       const abandon = () => {
         over = true;
         untrack();
@@ -167,7 +169,11 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         if (error !== null) call.emit("error", toStatus(error));
         else call.end();
       };
-      const untrack = hooks.streamOpened(() => finish(null));
+      const endOnceAnswered = () => {
+        ending = true;
+        if (unanswered === 0) finish(null);
+      };
+      const untrack = hooks.streamOpened(endOnceAnswered);
       const resume = () => {
         paused = false;
         call.resume();
@@ -182,7 +188,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       };
       const answered = (response: Res) => {
         send(response);
-        if (--unanswered === 0 && peerEnded) finish(null);
+        if (--unanswered === 0 && ending) finish(null);
       };
       const failed = (error: unknown) => finish(error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error)));
       call.on("data", (request: Req | InvalidMessage) => {
@@ -199,10 +205,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         unanswered++;
         response.then(answered, failed);
       });
-      call.on("end", () => {
-        peerEnded = true;
-        if (unanswered === 0) finish(null);
-      });
+      call.on("end", endOnceAnswered);
       call.on("error", abandon);
       call.on("cancelled", abandon);
     };
