@@ -11,9 +11,10 @@
  * went wrong exactly as before: batches in flight when a stream breaks or
  * ends (the peer restarting or draining), batches the peer hands back
  * (`use_call`: unknown group, node draining, oversized batch), and every
- * batch to a peer that does not have the method. (Every batch a stream
- * carries can be applied twice harmlessly: gets, and writes of a value the
- * sender still holds back later writes of the same key for.)
+ * batch to a peer that does not have the method. A batch that goes as a
+ * call after its stream broke may be applied twice: harmless for gets, and
+ * for writes too, since the sender holds back later writes of the same key
+ * until this one is answered, so a repeat applies the same thing again.
  */
 import { status, type ClientDuplexStream, type MethodDefinition, type ServiceError } from "@grpc/grpc-js";
 import { GCacheError } from "../errors.ts";
@@ -68,7 +69,7 @@ class OpenStream<Req, Res> {
 
 export class _BatchStream<Req extends StreamedRequest, Res extends StreamedResponse> {
   private stream: OpenStream<Req, Res> | null = null;
-  /** The peer lacks BatchGetStream: calls only, for the life of the connection. */
+  /** The peer lacks the method: calls only, for the life of the connection. */
   private unsupported = false;
   private callsUntil = 0;
   private nextId = 0;
