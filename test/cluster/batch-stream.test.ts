@@ -22,10 +22,8 @@ import {
 import { bytes, text } from "../_support/cluster.ts";
 import { waitFor } from "../_support/wait.ts";
 
-/** A stream client whose fallback calls and opened streams are counted. */
-function observed(address: string, options?: { maxAgeMs: number; retryAfterMs: number }, token?: string) {
-  const connection = new _Connection(address, token === undefined ? {} : { token });
-  const calls: BatchGetRequest[] = [];
+/** Records every stream `connection` opens, with the statuses it ends with. */
+function recordStreams(connection: _Connection): { statuses: number[] }[] {
   const streams: { statuses: number[] }[] = [];
   const duplex = connection.duplex.bind(connection);
   connection.duplex = (<Req, Res>(method: typeof GCACHE_SERVICE.BatchGetStream, deadline: number) => {
@@ -35,6 +33,14 @@ function observed(address: string, options?: { maxAgeMs: number; retryAfterMs: n
     call?.on("status", (s: StatusObject) => record.statuses.push(s.code));
     return call;
   }) as typeof connection.duplex;
+  return streams;
+}
+
+/** A stream client whose fallback calls and opened streams are counted. */
+function observed(address: string, options?: { maxAgeMs: number; retryAfterMs: number }, token?: string) {
+  const connection = new _Connection(address, token === undefined ? {} : { token });
+  const calls: BatchGetRequest[] = [];
+  const streams = recordStreams(connection);
   const stream = new _BatchStream<BatchGetRequest, BatchGetResponse>(
     connection,
     GCACHE_SERVICE.BatchGetStream,
@@ -277,15 +283,7 @@ describe("BatchGetStream", () => {
 function observedWrites(address: string, token?: string) {
   const connection = new _Connection(address, token === undefined ? {} : { token });
   const calls: string[] = [];
-  const streams: { statuses: number[] }[] = [];
-  const duplex = connection.duplex.bind(connection);
-  connection.duplex = (<Req, Res>(method: typeof GCACHE_SERVICE.WriteStream, deadline: number) => {
-    const call = duplex(method, deadline) as ClientDuplexStream<Req, Res> | null;
-    const record = { statuses: [] as number[] };
-    streams.push(record);
-    call?.on("status", (s: StatusObject) => record.statuses.push(s.code));
-    return call;
-  }) as typeof connection.duplex;
+  const streams = recordStreams(connection);
   const unary = connection.unary.bind(connection);
   connection.unary = ((method: { path: string }, request: unknown, context: unknown) => {
     calls.push(method.path.slice("/pb.GCache/".length));
