@@ -187,6 +187,18 @@ function codec<T>(typeName: string, normalize: (decoded: Record<string, unknown>
 
 const EMPTY = new Uint8Array(0);
 
+const setItemOf = (item: Record<string, unknown>): SetItem => ({
+  key: item.key as string,
+  value: (item.value as Uint8Array | undefined) ?? EMPTY,
+  expiresAtMs: int64(item.expiresAtMs),
+});
+
+const itemResultOf = (result: Record<string, unknown>): ItemResult => ({
+  errorCode: result.errorCode as string,
+  errorMessage: result.errorMessage as string,
+  deleted: result.deleted as boolean,
+});
+
 export const codecs = {
   Request: codec<Request>("pb.Request", (m) => ({
     group: m.group as string,
@@ -217,18 +229,10 @@ export const codecs = {
   })),
   SetManyRequest: codec<SetManyRequest>("pb.SetManyRequest", (m) => ({
     group: m.group as string,
-    items: (m.items as Record<string, unknown>[]).map((item) => ({
-      key: item.key as string,
-      value: (item.value as Uint8Array | undefined) ?? EMPTY,
-      expiresAtMs: int64(item.expiresAtMs),
-    })),
+    items: (m.items as Record<string, unknown>[]).map(setItemOf),
   })),
   ItemResults: codec<ItemResults>("pb.ItemResults", (m) => ({
-    results: (m.results as Record<string, unknown>[]).map((result) => ({
-      errorCode: result.errorCode as string,
-      errorMessage: result.errorMessage as string,
-      deleted: result.deleted as boolean,
-    })),
+    results: (m.results as Record<string, unknown>[]).map(itemResultOf),
   })),
   ClearRequest: codec<ClearRequest>("pb.ClearRequest", (m) => ({
     group: m.group as string,
@@ -257,21 +261,13 @@ export const codecs = {
   WriteBatch: codec<WriteBatch>("pb.WriteBatch", (m) => ({
     group: m.group as string,
     kind: m.kind as WriteKind,
-    sets: (m.sets as Record<string, unknown>[]).map((item) => ({
-      key: item.key as string,
-      value: (item.value as Uint8Array | undefined) ?? EMPTY,
-      expiresAtMs: int64(item.expiresAtMs),
-    })),
+    sets: (m.sets as Record<string, unknown>[]).map(setItemOf),
     keys: m.keys as string[],
     id: m.id as number,
     timeoutMs: m.timeoutMs as number,
   })),
   WriteBatchResponse: codec<WriteBatchResponse>("pb.WriteBatchResponse", (m) => ({
-    results: (m.results as Record<string, unknown>[]).map((result) => ({
-      errorCode: result.errorCode as string,
-      errorMessage: result.errorMessage as string,
-      deleted: result.deleted as boolean,
-    })),
+    results: (m.results as Record<string, unknown>[]).map(itemResultOf),
     id: m.id as number,
     useCall: m.useCall as boolean,
   })),
