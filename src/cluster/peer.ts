@@ -100,7 +100,7 @@ export class GrpcPeer implements Peer {
     this.batchStream = new _BatchStream(this.connection, GCACHE_SERVICE.BatchGetStream, (request, context) =>
       this.connection.unary(GCACHE_SERVICE.BatchGet, request, context),
     );
-    this.writeStream = new _BatchStream(this.connection, GCACHE_SERVICE.WriteStream, (batch, context) => this.writeCall(batch, context));
+    this.writeStream = new _BatchStream(this.connection, GCACHE_SERVICE.WriteStream, (batch, context) => _writeBatchCall(this.connection, batch, context));
   }
 
   get(group: string, key: string, context: CallContext): Promise<Entry> {
@@ -226,23 +226,23 @@ export class GrpcPeer implements Peer {
     return invalidator;
   }
 
-  /** A write batch the stream could not carry, as the call for its kind. */
-  private async writeCall(batch: WriteBatch, context: CallContext): Promise<WriteBatchResponse> {
-    const { group, keys } = batch;
-    switch (batch.kind) {
-      case WriteKind.SET:
-        return this.connection.unary(GCACHE_SERVICE.SetMany, { group, items: batch.sets }, context);
-      case WriteKind.DELETE:
-        return this.connection.unary(GCACHE_SERVICE.DeleteMany, { group, keys }, context);
-      default:
-        await this.connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
-        return { results: NO_RESULTS };
-    }
-  }
-
   close(): void {
     this.batchStream.close();
     this.writeStream.close();
     this.connection.close();
+  }
+}
+
+/** A write batch a WriteStream could not carry, as the call for its kind. */
+export async function _writeBatchCall(connection: _Connection, batch: WriteBatch, context: CallContext): Promise<WriteBatchResponse> {
+  const { group, keys } = batch;
+  switch (batch.kind) {
+    case WriteKind.SET:
+      return connection.unary(GCACHE_SERVICE.SetMany, { group, items: batch.sets }, context);
+    case WriteKind.DELETE:
+      return connection.unary(GCACHE_SERVICE.DeleteMany, { group, keys }, context);
+    default:
+      await connection.unary(GCACHE_SERVICE.InvalidateMany, { group, keys }, context);
+      return { results: NO_RESULTS };
   }
 }

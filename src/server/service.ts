@@ -22,6 +22,7 @@ import type {
   Request,
   ResponseForDelete,
   ResponseForGet,
+  SetItem,
   SetManyRequest,
   WriteBatch,
   WriteBatchResponse,
@@ -120,20 +121,14 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     // What the calls refuse, or answer as a whole, goes back to be sent as the call.
     if (!hooks.accepting() || group === undefined || count > MAX_BATCH_KEYS) return { results: NO_RESULTS, id, useCall: true };
     switch (kind) {
-      case WriteKind.SET: {
-        const results = await eachItem(request.sets, async (item) => {
-          await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
-          return APPLIED;
-        });
-        return { results, id, useCall: false };
-      }
-      case WriteKind.DELETE: {
-        const results = await eachItem(request.keys, async (key) => ((await group.delete(key, undefined, true)).deleted ? DELETED : APPLIED));
-        return { results, id, useCall: false };
-      }
+      case WriteKind.SET:
+        return { results: await storeItems(group, request.sets), id, useCall: false };
+      case WriteKind.DELETE:
+        return { results: await deleteKeys(group, request.keys), id, useCall: false };
       case WriteKind.INVALIDATE:
+        // A bad key is the call's to report.
         if (request.keys.includes("")) return { results: NO_RESULTS, id, useCall: true };
-        for (const key of request.keys) group.invalidateLocal(key);
+        dropCopies(group, request.keys);
         return { results: NO_RESULTS, id, useCall: false };
       default:
         return { results: NO_RESULTS, id, useCall: true };
@@ -269,23 +264,16 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     SetMany: serve<SetManyRequest, ItemResults>("write", async (request) => {
       const group = groupOf(request.group);
       checkBatchSize(request.items.length, "items");
-      // Each item as a peer's Set: stored here, never forwarded; one bad item fails only itself.
-      const results = await eachItem(request.items, async (item) => {
-        await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
-        return APPLIED;
-      });
-      return { results };
+      return { results: await storeItems(group, request.items) };
     }),
     Delete: serve<Request, ResponseForDelete>("write", async (request, options) => {
       const result = await groupOf(request.group).delete(request.key, options, request.fromPeer);
       return { value: result.deleted, unreachablePeers: result.unreachablePeers };
     }),
-    DeleteMany: serve<KeysRequest, ItemResults>("write", async (request, options) => {
+    DeleteMany: serve<KeysRequest, ItemResults>("write", async (request) => {
       const group = groupOf(request.group);
       checkBatchSize(request.keys.length, "keys");
-      // Each key as a peer's Delete: dropped here, never forwarded; a bad key fails only itself.
-      const results = await eachItem(request.keys, async (key) => ((await group.delete(key, options, true)).deleted ? DELETED : APPLIED));
-      return { results };
+      return { results: await deleteKeys(group, request.keys) };
     }),
     Clear: serve<ClearRequest, ClearResponse>("write", async (request, options) => {
       const result = await groupOf(request.group).clear(options, request.fromPeer);
@@ -308,13 +296,30 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       const group = groupOf(request.group);
       const keys = request.keys;
       checkBatchSize(keys.length, "keys");
-      // All or nothing: a bad key leaves every copy in place and says which key it was.
-      const empty = keys.indexOf("");
-      if (empty >= 0) throw new GCacheError("ERR_INVALID_ARGUMENT", `key ${empty} of the batch is empty; keys must be non-empty`);
-      for (const key of keys) group.invalidateLocal(key);
+      dropCopies(group, keys);
       return {};
     }),
   };
+}
+
+/** A peer's batch of stores (SetMany, WriteStream): each item as a peer's Set, stored here, never forwarded; one bad item fails only itself. */
+function storeItems(group: Group, items: readonly SetItem[]): Promise<ItemResult[]> {
+  return eachItem(items, async (item) => {
+    await group.set(item.key, item.value, { expiresAt: item.expiresAtMs }, true);
+    return APPLIED;
+  });
+}
+
+/** A peer's batch of deletes (DeleteMany, WriteStream): each key as a peer's Delete, dropped here, never forwarded; a bad key fails only itself. */
+function deleteKeys(group: Group, keys: readonly string[]): Promise<ItemResult[]> {
+  return eachItem(keys, async (key) => ((await group.delete(key, undefined, true)).deleted ? DELETED : APPLIED));
+}
+
+/** A peer's drops of copies (InvalidateMany, WriteStream), all or nothing: a bad key leaves every copy in place and says which key it was. */
+function dropCopies(group: Group, keys: readonly string[]): void {
+  const empty = keys.indexOf("");
+  if (empty >= 0) throw new GCacheError("ERR_INVALID_ARGUMENT", `key ${empty} of the batch is empty; keys must be non-empty`);
+  for (const key of keys) group.invalidateLocal(key);
 }
 
 /** Refuses a batched call that carries more than a node takes. */

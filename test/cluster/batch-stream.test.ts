@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { Client, credentials, Metadata, Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
 import { _BatchStream } from "../../src/cluster/batch-stream.ts";
+import { _writeBatchCall } from "../../src/cluster/peer.ts";
 import { EventEmitter } from "node:events";
 import { GCacheError } from "../../src/errors.ts";
 import { Group } from "../../src/group.ts";
@@ -289,13 +290,9 @@ function observedWrites(address: string, token?: string) {
     calls.push(method.path.slice("/pb.GCache/".length));
     return unary(method as never, request as never, context as never);
   }) as typeof connection.unary;
-  const fallback = async (batch: WriteBatch, context: { deadline: number }): Promise<WriteBatchResponse> => {
-    if (batch.kind === WriteKind.SET) return connection.unary(GCACHE_SERVICE.SetMany, { group: batch.group, items: batch.sets }, context);
-    if (batch.kind === WriteKind.DELETE) return connection.unary(GCACHE_SERVICE.DeleteMany, { group: batch.group, keys: batch.keys }, context);
-    await connection.unary(GCACHE_SERVICE.InvalidateMany, { group: batch.group, keys: batch.keys }, context);
-    return { results: [] };
-  };
-  const stream = new _BatchStream<WriteBatch, WriteBatchResponse>(connection, GCACHE_SERVICE.WriteStream, fallback);
+  const stream = new _BatchStream<WriteBatch, WriteBatchResponse>(connection, GCACHE_SERVICE.WriteStream, (batch, context) =>
+    _writeBatchCall(connection, batch, context),
+  );
   return {
     stream,
     calls,
