@@ -42,6 +42,20 @@ export interface StreamedResponse {
   useCall?: boolean;
 }
 
+/**
+ * A batch whose first answer may leave parts to come later on the stream, by
+ * the same id (BatchGetStream's deferred loads). Once its first answer is in,
+ * a batch can no longer be cancelled: its callers leave on their own.
+ */
+export interface LaterAnswers<Res> {
+  /** After the first answer: how many later answers are still to come (0: the batch is done). */
+  expected(first: Res): number;
+  /** One later answer; returns how many are still to come. */
+  received(later: Res): number;
+  /** The rest cannot come: the batch's time ran out (`error`), or the stream ended (null; ask again another way). */
+  lost(error: GCacheError | null): void;
+}
+
 /** The unary fallback: the batch as one call. */
 export type BatchCall<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
 
@@ -52,6 +66,9 @@ interface InFlight<Req, Res> {
   reject(error: unknown): void;
   timer: ReturnType<typeof setTimeout>;
   onAbort: (() => void) | null;
+  later: LaterAnswers<Res> | undefined;
+  /** The first answer is in; later ones are awaited. */
+  following: boolean;
 }
 
 /** Ids wrap below 2^32 (a uint32 on the wire). */
@@ -84,8 +101,12 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
     this.what = `${method.path} on ${connection.address}`;
   }
 
-  /** Sends one batch (its `id` and `timeoutMs` are set here); settles by `context.deadline` at the latest. */
-  send(request: Req, context: CallContext): Promise<Res> {
+  /**
+   * Sends one batch (its `id` and `timeoutMs` are set here); settles by
+   * `context.deadline` at the latest. With `later`, answers after the first
+   * that carry the batch's id go to it until it expects no more.
+   */
+  send(request: Req, context: CallContext, later?: LaterAnswers<Res>): Promise<Res> {
     const now = Date.now();
     const budget = context.deadline - now;
     if (this.unsupported || now < this.callsUntil || budget <= 0 || context.signal?.aborted) return this.call(request, context);
@@ -100,6 +121,8 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
         reject,
         timer: setTimeout(() => this.fail(stream, id, new GCacheError("ERR_DEADLINE_EXCEEDED", `${this.what}: deadline exceeded`)), budget),
         onAbort: null,
+        later,
+        following: false,
       };
       const signal = context.signal;
       if (signal !== undefined) {
@@ -145,22 +168,42 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
     const id = response.id ?? 0;
     const pending = stream.inFlight.get(id);
     if (pending === undefined) return; // it timed out or was cancelled meanwhile
-    this.forget(stream, id, pending);
-    if (response.useCall === true) this.call(pending.request, pending.context).then(pending.resolve, pending.reject);
-    else pending.resolve(response);
+    if (pending.following) {
+      if (pending.later!.received(response) <= 0) this.forget(stream, id, pending);
+      return;
+    }
+    if (response.useCall === true) {
+      this.forget(stream, id, pending);
+      this.call(pending.request, pending.context).then(pending.resolve, pending.reject);
+      return;
+    }
+    if (pending.later !== undefined && pending.later.expected(response) > 0) {
+      pending.following = true;
+      this.stopListening(pending);
+    } else {
+      this.forget(stream, id, pending);
+    }
+    pending.resolve(response);
   }
 
   private fail(stream: OpenStream<Req, Res>, id: number, error: GCacheError): void {
     const pending = stream.inFlight.get(id);
     if (pending === undefined) return;
     this.forget(stream, id, pending);
-    pending.reject(error);
+    if (pending.following) pending.later!.lost(error);
+    else pending.reject(error);
   }
 
   private forget(stream: OpenStream<Req, Res>, id: number, pending: InFlight<Req, Res>): void {
     stream.inFlight.delete(id);
     clearTimeout(pending.timer);
-    if (pending.onAbort !== null) pending.context.signal?.removeEventListener("abort", pending.onAbort);
+    this.stopListening(pending);
+  }
+
+  private stopListening(pending: InFlight<Req, Res>): void {
+    if (pending.onAbort === null) return;
+    pending.context.signal?.removeEventListener("abort", pending.onAbort);
+    pending.onAbort = null;
   }
 
   /** The stream is over, cleanly or not: what it still carried goes as calls. */
@@ -176,7 +219,8 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
     }
     for (const [id, pending] of stream.inFlight) {
       this.forget(stream, id, pending);
-      this.call(pending.request, pending.context).then(pending.resolve, pending.reject);
+      if (pending.following) pending.later!.lost(null);
+      else this.call(pending.request, pending.context).then(pending.resolve, pending.reject);
     }
   }
 }

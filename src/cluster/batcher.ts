@@ -6,19 +6,26 @@
  * batching never adds latency; under load batches grow by themselves.
  *
  * A slot is held only as long as the owner needs to look in its cache: the
- * owner answers a batch at once, marking the keys it has to load "ask
- * alone" (and starting those loads). Those keys then go out as plain Gets
- * outside the slots, so one slow load never holds up the keys behind it.
+ * owner answers a batch at once, and the keys it has to load come "later"
+ * (on a stream, in answers of their own once loaded) or "ask alone" (the
+ * owner started the load; a plain Get outside the slots joins it). Either
+ * way one slow load never holds up the keys behind it.
  */
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 import type { Entry, FetchDone } from "./peer.ts";
 
+/** What a batch answers for one key: its entry, its error, "ask for it alone", or "answered later". */
+export type BatchResult = Entry | GCacheError | "alone" | "later";
+
 export interface BatchTransport {
   /** One key, one plain RPC. */
   getOne(key: string, context: CallContext): Promise<Entry>;
-  /** Many keys in one RPC; results in key order, each an entry or an error (or "ask alone"). */
-  getMany(keys: string[], context: CallContext): Promise<(Entry | GCacheError | "alone")[]>;
+  /**
+   * Many keys in one RPC; results in key order. A key answered "later" is
+   * reported once through `late`, by its index, after the results are in.
+   */
+  getMany(keys: string[], context: CallContext, late: (index: number, result: Exclude<BatchResult, "later">) => void): Promise<BatchResult[]>;
 }
 
 interface Pending {
@@ -108,19 +115,13 @@ export class _GetBatcher {
     // the peer hop's shared fetches bring none, and then the batch costs no controller.
     const leave = cancellable ? this.cancelWhenAllLeave(batch) : null;
     try {
-      const results = await this.transport.getMany(keys, leave === null ? { deadline } : { deadline, signal: leave.signal });
-      batch.forEach((p, i) => {
+      const context = leave === null ? { deadline } : { deadline, signal: leave.signal };
+      const results = await this.transport.getMany(keys, context, (i, result) => this.answer(batch[i]!, result));
+      for (let i = 0; i < batch.length; i++) {
         const result = results[i];
-        if (result === "alone") {
-          this.alone(p);
-        } else if (result instanceof GCacheError) {
-          this.settle(p, null, result);
-        } else if (result === undefined) {
-          this.settle(p, null, new GCacheError("ERR_INTERNAL", "batch answer is missing an item"));
-        } else {
-          this.settle(p, result, null);
-        }
-      });
+        if (result === "later") continue;
+        this.answer(batch[i]!, result ?? new GCacheError("ERR_INTERNAL", "batch answer is missing an item"));
+      }
     } catch (error) {
       for (const p of batch) this.settle(p, null, error);
     } finally {
@@ -128,6 +129,13 @@ export class _GetBatcher {
       this.inFlight--;
       this.flush();
     }
+  }
+
+  private answer(pending: Pending, result: Exclude<BatchResult, "later">): void {
+    if (pending.done) return;
+    if (result === "alone") this.alone(pending);
+    else if (result instanceof GCacheError) this.settle(pending, null, result);
+    else this.settle(pending, result, null);
   }
 
   /** A signal that aborts once every caller of `batch` (each with a signal) aborted. */

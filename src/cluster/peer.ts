@@ -2,11 +2,12 @@
  * A remote node as a group sees it: the four things a group asks of another
  * node. `GrpcPeer` is the real one; tests may pass in-process fakes.
  */
-import { invalidArgument } from "../errors.ts";
+import { invalidArgument, type GCacheError } from "../errors.ts";
 import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
 import {
   GCACHE_SERVICE,
   WriteKind,
+  type BatchGetItem,
   type BatchGetRequest,
   type BatchGetResponse,
   type ItemResult,
@@ -15,8 +16,8 @@ import {
   type WriteBatchResponse,
 } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
-import { _BatchStream } from "./batch-stream.ts";
-import { _GetBatcher } from "./batcher.ts";
+import { _BatchStream, type LaterAnswers } from "./batch-stream.ts";
+import { _GetBatcher, type BatchResult } from "./batcher.ts";
 import { _CallBatcher } from "./call-batcher.ts";
 
 /** A value with its absolute expiry (epoch ms; 0 = never). */
@@ -78,6 +79,54 @@ const MAX_SET_BATCH_BYTES = 48 * 1024;
 /** What an item adds to a SetMany message besides its value: its key (at most 3 bytes a unit in UTF-8) and framing. */
 const setItemBytes = (item: SetItem) => item.value.byteLength + item.key.length * 3 + 16;
 
+type LateResult = (index: number, result: Exclude<BatchResult, "later">) => void;
+
+function batchVerdict(item: BatchGetItem, what: string): BatchResult {
+  if (item.retryAlone) return "alone";
+  if (item.deferred === true) return "later";
+  if (item.errorCode !== "") return remoteVerdict(item.errorCode, item.errorMessage, what);
+  return { value: item.value, expiresAt: item.expiresAtMs };
+}
+
+/** The keys of one batch the owner answers later on the stream: each is reported once, by its position in the batch. */
+class _LaterGets implements LaterAnswers<BatchGetResponse> {
+  private waiting: Set<number> | null = null;
+
+  constructor(
+    private readonly late: LateResult,
+    private readonly what: string,
+  ) {}
+
+  expected(first: BatchGetResponse): number {
+    const items = first.items;
+    for (let i = 0; i < items.length; i++) {
+      if (items[i]!.deferred === true) (this.waiting ??= new Set()).add(i);
+    }
+    return this.waiting === null ? 0 : this.waiting.size;
+  }
+
+  received(later: BatchGetResponse): number {
+    const waiting = this.waiting!;
+    const positions = later.positions ?? [];
+    const items = later.items;
+    for (let i = 0; i < items.length && i < positions.length; i++) {
+      const position = positions[i]!;
+      if (!waiting.delete(position)) continue; // not one we wait for, or answered already
+      const verdict = batchVerdict(items[i]!, this.what);
+      // A key deferred twice is asked for alone rather than waited on forever.
+      this.late(position, verdict === "later" ? "alone" : verdict);
+    }
+    return waiting.size;
+  }
+
+  lost(error: GCacheError | null): void {
+    const waiting = this.waiting!;
+    this.waiting = null;
+    // The stream ended: the owner's load goes on, and a Get joins it or finds its value.
+    for (const position of waiting) this.late(position, error ?? "alone");
+  }
+}
+
 export class GrpcPeer implements Peer {
   readonly name: string;
   readonly address: string;
@@ -116,21 +165,17 @@ export class GrpcPeer implements Peer {
     if (batcher === undefined) {
       batcher = new _GetBatcher({
         getOne: (one, oneContext) => this.getOne(group, one, oneContext),
-        getMany: (keys, manyContext) => this.getMany(group, keys, manyContext),
+        getMany: (keys, manyContext, late) => this.getMany(group, keys, manyContext, late),
       });
       this.batchers.set(group, batcher);
     }
     return batcher;
   }
 
-  private async getMany(group: string, keys: string[], context: CallContext) {
-    const response = await this.batchStream.send({ group, keys }, context);
+  private async getMany(group: string, keys: string[], context: CallContext, late: LateResult): Promise<BatchResult[]> {
     const what = `/pb.GCache/BatchGet on ${this.address}`;
-    return response.items.map((item) => {
-      if (item.retryAlone) return "alone" as const;
-      if (item.errorCode !== "") return remoteVerdict(item.errorCode, item.errorMessage, what);
-      return { value: item.value, expiresAt: item.expiresAtMs };
-    });
+    const response = await this.batchStream.send({ group, keys, deferLoads: true }, context, new _LaterGets(late, what));
+    return response.items.map((item) => batchVerdict(item, what));
   }
 
   private async getOne(group: string, key: string, context: CallContext): Promise<Entry> {

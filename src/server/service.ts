@@ -35,6 +35,14 @@ export type GroupLookup = (name: string) => Group | undefined;
 
 type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
 
+/** Answers a stream sends after the one that answers a message. */
+interface StreamLater<Res> {
+  /** One more answer will follow; the stream stays open for it. */
+  expect(): void;
+  /** That answer. */
+  deliver(response: Res): void;
+}
+
 const NO_PEERS: string[] = [];
 /** Keys one BatchGet may carry. */
 export const MAX_BATCH_KEYS = 1024;
@@ -82,8 +90,8 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
    * A batch's items, answered at once from the cache: a key that must be loaded
    * is sent back to be asked for alone, and its load starts now, so that the Get
    * that asks for it joins the load and no slow load holds up the batch (see
-   * _GetBatcher). Values that would overflow the response go back to be asked
-   * for alone too.
+   * _GetBatcher). A value that would overflow the response goes back to be
+   * asked for alone too; smaller ones after it may still fit.
    */
   function batchItems(group: Group, keys: readonly string[], deadline: CallOptions["deadline"]): BatchGetItem[] {
     let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
@@ -92,24 +100,66 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       try {
         hit = group._batchLookup(key, deadline);
       } catch (error) {
-        return { value: EMPTY, expiresAtMs: 0, ...itemFailure(error), retryAlone: false };
+        return failedItem(error);
       }
       if (hit === undefined) return RETRY_ALONE;
-      room -= hit.value.byteLength + ITEM_FRAMING_BYTES;
-      if (room < 0) return RETRY_ALONE;
-      return { value: hit.value, expiresAtMs: hit.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
+      const size = hit.value.byteLength + ITEM_FRAMING_BYTES;
+      if (size > room) return RETRY_ALONE;
+      room -= size;
+      return valueItem(hit);
+    });
+  }
+
+  /**
+   * The same for a sender that takes later answers: what `batchItems` would
+   * send back to be asked alone is marked deferred instead and answered on the
+   * stream, by the batch's id, once loaded. That saves the sender a Get call
+   * per load, and the batch is still answered without waiting for any load.
+   * Each deferred key gets a message of its own, so each fits the response
+   * limit (which is above the largest value).
+   */
+  function deferringItems(group: Group, request: BatchGetRequest, deadline: number | undefined, later: StreamLater<BatchGetResponse>): BatchGetItem[] {
+    const id = request.id ?? 0;
+    const options = deadline === undefined ? undefined : { deadline };
+    const answerLater = (position: number, entry: Entry | Promise<Entry>) => {
+      later.expect();
+      const deliver = (item: BatchGetItem) => later.deliver({ items: [item], id, useCall: false, positions: [position] });
+      if (entry instanceof Promise) entry.then((loaded) => deliver(valueItem(loaded)), (error: unknown) => deliver(failedItem(error)));
+      else queueMicrotask(() => deliver(valueItem(entry)));
+    };
+    let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
+    return request.keys.map((key, position): BatchGetItem => {
+      let hit: Entry | undefined;
+      try {
+        hit = group.cachedEntry(key, true);
+      } catch (error) {
+        return failedItem(error);
+      }
+      if (hit === undefined) {
+        answerLater(position, group._loadMissed(key, options, true));
+        return DEFERRED;
+      }
+      const size = hit.value.byteLength + ITEM_FRAMING_BYTES;
+      if (size > room) {
+        answerLater(position, hit);
+        return DEFERRED;
+      }
+      room -= size;
+      return valueItem(hit);
     });
   }
 
   /** One batch off a stream. What the stream cannot answer well goes back to be sent as a call, whose status tells why. */
-  function streamedAnswer(request: BatchGetRequest): BatchGetResponse {
+  function streamedAnswer(request: BatchGetRequest, later: StreamLater<BatchGetResponse>): BatchGetResponse {
     const id = request.id ?? 0;
     const group = lookup(request.group);
     if (!hooks.accepting() || group === undefined || request.keys.length > MAX_BATCH_KEYS) {
       return { items: NO_ITEMS, id, useCall: true };
     }
     const timeoutMs = request.timeoutMs ?? 0;
-    return { items: batchItems(group, request.keys, timeoutMs > 0 ? Date.now() + timeoutMs : undefined), id, useCall: false };
+    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
+    const items = request.deferLoads === true ? deferringItems(group, request, deadline, later) : batchItems(group, request.keys, deadline);
+    return { items, id, useCall: false };
   }
 
   /** One write batch off a stream, applied in order as SetMany, DeleteMany or InvalidateMany would. */
@@ -141,9 +191,10 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
    * malformed message, or once every batch taken is answered after the peer
    * ended it or the node began to stop (`hooks.streamOpened`; batches that
    * arrive meanwhile are handed back), so no write a peer sent goes
-   * unanswered.
+   * unanswered. An answer may also promise later ones (`StreamLater`), which
+   * hold the stream open the same way.
    */
-  function serveStream<Req, Res>(access: "read" | "write", answer: (request: Req) => Res | Promise<Res>) {
+  function serveStream<Req, Res>(access: "read" | "write", answer: (request: Req, later: StreamLater<Res>) => Res | Promise<Res>) {
     return (call: ServerDuplexStream<Req | InvalidMessage, Res>): void => {
       const refused = refusal(access, call.metadata);
       if (refused !== null) {
@@ -186,13 +237,17 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         if (--unanswered === 0 && ending) finish(null);
       };
       const failed = (error: unknown) => finish(error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error)));
+      const later: StreamLater<Res> = {
+        expect: () => void unanswered++,
+        deliver: answered,
+      };
       call.on("data", (request: Req | InvalidMessage) => {
         if (over) return;
         if (request instanceof InvalidMessage) {
           finish(request.error);
           return;
         }
-        const response = answer(request);
+        const response = answer(request, later);
         if (!(response instanceof Promise)) {
           send(response);
           return;
@@ -340,6 +395,16 @@ async function eachItem<T>(items: readonly T[], apply: (item: T) => Promise<Item
   return results;
 }
 
+/** A value as a batch answer carries it. */
+function valueItem(entry: Entry): BatchGetItem {
+  return { value: entry.value, expiresAtMs: entry.expiresAt, errorCode: "", errorMessage: "", retryAlone: false };
+}
+
+/** A key of a batch that failed, as the answer carries it. */
+function failedItem(error: unknown): BatchGetItem {
+  return { value: EMPTY, expiresAtMs: 0, ...itemFailure(error), retryAlone: false };
+}
+
 /** How one item of a batch failed, as the answer carries it. */
 function itemFailure(error: unknown): ItemResult {
   const known = error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error));
@@ -352,6 +417,7 @@ const NO_RESULTS: ItemResult[] = [];
 const APPLIED: ItemResult = { errorCode: "", errorMessage: "", deleted: false };
 const DELETED: ItemResult = { errorCode: "", errorMessage: "", deleted: true };
 const RETRY_ALONE: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: true };
+const DEFERRED: BatchGetItem = { value: EMPTY, expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: false, deferred: true };
 
 /** What the server-side decoder yields for bytes that are not a valid message. */
 export class InvalidMessage {

@@ -79,6 +79,8 @@ export interface BatchGetRequest {
   id?: number;
   /** Stream only: the batch's time budget, ms. */
   timeoutMs?: number;
+  /** Stream only: keys to load are answered later, by id, instead of "ask alone". */
+  deferLoads?: boolean;
 }
 
 export interface BatchGetItem {
@@ -87,6 +89,8 @@ export interface BatchGetItem {
   errorCode: string;
   errorMessage: string;
   retryAlone: boolean;
+  /** Answered in a later response with the same id (only when the request had `deferLoads`). */
+  deferred?: boolean;
 }
 
 export interface BatchGetResponse {
@@ -95,6 +99,8 @@ export interface BatchGetResponse {
   id?: number;
   /** Stream only: ask again with a BatchGet call. */
   useCall?: boolean;
+  /** Stream only, a later answer: `items[i]` answers the request's key at `positions[i]`. Empty in a first answer. */
+  positions?: number[];
 }
 
 export const WriteKind = { SET: 0, DELETE: 1, INVALIDATE: 2 } as const;
@@ -246,6 +252,7 @@ export const codecs = {
     keys: m.keys as string[],
     id: m.id as number,
     timeoutMs: m.timeoutMs as number,
+    deferLoads: m.deferLoads as boolean,
   })),
   BatchGetResponse: codec<BatchGetResponse>("pb.BatchGetResponse", (m) => ({
     items: (m.items as Record<string, unknown>[]).map((item) => ({
@@ -254,9 +261,11 @@ export const codecs = {
       errorCode: item.errorCode as string,
       errorMessage: item.errorMessage as string,
       retryAlone: item.retryAlone as boolean,
+      deferred: item.deferred as boolean,
     })),
     id: m.id as number,
     useCall: m.useCall as boolean,
+    positions: m.positions as number[],
   })),
   WriteBatch: codec<WriteBatch>("pb.WriteBatch", (m) => ({
     group: m.group as string,

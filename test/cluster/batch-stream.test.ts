@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { Client, credentials, Metadata, Server, ServerCredentials, status, type ClientDuplexStream, type ServerDuplexStream, type StatusObject } from "@grpc/grpc-js";
-import { _BatchStream } from "../../src/cluster/batch-stream.ts";
-import { _writeBatchCall } from "../../src/cluster/peer.ts";
+import { _BatchStream, type LaterAnswers } from "../../src/cluster/batch-stream.ts";
+import { _writeBatchCall, GrpcPeer } from "../../src/cluster/peer.ts";
 import { EventEmitter } from "node:events";
 import { GCacheError } from "../../src/errors.ts";
 import { Group } from "../../src/group.ts";
@@ -13,9 +13,11 @@ import {
   codecs,
   GCACHE_SERVICE,
   WriteKind,
+  type BatchGetItem,
   type BatchGetRequest,
   type BatchGetResponse,
   type ItemResults,
+  type Request,
   type SetManyRequest,
   type WriteBatch,
   type WriteBatchResponse,
@@ -385,3 +387,178 @@ describe("WriteStream", () => {
     expect(member.calls).toEqual([]);
   });
 });
+
+/** What a batch's later answers bring, by position, and how the rest was lost if it was. */
+function laterRecorder() {
+  const got = new Map<number, string>();
+  const record = { got, lost: undefined as string | null | undefined, waiting: 0 };
+  const later: LaterAnswers<BatchGetResponse> = {
+    expected: (first) => (record.waiting = first.items.filter((item) => item.deferred).length),
+    received: (answer) => {
+      answer.positions!.forEach((position, i) => got.set(position, itemValue(answer.items[i]!)));
+      return (record.waiting -= answer.positions!.length);
+    },
+    lost: (error) => void (record.lost = error === null ? null : error.code),
+  };
+  return { ...record, record, later };
+}
+
+const itemValue = (item: BatchGetItem) => (item.deferred ? "later" : item.retryAlone ? "alone" : item.errorCode || text(item.value));
+
+/** A gate the loader of "slow…" keys waits at; "broken…" keys fail. Counts loads per key. */
+function gatedLoader() {
+  let open: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const loads = new Map<string, number>();
+  return {
+    loads,
+    open: () => open(),
+    loader: async (key: string) => {
+      loads.set(key, (loads.get(key) ?? 0) + 1);
+      if (key.startsWith("slow")) await gate;
+      if (key.startsWith("broken")) throw new Error("origin is down");
+      return bytes(`loaded:${key}`);
+    },
+  };
+}
+
+/** A GrpcPeer whose unary calls (by method) are recorded. */
+function recordedPeer(address: string): { peer: GrpcPeer; calls: string[] } {
+  const peer = new GrpcPeer("B", address);
+  cleanups.push(() => peer.close());
+  const connection = (peer as unknown as { connection: _Connection }).connection;
+  const calls: string[] = [];
+  const unary = connection.unary.bind(connection);
+  connection.unary = ((method: { path: string }, request: unknown, context: unknown) => {
+    calls.push(method.path.slice("/pb.GCache/".length));
+    return unary(method as never, request as never, context as never);
+  }) as typeof connection.unary;
+  return { peer, calls };
+}
+
+describe("BatchGetStream: deferred loads", () => {
+  test("keys the owner must load are answered later on the stream, by id; the batch itself is answered at once and no call is made", async () => {
+    const origin = gatedLoader();
+    const node = await startNode({ groups: [{ name: "g", maxBytes: 8 << 20, loader: origin.loader }] });
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    const first = laterRecorder();
+    const second = laterRecorder();
+    const [a, b] = await Promise.all([
+      client.stream.send({ group: "g", keys: ["k1", "slow", "broken", "k2"], deferLoads: true }, within(5_000), first.later),
+      client.stream.send({ group: "g", keys: ["slow", "k3"], deferLoads: true }, within(5_000), second.later),
+    ]);
+    // Answered while the slow load still waits at its gate.
+    expect(a.items.map(itemValue)).toEqual(["v1", "later", "later", "v2"]);
+    expect(b.items.map(itemValue)).toEqual(["later", "v3"]);
+    await waitFor(() => first.got.size === 1, 5_000, "the failed load's answer");
+    expect([...first.got]).toEqual([[2, "ERR_LOAD_FAILED"]]);
+    origin.open();
+    await waitFor(() => first.record.waiting === 0 && second.record.waiting === 0, 5_000, "the slow load's answers");
+    expect(first.got.get(1)).toBe("loaded:slow");
+    expect([...second.got]).toEqual([[0, "loaded:slow"]]);
+    expect(origin.loads.get("slow")).toBe(1);
+    expect(first.lost).toBeUndefined();
+    expect(client.calls).toEqual([]);
+    expect(client.streams.length).toBe(1);
+    // The loaded value was kept, as a Get's would be; without deferLoads a load is sent back to be asked alone.
+    expect(text(node.group("g")!.cachedEntry("slow")!.value)).toBe("loaded:slow");
+    const plain = await client.stream.send({ group: "g", keys: ["fresh", "slow"] }, within(5_000));
+    expect(plain.items.map(itemValue)).toEqual(["alone", "loaded:slow"]);
+  });
+
+  test("a value that does not fit beside the others in the first answer comes later, in an answer of its own", async () => {
+    const node = await startNode();
+    const big = (fill: number) => new Uint8Array(600_000).fill(fill);
+    await node.group("g")!.set("big1", big(1));
+    await node.group("g")!.set("big2", big(2));
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    const later = laterRecorder();
+    const answer = await client.stream.send({ group: "g", keys: ["big1", "big2", "k1"], deferLoads: true }, within(5_000), later.later);
+    expect(answer.items.map((item) => (item.deferred ? "later" : item.value.byteLength))).toEqual([600_000, "later", 2]);
+    await waitFor(() => later.record.waiting === 0, 5_000, "the second value");
+    expect(later.got.get(1)).toBe(text(big(2)));
+    expect(client.calls).toEqual([]);
+  });
+
+  test("a peer's get of a key its owner must load makes no Get call", async () => {
+    const origin = gatedLoader();
+    origin.open();
+    const node = await startNode({ groups: [{ name: "g", maxBytes: 8 << 20, loader: origin.loader }] });
+    const { peer, calls } = recordedPeer(node.address);
+    const keys = Array.from({ length: 20 }, (_, i) => `fresh${i}`);
+    const got = await Promise.all([...keys, "k1", "broken"].map((key) => peer.get("g", key, within(5_000)).then((e) => text(e.value), (e: GCacheError) => e.code)));
+    expect(got).toEqual([...keys.map((key) => `loaded:${key}`), "v1", "ERR_LOAD_FAILED"]);
+    expect(calls).toEqual([]);
+  });
+
+  test("an owner that ignores defer_loads (an older node) sends keys back to be asked alone, and they go as Gets", async () => {
+    const bare = await startBare({
+      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) =>
+        call.on("data", (request: BatchGetRequest) => call.write({ id: request.id!, items: request.keys.map(() => ALONE), useCall: false })),
+      Get: (call: { request: Request }, callback: (e: null, r: object) => void) =>
+        callback(null, { value: bytes(`from-get:${call.request.key}`), expiresAtMs: 0, unreachablePeers: [] }),
+    });
+    const { peer, calls } = recordedPeer(bare.address);
+    expect(text((await peer.get("g", "x", within(5_000))).value)).toBe("from-get:x");
+    expect(calls).toEqual(["Get"]);
+  });
+
+  test("a stream that ends while keys are deferred: those keys are asked for alone; stray later answers are ignored", async () => {
+    const bare = await startBare({
+      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) =>
+        call.on("data", (request: BatchGetRequest) => {
+          call.write({ id: request.id!, items: request.keys.map(() => DEFERRED), useCall: false });
+          // Positions that were never deferred, then a key deferred a second time (asked alone), then the end.
+          call.write({ id: request.id!, items: [VALUE("stray")], useCall: false, positions: [request.keys.length] });
+          call.write({ id: request.id! + 1000, items: [VALUE("stray")], useCall: false, positions: [0] });
+          call.end();
+        }),
+      Get: (call: { request: Request }, callback: (e: null, r: object) => void) =>
+        callback(null, { value: bytes(`from-get:${call.request.key}`), expiresAtMs: 0, unreachablePeers: [] }),
+    });
+    const { peer, calls } = recordedPeer(bare.address);
+    expect(text((await peer.get("g", "x", within(5_000))).value)).toBe("from-get:x");
+    expect(calls).toEqual(["Get"]);
+  });
+
+  test("a deferred key whose answer never comes fails at the batch's deadline", async () => {
+    const bare = await startBare({
+      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) =>
+        call.on("data", (request: BatchGetRequest) => call.write({ id: request.id!, items: request.keys.map(() => DEFERRED), useCall: false })),
+    });
+    const client = observed(bare.address);
+    cleanups.push(() => client.close());
+    const later = laterRecorder();
+    const started = Date.now();
+    const answer = await client.stream.send({ group: "g", keys: ["a", "b"], deferLoads: true }, within(300), later.later);
+    expect(answer.items.map(itemValue)).toEqual(["later", "later"]);
+    await waitFor(() => later.record.lost !== undefined, 5_000, "the batch's deadline");
+    expect(later.record.lost).toBe("ERR_DEADLINE_EXCEEDED");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    expect(client.calls).toEqual([]);
+  });
+
+  test("a node that stops answers its deferred loads before it ends their stream", async () => {
+    const origin = gatedLoader();
+    const node = await startNode({ groups: [{ name: "g", maxBytes: 8 << 20, loader: origin.loader }] });
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    const later = laterRecorder();
+    const answer = await client.stream.send({ group: "g", keys: ["slow"], deferLoads: true }, within(5_000), later.later);
+    expect(answer.items.map(itemValue)).toEqual(["later"]);
+    const closed = node.close();
+    origin.open();
+    await closed;
+    await waitFor(() => client.streams[0]!.statuses.length === 1, 5_000, "the stream to end");
+    expect(later.record.waiting).toBe(0);
+    expect(later.got.size).toBe(1);
+    expect(client.streams[0]!.statuses).toEqual([status.OK]);
+  });
+});
+
+const ITEM = { value: new Uint8Array(0), expiresAtMs: 0, errorCode: "", errorMessage: "", retryAlone: false };
+const ALONE: BatchGetItem = { ...ITEM, retryAlone: true };
+const DEFERRED: BatchGetItem = { ...ITEM, deferred: true };
+const VALUE = (value: string): BatchGetItem => ({ ...ITEM, value: bytes(value) });
