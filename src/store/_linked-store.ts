@@ -139,7 +139,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   /** Value of slot `i`, laid out as `keyChunks`. */
   private readonly valueChunks: (V | undefined)[][];
 
-  private expires: Float64Array | null = null;
+  protected expires: Float64Array | null = null;
   private gens: Uint32Array | null = null;
   private heap: _ExpiryHeap | null = null;
   private liveWithTtl = 0;
@@ -214,6 +214,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return this.totalBytes;
   }
 
+  /** LRU2Store has its own copy of this method (see there for why): change both together. */
   get(key: string): V | undefined {
     const entry = this.entryFor(key);
     if (entry === undefined) return undefined;
@@ -398,7 +399,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return this.keyChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK];
   }
 
-  private valueAt(i: number): V | undefined {
+  protected valueAt(i: number): V | undefined {
     return this.valueChunks[i >>> CHUNK_BITS]![i & CHUNK_MASK];
   }
 
@@ -488,7 +489,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return i;
   }
 
-  private isExpired(i: number): boolean {
+  protected isExpired(i: number): boolean {
     const at = this.expires![i]!;
     return at !== 0 && at <= this.clock();
   }
@@ -662,7 +663,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
   }
 
   /** Removes slot `i`, which is in `list`. */
-  private removeSlot(i: number, list: number, reason: EvictReason): void {
+  protected removeSlot(i: number, list: number, reason: EvictReason): void {
     const key = this.keyAt(i)!;
     const value = this.valueAt(i) as V;
     const size = this.entrySize(i);
