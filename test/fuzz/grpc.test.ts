@@ -7,7 +7,7 @@
  * replays exactly. GCACHE_FUZZ_GRPC_FRAMES sets the frames per method.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { Client, credentials, status, type ServiceError } from "@grpc/grpc-js";
+import { Client, credentials, status, type ServiceError, type StatusObject } from "@grpc/grpc-js";
 import { GCacheClient } from "../../src/client.ts";
 import { CliNode } from "../_support/cli.ts";
 import { bytes, text } from "../_support/cluster.ts";
@@ -63,12 +63,13 @@ const METHODS: Record<string, Field[]> = {
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },
   ],
-  // A stream; sent as one request message and a half-close.
+  // A stream (see STREAMS). Field 5 asks for later answers.
   "/pb.GCache/BatchGetStream": [
     { kind: "string", no: 1 },
     { kind: "repeated-string", no: 2 },
     { kind: "int64", no: 3 },
     { kind: "int64", no: 4 },
+    { kind: "bool", no: 5 },
   ],
   // A stream too: id, timeout, group, kind, sets (embedded SetItem messages as raw bytes), keys.
   "/pb.GCache/WriteStream": [
@@ -297,6 +298,24 @@ class Frames extends RandomSource {
 
 const identity = (data: Buffer) => data;
 
+/** Methods whose calls are streams: one request message, then a half-close; the answers (one or more) are read to the end. */
+const STREAMS = new Set(["/pb.GCache/BatchGetStream", "/pb.GCache/WriteStream"]);
+
+/** One call of `path` carrying `frame`; `done` gets null for OK, else the status. */
+function send(client: Client, path: string, frame: Buffer, done: (error: StatusObject | null) => void): void {
+  const deadline = Date.now() + CALL_DEADLINE_MS;
+  if (!STREAMS.has(path)) {
+    client.makeUnaryRequest(path, identity, identity, frame, { deadline }, (error: ServiceError | null) => done(error));
+    return;
+  }
+  const call = client.makeBidiStreamRequest(path, identity, identity, { deadline });
+  call.on("data", () => {});
+  call.on("error", () => {});
+  call.on("status", (final: StatusObject) => done(final.code === status.OK ? null : final));
+  call.write(frame);
+  call.end();
+}
+
 let node: CliNode;
 
 beforeAll(async () => {
@@ -348,7 +367,7 @@ test(
             if (sent === 2_000) void rssOf(node.pid).then((rss) => (rssBefore = rss));
             // Over 64 KiB a request needs the server to open its HTTP/2 stream window: counted apart.
             const large = frame.byteLength + 5 > 65_535;
-            client.makeUnaryRequest(path, identity, identity, frame, { deadline: Date.now() + CALL_DEADLINE_MS }, (error: ServiceError | null) => {
+            send(client, path, frame, (error: StatusObject | null) => {
               answered++;
               const code = error === null ? "OK" : status[error.code] ?? String(error.code);
               const byMethod = (counts[large ? `${path} (over 64 KiB)` : path] ??= {});
