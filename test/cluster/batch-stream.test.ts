@@ -493,34 +493,37 @@ describe("BatchGetStream: deferred loads", () => {
     expect(calls).toEqual([]);
   });
 
-  test("an owner that ignores defer_loads (an older node) sends keys back to be asked alone, and they go as Gets", async () => {
+  /** A peer's get of "x" from a bare owner whose BatchGetStream is `answer` and whose Get answers "from-get:x": it must end up as that Get. */
+  async function endsAsGet(answer: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>, request: BatchGetRequest) => void) {
     const bare = await startBare({
-      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) =>
-        call.on("data", (request: BatchGetRequest) => call.write({ id: request.id!, items: request.keys.map(() => ALONE), useCall: false })),
+      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) => call.on("data", (request: BatchGetRequest) => answer(call, request)),
       Get: (call: { request: Request }, callback: (e: null, r: object) => void) =>
         callback(null, { value: bytes(`from-get:${call.request.key}`), expiresAtMs: 0, unreachablePeers: [] }),
     });
     const { peer, calls } = recordedPeer(bare.address);
     expect(text((await peer.get("g", "x", within(5_000))).value)).toBe("from-get:x");
     expect(calls).toEqual(["Get"]);
+  }
+
+  test("an owner that ignores defer_loads (an older node) sends keys back to be asked alone, and they go as Gets", async () => {
+    await endsAsGet((call, request) => call.write({ id: request.id!, items: request.keys.map(() => ALONE), useCall: false }));
   });
 
   test("a stream that ends while keys are deferred: those keys are asked for alone; stray later answers are ignored", async () => {
-    const bare = await startBare({
-      BatchGetStream: (call: ServerDuplexStream<BatchGetRequest, BatchGetResponse>) =>
-        call.on("data", (request: BatchGetRequest) => {
-          call.write({ id: request.id!, items: request.keys.map(() => DEFERRED), useCall: false });
-          // Positions that were never deferred, then a key deferred a second time (asked alone), then the end.
-          call.write({ id: request.id!, items: [VALUE("stray")], useCall: false, positions: [request.keys.length] });
-          call.write({ id: request.id! + 1000, items: [VALUE("stray")], useCall: false, positions: [0] });
-          call.end();
-        }),
-      Get: (call: { request: Request }, callback: (e: null, r: object) => void) =>
-        callback(null, { value: bytes(`from-get:${call.request.key}`), expiresAtMs: 0, unreachablePeers: [] }),
+    await endsAsGet((call, request) => {
+      call.write({ id: request.id!, items: request.keys.map(() => DEFERRED), useCall: false });
+      // A later answer for a position the batch does not have, one for another batch, then the end.
+      call.write({ id: request.id!, items: [VALUE("stray")], useCall: false, positions: [request.keys.length] });
+      call.write({ id: request.id! + 1000, items: [VALUE("stray")], useCall: false, positions: [0] });
+      call.end();
     });
-    const { peer, calls } = recordedPeer(bare.address);
-    expect(text((await peer.get("g", "x", within(5_000))).value)).toBe("from-get:x");
-    expect(calls).toEqual(["Get"]);
+  });
+
+  test("a later answer that defers a key again sends it to be asked for alone", async () => {
+    await endsAsGet((call, request) => {
+      call.write({ id: request.id!, items: request.keys.map(() => DEFERRED), useCall: false });
+      call.write({ id: request.id!, items: [DEFERRED], useCall: false, positions: [0] });
+    });
   });
 
   test("a deferred key whose answer never comes fails at the batch's deadline", async () => {
