@@ -436,12 +436,18 @@ function recordedPeer(address: string): { peer: GrpcPeer; calls: string[] } {
   return { peer, calls };
 }
 
+/** A node whose loader waits at a gate (see `gatedLoader`), and a stream client of it. */
+async function gatedNode() {
+  const origin = gatedLoader();
+  const node = await startNode({ groups: [{ name: "g", maxBytes: 8 << 20, loader: origin.loader }] });
+  const client = observed(node.address);
+  cleanups.push(() => client.close());
+  return { origin, node, client };
+}
+
 describe("BatchGetStream: deferred loads", () => {
   test("keys the owner must load are answered later on the stream, by id; the batch itself is answered at once and no call is made", async () => {
-    const origin = gatedLoader();
-    const node = await startNode({ groups: [{ name: "g", maxBytes: 8 << 20, loader: origin.loader }] });
-    const client = observed(node.address);
-    cleanups.push(() => client.close());
+    const { origin, node, client } = await gatedNode();
     const first = laterRecorder();
     const second = laterRecorder();
     const [a, b] = await Promise.all([
@@ -544,10 +550,7 @@ describe("BatchGetStream: deferred loads", () => {
   });
 
   test("a node that stops answers its deferred loads before it ends their stream", async () => {
-    const origin = gatedLoader();
-    const node = await startNode({ groups: [{ name: "g", maxBytes: 8 << 20, loader: origin.loader }] });
-    const client = observed(node.address);
-    cleanups.push(() => client.close());
+    const { origin, node, client } = await gatedNode();
     const later = laterRecorder();
     const answer = await client.stream.send({ group: "g", keys: ["slow"], deferLoads: true }, within(5_000), later.later);
     expect(answer.items.map(itemValue)).toEqual(["later"]);
