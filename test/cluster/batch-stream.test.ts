@@ -473,7 +473,7 @@ describe("BatchGetStream: deferred loads", () => {
     expect(plain.items.map(itemValue)).toEqual(["alone", "loaded:slow"]);
   });
 
-  test("a value that does not fit beside the others in the first answer comes later, in an answer of its own", async () => {
+  test("a value that does not fit beside the others in the first answer comes later, in an answer of its own; smaller values after it still fit", async () => {
     const node = await startNode();
     const big = (fill: number) => new Uint8Array(600_000).fill(fill);
     await node.group("g")!.set("big1", big(1));
@@ -486,6 +486,9 @@ describe("BatchGetStream: deferred loads", () => {
     await waitFor(() => later.record.waiting === 0, 5_000, "the second value");
     expect(later.got.get(1)).toBe(text(big(2)));
     expect(client.calls).toEqual([]);
+    // Without later answers it is sent back to be asked alone; the small value after it still fits.
+    const plain = await client.stream.send({ group: "g", keys: ["big1", "big2", "k1"] }, within(5_000));
+    expect(plain.items.map((item) => (item.retryAlone ? "alone" : item.value.byteLength))).toEqual([600_000, "alone", 2]);
   });
 
   test("a peer's get of a key its owner must load makes no Get call", async () => {
