@@ -6,7 +6,12 @@
  * kind of channel. The goal: batching adds no latency when there is nothing
  * to batch.
  *
- *   bun run bench:hop-latency                 # 5 rounds x 2 contenders x 3,000 gets: about 15 s
+ * Then the same for keys the node must load (a fresh key per get, from an
+ * origin in this process that answers at once): the stream with later
+ * answers (what `GrpcPeer.get` does) against what a peer did before them, a
+ * batch of one answered "ask alone" and then a plain Get call.
+ *
+ *   bun run bench:hop-latency                 # 5 rounds x 2 contenders x 3,000 gets, twice: about 30 s
  *   bun run bench:hop-latency --rounds=9 --gets=5000
  *
  * The node is `src/cli/main.ts` in its own Bun process on loopback; each
@@ -17,7 +22,8 @@
 import { parseArgs } from "node:util";
 import { GrpcPeer } from "../../src/cluster/peer.ts";
 import { _Connection } from "../../src/wire/connection.ts";
-import { GCACHE_SERVICE } from "../../src/wire/messages.ts";
+import { _BatchStream } from "../../src/cluster/batch-stream.ts";
+import { GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
 import { startFilledNode } from "./_cluster/one-node.ts";
 import { installCleanup, stopAll } from "./_cluster/procs.ts";
 import { fmtMs, fmtRatio, median, table } from "./_cluster/util.ts";
@@ -63,22 +69,11 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
 
-async function main(): Promise<void> {
-  installCleanup();
-  const { address } = await startFilledNode(KEYS, VALUE_BYTES);
-  const peer = new GrpcPeer("B", address);
-  const connection = new _Connection(address);
-  const contenders: Contender[] = [
-    { name: "batch of one on the stream (GrpcPeer.get)", get: (key) => peer.get("default", key, { deadline: Date.now() + DEADLINE_MS }) },
-    {
-      name: "one plain Get call (from_peer)",
-      get: (key) =>
-        connection.unary(GCACHE_SERVICE.Get, { group: "default", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true }, { deadline: Date.now() + DEADLINE_MS }),
-    },
-  ];
+/** Runs `contenders` (the first is the one the goal is about) in alternating order and prints their latencies and p50 ratio. */
+async function compare(title: string, goal: string, contenders: Contender[]): Promise<void> {
   const results = new Map<string, { p50: number[]; p90: number[]; p99: number[] }>(contenders.map((c) => [c.name, { p50: [], p90: [], p99: [] }]));
   const ratios: number[] = [];
-  console.log(`hop latency: 1 get in flight, ${VALUE_BYTES}-byte values, ${ROUNDS} rounds x ${GETS} gets per contender (after ${WARMUP_GETS} warm-up gets)`);
+  console.log(`${title}: 1 get in flight, ${VALUE_BYTES}-byte values, ${ROUNDS} rounds x ${GETS} gets per contender (after ${WARMUP_GETS} warm-up gets)`);
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? contenders : [...contenders].reverse();
     const p50s = new Map<string, number>();
@@ -93,9 +88,6 @@ async function main(): Promise<void> {
     }
     ratios.push(p50s.get(contenders[0]!.name)! / p50s.get(contenders[1]!.name)!);
   }
-  peer.close();
-  connection.close();
-  await stopAll();
   console.log(
     table(
       ["contender", "p50 ms", "p90 ms", "p99 ms"],
@@ -106,9 +98,48 @@ async function main(): Promise<void> {
     ),
   );
   const ratio = median(ratios);
-  console.log(
-    `goal (stream p50 <= plain call p50): ${fmtRatio(ratio)} (per round: ${ratios.map((r) => r.toFixed(3)).join(" ")}) -> ${ratio <= 1 ? "PASS" : "FAIL"}`,
-  );
+  console.log(`${goal}: ${fmtRatio(ratio)} (per round: ${ratios.map((r) => r.toFixed(3)).join(" ")}) -> ${ratio <= 1 ? "PASS" : "FAIL"}`);
+}
+
+async function main(): Promise<void> {
+  installCleanup();
+  const value = new Uint8Array(VALUE_BYTES).fill(9);
+  const origin = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(value) });
+  const { address } = await startFilledNode(KEYS, VALUE_BYTES, `http://127.0.0.1:${origin.port}/{group}/{key}`);
+  const peer = new GrpcPeer("B", address);
+  const connection = new _Connection(address);
+  const within = () => ({ deadline: Date.now() + DEADLINE_MS });
+  const plainGet = (key: string) =>
+    connection.unary(GCACHE_SERVICE.Get, { group: "default", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true }, within());
+  try {
+    await compare("hop latency", "goal (stream p50 <= plain call p50)", [
+      { name: "batch of one on the stream (GrpcPeer.get)", get: (key) => peer.get("default", key, within()) },
+      { name: "one plain Get call (from_peer)", get: plainGet },
+    ]);
+    // A batch stream of its own that does not ask for later answers: the way keys to load went before.
+    const aloneStream = new _BatchStream<BatchGetRequest, BatchGetResponse>(connection, GCACHE_SERVICE.BatchGetStream, (request, context) =>
+      connection.unary(GCACHE_SERVICE.BatchGet, request, context),
+    );
+    let fresh = 0;
+    await compare("loads through the hop", "later answer p50 / ask alone + Get p50", [
+      { name: "later answer on the stream (GrpcPeer.get)", get: () => peer.get("default", `load-${fresh++}`, within()) },
+      {
+        name: "ask alone, then a plain Get call",
+        get: async () => {
+          const key = `load-${fresh++}`;
+          const answer = await aloneStream.send({ group: "default", keys: [key] }, within());
+          if (answer.items[0]?.retryAlone !== true) throw new Error(`expected "ask alone" for ${key}`);
+          return plainGet(key);
+        },
+      },
+    ]);
+    aloneStream.close();
+  } finally {
+    peer.close();
+    connection.close();
+    void origin.stop(true);
+    await stopAll();
+  }
 }
 
 await main().catch(async (error: unknown) => {
