@@ -15,6 +15,10 @@
  * call after its stream broke may be applied twice: harmless for gets, and
  * for writes too, since the sender holds back later writes of the same key
  * until this one is answered, so a repeat applies the same thing again.
+ *
+ * A batch may also take later answers by its id (`LaterAnswers`: gets whose
+ * keys the owner must load). Those parts are the sender's to finish when the
+ * stream ends before they come; the rest of the batch was answered already.
  */
 import { status, type ClientDuplexStream, type MethodDefinition, type ServiceError } from "@grpc/grpc-js";
 import { GCacheError } from "../errors.ts";
