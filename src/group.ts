@@ -298,16 +298,12 @@ export class Group {
     try {
       let storedAt = owner;
       if (owner !== null) {
-        const line = this.joinWriteLine(key);
-        try {
-          const turn = line.turn(call.signal);
-          if (turn !== null) await turn;
-          storedAt = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
-          if (storedAt === null) this.storeOwned(key, value, expiresAt);
+        storedAt = await this.inWriteLine(key, call.signal, async () => {
+          const at = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
+          if (at === null) this.storeOwned(key, value, expiresAt);
           else this.dropLocal(key);
-        } finally {
-          line.leave();
-        }
+          return at;
+        });
       }
       return { unreachablePeers: await this.broadcastInvalidate(key, storedAt, call) };
     } finally {
@@ -327,18 +323,14 @@ export class Group {
       let deleted = droppedFirst;
       let deletedAt: Peer | null = null;
       if (owner !== null) {
-        const line = this.joinWriteLine(key);
-        try {
-          const turn = line.turn(call.signal);
-          if (turn !== null) await turn;
-          deletedAt = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
+        deletedAt = await this.inWriteLine(key, call.signal, async () => {
+          const at = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
             deleted = await peer.delete(this.name, key, call);
           });
           const droppedHere = this.dropLocal(key);
-          if (deletedAt === null) deleted = droppedHere;
-        } finally {
-          line.leave();
-        }
+          if (at === null) deleted = droppedHere;
+          return at;
+        });
       }
       return { deleted, unreachablePeers: await this.broadcastInvalidate(key, deletedAt, call) };
     } finally {
@@ -347,13 +339,12 @@ export class Group {
   }
 
   /**
-   * Takes a place in `key`'s line of remote writes. `turn` is null when no
-   * write is ahead; else it resolves once that write has reached its owner
-   * (or failed), and rejects when `signal` aborts first. `leave` must always
-   * be called. A write that gave up before its turn still holds back the
-   * ones behind it until the write ahead is done.
+   * Runs a remote write of `key` in the key's line: after the write ahead of
+   * it has reached its owner (or failed), or not at all when `signal` aborts
+   * first. A write that gave up before its turn still holds back the ones
+   * behind it until the write ahead is done.
    */
-  private joinWriteLine(key: string): { turn(signal: AbortSignal): Promise<void> | null; leave(): void } {
+  private async inWriteLine<T>(key: string, signal: AbortSignal, write: () => Promise<T>): Promise<T> {
     const ahead = this.writeLines.get(key) ?? null;
     let settle!: () => void;
     const done = new Promise<void>((resolve) => (settle = resolve));
@@ -362,11 +353,14 @@ export class Group {
       settle();
       if (this.writeLines.get(key) === done) this.writeLines.delete(key);
     };
-    return {
-      turn: (signal) => (ahead === null ? null : raceSignal(ahead, signal)),
+    try {
+      if (ahead !== null) await raceSignal(ahead, signal);
+      return await write();
+    } finally {
       // `ahead` never rejects.
-      leave: () => (ahead === null ? letNextGo() : void ahead.then(letNextGo)),
-    };
+      if (ahead === null) letNextGo();
+      else void ahead.then(letNextGo);
+    }
   }
 
   /** Empties this group on every node. */

@@ -87,66 +87,57 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
   }
 
   /**
-   * A batch's items, answered at once from the cache: a key that must be loaded
-   * is sent back to be asked for alone, and its load starts now, so that the Get
-   * that asks for it joins the load and no slow load holds up the batch (see
-   * _GetBatcher). A value that would overflow the response goes back to be
-   * asked for alone too; smaller ones after it may still fit.
+   * A batch's items, answered at once from the cache, so that no slow load
+   * holds up the batch (see _GetBatcher). A key that must be loaded, and a
+   * value that would overflow the response (smaller ones after it may still
+   * fit), go one of two ways:
+   * - `later` null: sent back to be asked for alone. A missing key's load
+   *   starts now, and the Get that asks for it joins the load.
+   * - with `later` (a stream whose sender takes later answers): marked
+   *   deferred and handed to `later` with its position, to be answered on the
+   *   stream once loaded. That saves the sender a Get call per load.
    */
-  function batchItems(group: Group, keys: readonly string[], deadline: CallOptions["deadline"]): BatchGetItem[] {
+  function batchItems(
+    group: Group,
+    keys: readonly string[],
+    deadline: CallOptions["deadline"],
+    later: ((position: number, entry: Entry | Promise<Entry>) => void) | null,
+  ): BatchGetItem[] {
     let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
-    return keys.map((key): BatchGetItem => {
+    return keys.map((key, position): BatchGetItem => {
       let hit: Entry | undefined;
       try {
-        hit = group._batchLookup(key, deadline);
+        hit = later === null ? group._batchLookup(key, deadline) : group.cachedEntry(key, true);
       } catch (error) {
         return failedItem(error);
       }
-      if (hit === undefined) return RETRY_ALONE;
+      if (hit === undefined) {
+        if (later === null) return RETRY_ALONE;
+        later(position, group._loadMissed(key, deadline === undefined ? undefined : { deadline }, true));
+        return DEFERRED;
+      }
       const size = hit.value.byteLength + ITEM_FRAMING_BYTES;
-      if (size > room) return RETRY_ALONE;
+      if (size > room) {
+        if (later === null) return RETRY_ALONE;
+        later(position, hit);
+        return DEFERRED;
+      }
       room -= size;
       return valueItem(hit);
     });
   }
 
   /**
-   * The same for a sender that takes later answers: what `batchItems` would
-   * send back to be asked alone is marked deferred instead and answered on the
-   * stream, by the batch's id, once loaded. That saves the sender a Get call
-   * per load, and the batch is still answered without waiting for any load.
-   * Each deferred key gets a message of its own, so each fits the response
-   * limit (which is above the largest value).
+   * Answers a batch's deferred keys on its stream, each in a message of its
+   * own, so each fits the response limit (which is above the largest value).
    */
-  function deferringItems(group: Group, request: BatchGetRequest, deadline: number | undefined, later: StreamLater<BatchGetResponse>): BatchGetItem[] {
-    const id = request.id ?? 0;
-    const options = deadline === undefined ? undefined : { deadline };
-    const answerLater = (position: number, entry: Entry | Promise<Entry>) => {
+  function answerLater(id: number, later: StreamLater<BatchGetResponse>) {
+    return (position: number, entry: Entry | Promise<Entry>): void => {
       later.expect();
       const deliver = (item: BatchGetItem) => later.deliver({ items: [item], id, useCall: false, positions: [position] });
       if (entry instanceof Promise) entry.then((loaded) => deliver(valueItem(loaded)), (error: unknown) => deliver(failedItem(error)));
       else queueMicrotask(() => deliver(valueItem(entry)));
     };
-    let room = hooks.maxResponseBytes() - BATCH_FRAMING_BYTES;
-    return request.keys.map((key, position): BatchGetItem => {
-      let hit: Entry | undefined;
-      try {
-        hit = group.cachedEntry(key, true);
-      } catch (error) {
-        return failedItem(error);
-      }
-      if (hit === undefined) {
-        answerLater(position, group._loadMissed(key, options, true));
-        return DEFERRED;
-      }
-      const size = hit.value.byteLength + ITEM_FRAMING_BYTES;
-      if (size > room) {
-        answerLater(position, hit);
-        return DEFERRED;
-      }
-      room -= size;
-      return valueItem(hit);
-    });
   }
 
   /** One batch off a stream. What the stream cannot answer well goes back to be sent as a call, whose status tells why. */
@@ -158,7 +149,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     }
     const timeoutMs = request.timeoutMs ?? 0;
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
-    const items = request.deferLoads === true ? deferringItems(group, request, deadline, later) : batchItems(group, request.keys, deadline);
+    const items = batchItems(group, request.keys, deadline, request.deferLoads === true ? answerLater(id, later) : null);
     return { items, id, useCall: false };
   }
 
@@ -337,7 +328,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     BatchGet: serve<BatchGetRequest, BatchGetResponse>("read", async (request, options) => {
       const group = groupOf(request.group);
       checkBatchSize(request.keys.length, "keys");
-      return { items: batchItems(group, request.keys, options.deadline) };
+      return { items: batchItems(group, request.keys, options.deadline, null) };
     }),
     BatchGetStream: serveStream("read", streamedAnswer),
     WriteStream: serveStream("write", writtenAnswer),
