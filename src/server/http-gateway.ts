@@ -39,6 +39,7 @@ const VALUE_HEAD = new _ResponseHead(200, "content-type: application/octet-strea
 const TEXT_HEAD = new _ResponseHead(200, "content-type: text/plain; charset=utf-8\r\n");
 const NOT_READY_HEAD = new _ResponseHead(503, "content-type: text/plain; charset=utf-8\r\n");
 const METRICS_HEAD = new _ResponseHead(200, "content-type: text/plain; version=0.0.4; charset=utf-8\r\n");
+const NO_VALUE: Uint8Array = new Uint8Array(0);
 /** JSON heads by status, made on first use. */
 const jsonHeads = new Map<number, _ResponseHead>();
 
@@ -63,6 +64,8 @@ export class _HttpGateway {
   private readonly check: _TokenCheck | null;
   private readonly checkReads: boolean;
   private readonly timeoutMs: number;
+  /** The answer to every hit, refilled each time: the server writes a returned response before it asks again. */
+  private readonly hit = { head: VALUE_HEAD, extraHeaders: "", body: NO_VALUE };
 
   constructor(
     private readonly node: CacheNode,
@@ -149,7 +152,7 @@ export class _HttpGateway {
     let timeout: number;
     try {
       const hit = group.cachedEntry(key);
-      if (hit !== undefined) return valueResponse(hit.value, hit.expiresAt);
+      if (hit !== undefined) return this.hitResponse(hit.value, hit.expiresAt);
       // The time limit bounds a load, so a hit does not read it.
       timeout = this.callTimeout(request);
     } catch (error) {
@@ -159,6 +162,13 @@ export class _HttpGateway {
       // A client that hangs up is not noticed: the time limit still bounds the work.
       ._loadMissed(key, { timeoutMs: timeout })
       .then((entry) => valueResponse(entry.value, entry.expiresAt), errorResponse);
+  }
+
+  private hitResponse(value: Uint8Array, expiresAt: number): _HttpResponse {
+    const hit = this.hit;
+    hit.extraHeaders = expiresAt === 0 ? "" : expiresHeader(expiresAt);
+    hit.body = value;
+    return hit;
   }
 
   private async put(group: Group, key: string, request: _HttpRequest): Promise<_HttpResponse> {
@@ -200,7 +210,11 @@ function decoded(segment: string): string {
 }
 
 function valueResponse(value: Uint8Array, expiresAt: number): _HttpResponse {
-  return { head: VALUE_HEAD, extraHeaders: expiresAt === 0 ? "" : `x-gcache-expires-at: ${expiresAt}\r\n`, body: value };
+  return { head: VALUE_HEAD, extraHeaders: expiresAt === 0 ? "" : expiresHeader(expiresAt), body: value };
+}
+
+function expiresHeader(expiresAt: number): string {
+  return `x-gcache-expires-at: ${expiresAt}\r\n`;
 }
 
 function plainResponse(head: _ResponseHead, body: string): _HttpResponse {

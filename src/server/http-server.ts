@@ -29,6 +29,10 @@ export interface _HttpResponse {
   readonly body: Uint8Array | string;
 }
 
+/**
+ * A response returned (not resolved) is written before the handler is called
+ * again, and not kept: a handler may hand back the same object every time.
+ */
 export type _HttpHandler = (request: _HttpRequest) => _HttpResponse | Promise<_HttpResponse>;
 
 export interface _HttpServerOptions {
@@ -127,6 +131,11 @@ function writeDecimal(buffer: Buffer, at: number, value: number): number {
 
 /** One shared send buffer: a response is copied in and sent synchronously, and any unsent rest is copied out. */
 const sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
+
+/** A copy of send buffer bytes `from` to `to` (the Uint8Array constructor copies; a Buffer's slice would share). */
+function copyOfSent(from: number, to: number): Uint8Array {
+  return new Uint8Array(sendBuffer.subarray(from, to));
+}
 
 /** Writes the head of a response into the send buffer from byte 0, from bytes made beforehand; returns its length. */
 function writeHead(response: _HttpResponse, contentLength: number, close: boolean): number {
@@ -366,7 +375,7 @@ class _Connection {
     this.consume(request.headLength);
     this.request = request;
     if (request.bodyLength === _CHUNKED) this.chunked = new _ChunkedBody(limits.maxBodyBytes);
-    if (request.expectsContinue && this.input === null) this.send(CONTINUE, false);
+    if (request.expectsContinue && this.input === null) this.send(CONTINUE);
     return request;
   }
 
@@ -452,31 +461,41 @@ class _Connection {
     const bodyBytes = headOnly ? 0 : body.length;
     if (headBytes + bodyBytes <= SEND_BUFFER_BYTES) {
       if (bodyBytes > 0) sendBuffer.set(body, headBytes);
-      this.send(sendBuffer.subarray(0, headBytes + bodyBytes), true);
+      this.sendShared(headBytes + bodyBytes);
     } else {
-      this.send(sendBuffer.subarray(0, headBytes), true);
-      this.send(body, false);
+      this.sendShared(headBytes);
+      this.send(body);
     }
     if (this.unsent === null && this.closeAfterResponse) this.end();
   }
 
   /**
-   * `shared`: the bytes are in the shared send buffer, which the next response
-   * on any connection overwrites, so what the socket does not take now is
-   * copied (with the Uint8Array constructor: a Buffer's slice would share).
+   * Sends the first `length` bytes of the shared send buffer, which the next
+   * response on any connection overwrites: what the socket does not take now
+   * is copied out. Written by offset and length, so a response that goes out
+   * whole (nearly all) allocates no view of the buffer.
    */
-  private send(bytes: Uint8Array, shared: boolean): void {
+  private sendShared(length: number): void {
     if (this.ended) return;
     if (this.unsent !== null) {
-      this.unsent.push(shared ? new Uint8Array(bytes) : bytes);
+      this.unsent.push(copyOfSent(0, length));
+      return;
+    }
+    const written = this.socket.write(sendBuffer, 0, length);
+    if (written < 0) return this.closed();
+    if (written < length) this.unsent = [copyOfSent(written, length)];
+  }
+
+  /** Sends bytes that stay as they are until sent (a stored value). */
+  private send(bytes: Uint8Array): void {
+    if (this.ended) return;
+    if (this.unsent !== null) {
+      this.unsent.push(bytes);
       return;
     }
     const written = this.socket.write(bytes);
     if (written < 0) return this.closed();
-    if (written < bytes.length) {
-      const rest = bytes.subarray(written);
-      this.unsent = [shared ? new Uint8Array(rest) : rest];
-    }
+    if (written < bytes.length) this.unsent = [bytes.subarray(written)];
   }
 
   /** Keeps what a client pipelines behind a pending response bounded. */

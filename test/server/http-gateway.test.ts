@@ -57,6 +57,22 @@ describe("HTTP gateway keys", () => {
     expect(loaded).toEqual([]);
   });
 
+  test("pipelined hits on one connection each get their own value and expiry header", async () => {
+    const g = node.group("g")!;
+    await g.set("kept", encoder.encode("kept forever"));
+    await g.set("short", encoder.encode("short-lived"), { ttlMs: 60_000 });
+    const expiresAt = (await g.getEntry("short")).expiresAt;
+    const order = ["kept", "short", "kept", "short"];
+    const raw = await pipelined(gateway.address, order.map((key) => `GET /v1/groups/g/keys/${key} HTTP/1.1\r\nhost: x\r\n\r\n`).join(""), order.length);
+    expect(raw.map((r) => [r.body, r.head.includes("x-gcache-expires-at")])).toEqual([
+      ["kept forever", false],
+      ["short-lived", true],
+      ["kept forever", false],
+      ["short-lived", true],
+    ]);
+    expect(raw[1]!.head).toContain(`x-gcache-expires-at: ${expiresAt}\r\n`);
+  });
+
   test("malformed escapes are a 400 in the group and in the key, and nothing is loaded", async () => {
     for (const path of ["g/keys/a%zz", "g/keys/a%", "g/keys/%E0%80", "g/keys/%ED%A0%80", "g%zz/keys/k", "g/keys/x%FFy"]) {
       const response = await fetch(`${base}/${path}`);
@@ -105,3 +121,45 @@ test("with the token required on reads, gets are refused without it", async () =
     await node.close();
   }
 });
+
+/** Sends `requests` in one write and reads `count` responses with a Content-Length body. */
+async function pipelined(address: string, requests: string, count: number): Promise<{ head: string; body: string }[]> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  let received = Buffer.alloc(0);
+  const { promise, resolve, reject } = Promise.withResolvers<{ head: string; body: string }[]>();
+  const parse = (): { head: string; body: string }[] | null => {
+    const out: { head: string; body: string }[] = [];
+    let at = 0;
+    while (out.length < count) {
+      const end = received.indexOf("\r\n\r\n", at);
+      if (end < 0) return null;
+      const head = received.toString("latin1", at, end + 4);
+      const length = Number(/content-length: (\d+)/i.exec(head)?.[1]);
+      if (received.length < end + 4 + length) return null;
+      out.push({ head, body: received.toString("utf8", end + 4, end + 4 + length) });
+      at = end + 4 + length;
+    }
+    return out;
+  };
+  const socket = await Bun.connect({
+    hostname: host,
+    port,
+    socket: {
+      data(_socket, chunk) {
+        received = Buffer.concat([received, chunk]);
+        const done = parse();
+        if (done !== null) resolve(done);
+      },
+      error: (_socket, error) => reject(error),
+      close: () => reject(new Error(`connection closed after ${received.length} bytes`)),
+    },
+  });
+  socket.write(requests);
+  const timer = setTimeout(() => reject(new Error("no complete answers within 5 s")), 5_000);
+  try {
+    return await promise;
+  } finally {
+    clearTimeout(timer);
+    socket.end();
+  }
+}
