@@ -24,8 +24,9 @@ describe("serve configuration", () => {
     expect(config.etcd).toBeUndefined();
   });
 
-  test("--gc-interval: 25 ms by default, 0 turns the pacer off, a bare number is milliseconds", () => {
-    expect(resolve({}).gcIntervalMs).toBe(25);
+  test("--gc-interval: off (0) by default, a bare number is milliseconds", () => {
+    expect(resolve({}).gcIntervalMs).toBe(0);
+    expect(resolve({ "gc-interval": "25ms" }).gcIntervalMs).toBe(25);
     expect(resolve({ "gc-interval": "0" }).gcIntervalMs).toBe(0);
     expect(resolve({ "gc-interval": "50" }).gcIntervalMs).toBe(50);
     expect(resolve({}, { GCACHE_GC_INTERVAL: "100ms" }).gcIntervalMs).toBe(100);
