@@ -154,6 +154,8 @@ export class Group {
    * without a line a delete issued after a set could overtake it.
    */
   private readonly writeLines = new Map<string, Promise<void>>();
+  /** Expiry of the value the last cache lookup found (see `lookup`). */
+  private foundExpiresAt = 0;
   private closed = false;
   private readonly counters: Counters = {
     gets: 0,
@@ -226,11 +228,25 @@ export class Group {
    * answered without a promise.
    */
   cachedEntry(key: string, fromPeer = false): Entry | undefined {
+    const value = this._cachedValue(key, fromPeer);
+    return value === undefined ? undefined : { value, expiresAt: this.foundExpiresAt };
+  }
+
+  /**
+   * `cachedEntry` without the Entry, for the HTTP gateway's hits: the value's
+   * expiry (0 for none) is in `_foundExpiresAt` until the next lookup.
+   */
+  _cachedValue(key: string, fromPeer = false): Uint8Array | undefined {
     this.checkKey(key);
     const c = this.counters;
     c.gets++;
     if (fromPeer) c.serverRequests++;
     return this.lookup(key);
+  }
+
+  /** Expiry of the value the last cache lookup found. */
+  get _foundExpiresAt(): number {
+    return this.foundExpiresAt;
   }
 
   /**
@@ -245,7 +261,7 @@ export class Group {
     if (hit !== undefined) {
       this.counters.gets++;
       this.counters.serverRequests++;
-      return hit;
+      return { value: hit, expiresAt: this.foundExpiresAt };
     }
     const prefetch: Prefetch = { failed: false, error: undefined, timer: undefined };
     clearTimeout(this.prefetches.get(key)?.timer);
@@ -262,19 +278,22 @@ export class Group {
     return undefined;
   }
 
-  private lookup(key: string, countMisses = true): Entry | undefined {
+  /** The cached value of `key`, its expiry left in `foundExpiresAt`: no object per hit. */
+  private lookup(key: string, countMisses = true): Uint8Array | undefined {
     const c = this.counters;
     let value = countMisses ? this.main.get(key) : this.main._getIfHit(key);
     if (value !== undefined) {
       c.cacheHits++;
-      return { value, expiresAt: this.main.expiresAt(key) ?? 0 };
+      this.foundExpiresAt = this.main.expiresAt(key) ?? 0;
+      return value;
     }
     if (this.hot !== null) {
       value = countMisses ? this.hot.get(key) : this.hot._getIfHit(key);
       if (value !== undefined) {
         c.cacheHits++;
         c.hotHits++;
-        return { value, expiresAt: this.hot.expiresAt(key) ?? 0 };
+        this.foundExpiresAt = this.hot.expiresAt(key) ?? 0;
+        return value;
       }
     }
     return undefined;

@@ -151,8 +151,8 @@ export class _HttpGateway {
   private get(group: Group, key: string, request: _HttpRequest): _HttpResponse | Promise<_HttpResponse> {
     let timeout: number;
     try {
-      const hit = group.cachedEntry(key);
-      if (hit !== undefined) return this.hitResponse(hit.value, hit.expiresAt);
+      const hit = group._cachedValue(key);
+      if (hit !== undefined) return this.hitResponse(hit, group._foundExpiresAt);
       // The time limit bounds a load, so a hit does not read it.
       timeout = this.callTimeout(request);
     } catch (error) {

@@ -47,8 +47,8 @@ export class _HttpRequest {
     readonly query: string,
     /** The bytes the head was read from; never written to, so headers are decoded only when asked for. */
     private readonly input: Buffer,
-    /** Per header line: name start, name end, value start, value end (trimmed), offsets into `input`. */
-    private readonly fields: number[],
+    /** Where the header lines start in `input` (after the request line). */
+    private readonly headersStart: number,
     /** Bytes of `input` up to the end of the head: where the body starts. */
     readonly headLength: number,
     /** Whether the connection may carry another request after this one. */
@@ -59,11 +59,26 @@ export class _HttpRequest {
     readonly expectsContinue: boolean,
   ) {}
 
-  /** The first value of a header; `name` in lower case. */
+  /**
+   * The first value of a header; `name` in lower case. The head is scanned
+   * again rather than indexed while parsing: few requests ask for a header,
+   * and every request would pay for the index.
+   */
   header(name: string): string | null {
-    const fields = this.fields;
-    for (let i = 0; i < fields.length; i += 4) {
-      if (nameIs(this.input, fields[i]!, fields[i + 1]!, name)) return latin1(this.input, fields[i + 2]!, fields[i + 3]!);
+    const input = this.input;
+    const headersEnd = this.headLength - 2;
+    // Parsing checked every line: a token, a colon, a value without CR, CRLF.
+    for (let at = this.headersStart; at < headersEnd; ) {
+      const colon = input.indexOf(COLON, at);
+      const lineEnd = input.indexOf(CR, colon);
+      if (nameIs(input, at, colon, name)) {
+        let from = colon + 1;
+        while (input[from] === SP || input[from] === HTAB) from++;
+        let to = lineEnd;
+        while (to > from && (input[to - 1] === SP || input[to - 1] === HTAB)) to--;
+        return latin1(input, from, to);
+      }
+      at = lineEnd + 2;
     }
     return null;
   }
@@ -145,14 +160,15 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
   const http10 = minor === 0x30;
   at += 10;
 
-  const fields: number[] = [];
+  const headersStart = at;
+  let headerLines = 0;
   let contentLength = -1;
   let chunked = false;
   let close = http10;
   let expectsContinue = false;
   const headersEnd = end - 2;
   while (at < headersEnd) {
-    if (fields.length >= limits.maxHeaders * 4) throw new _HttpError(431, `more than ${limits.maxHeaders} header lines`);
+    if (headerLines++ >= limits.maxHeaders) throw new _HttpError(431, `more than ${limits.maxHeaders} header lines`);
     const nameStart = at;
     while (at < headersEnd && isTokenByte(input[at]!)) at++;
     if (at === nameStart || input[at] !== COLON) {
@@ -172,7 +188,6 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
     }
     if (input[at + 1] !== LF) throw new _HttpError(400, "line ends must be CRLF");
     at += 2;
-    fields.push(nameStart, nameEnd, valueStart, valueEnd);
     switch (nameEnd - nameStart) {
       case 14:
         if (nameIs(input, nameStart, nameEnd, "content-length")) {
@@ -215,7 +230,7 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
     pathStart < 0 ? "/" : pathStart === targetEnd ? "*" : latin1(input, pathStart, pathEnd),
     queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),
     input,
-    fields,
+    headersStart,
     end,
     !close,
     bodyLength,

@@ -34,3 +34,31 @@ test("a bare LF is refused in whichever piece it arrives", () => {
   }
   expect(new Set(outcomes)).toEqual(new Set(["400 at first call", "400 at second call"]));
 });
+
+test("headers are found by name in any case, trimmed, the first of repeats, and only in the head", () => {
+  const head =
+    "\r\nGET /k HTTP/1.1\r\nHost: example\r\nX-Gcache-TTL: \t 5m \t\r\nX-Empty:\r\nX-Colon: a:b: c\r\nx-gcache-ttl: 9m\r\nX-Last:z\r\n\r\n";
+  const request = _readHead(Buffer.from(`${head}x-body: not a header`, "latin1"), 0, LIMITS)!;
+  expect(request.header("x-gcache-ttl")).toBe("5m");
+  expect(request.header("host")).toBe("example");
+  expect(request.header("x-empty")).toBe("");
+  expect(request.header("x-colon")).toBe("a:b: c");
+  expect(request.header("x-last")).toBe("z");
+  expect(request.header("x-body")).toBeNull();
+  expect(request.header("get /k http/1.1")).toBeNull();
+  const bare = _readHead(Buffer.from("GET / HTTP/1.0\r\n\r\n", "latin1"), 0, LIMITS)!;
+  expect(bare.header("host")).toBeNull();
+});
+
+test("more header lines than the limit are refused with 431", () => {
+  const lines = Array.from({ length: 4 }, (_, i) => `X-${i}: v\r\n`).join("");
+  const request = Buffer.from(`GET / HTTP/1.1\r\n${lines}\r\n`, "latin1");
+  expect(_readHead(request, 0, { ...LIMITS, maxHeaders: 4 })?.header("x-3")).toBe("v");
+  let status = 0;
+  try {
+    _readHead(request, 0, { ...LIMITS, maxHeaders: 3 });
+  } catch (error) {
+    status = error instanceof _HttpError ? error.status : -1;
+  }
+  expect(status).toBe(431);
+});
