@@ -64,7 +64,10 @@ export class _HttpGateway {
   private readonly check: _TokenCheck | null;
   private readonly checkReads: boolean;
   private readonly timeoutMs: number;
-  /** The answer to every hit, refilled each time: the server writes a returned response before it asks again. */
+  /**
+   * The answer to every hit, refilled each time: the server writes a returned
+   * response before it asks again. It holds on to the last value answered.
+   */
   private readonly hit = { head: VALUE_HEAD, extraHeaders: "", body: NO_VALUE };
 
   constructor(
