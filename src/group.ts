@@ -154,8 +154,8 @@ export class Group {
    * without a line a delete issued after a set could overtake it.
    */
   private readonly writeLines = new Map<string, Promise<void>>();
-  /** Expiry of the value the last cache lookup found (see `lookup`). */
-  private foundExpiresAt = 0;
+  /** Expiry (0 for none) of the value the last cache lookup found; read right after `_cachedValue`. */
+  _foundExpiresAt = 0;
   private closed = false;
   private readonly counters: Counters = {
     gets: 0,
@@ -229,7 +229,7 @@ export class Group {
    */
   cachedEntry(key: string, fromPeer = false): Entry | undefined {
     const value = this._cachedValue(key, fromPeer);
-    return value === undefined ? undefined : { value, expiresAt: this.foundExpiresAt };
+    return value === undefined ? undefined : { value, expiresAt: this._foundExpiresAt };
   }
 
   /**
@@ -244,11 +244,6 @@ export class Group {
     return this.lookup(key);
   }
 
-  /** Expiry of the value the last cache lookup found. */
-  get _foundExpiresAt(): number {
-    return this.foundExpiresAt;
-  }
-
   /**
    * For a peer's batch: the cached value of `key`, or undefined after starting
    * its load, which the Get the peer sends for it next will join. A hit
@@ -261,7 +256,7 @@ export class Group {
     if (hit !== undefined) {
       this.counters.gets++;
       this.counters.serverRequests++;
-      return { value: hit, expiresAt: this.foundExpiresAt };
+      return { value: hit, expiresAt: this._foundExpiresAt };
     }
     const prefetch: Prefetch = { failed: false, error: undefined, timer: undefined };
     clearTimeout(this.prefetches.get(key)?.timer);
@@ -278,13 +273,13 @@ export class Group {
     return undefined;
   }
 
-  /** The cached value of `key`, its expiry left in `foundExpiresAt`: no object per hit. */
+  /** The cached value of `key`, its expiry left in `_foundExpiresAt`: no object per hit. */
   private lookup(key: string, countMisses = true): Uint8Array | undefined {
     const c = this.counters;
     let value = countMisses ? this.main.get(key) : this.main._getIfHit(key);
     if (value !== undefined) {
       c.cacheHits++;
-      this.foundExpiresAt = this.main.expiresAt(key) ?? 0;
+      this._foundExpiresAt = this.main.expiresAt(key) ?? 0;
       return value;
     }
     if (this.hot !== null) {
@@ -292,7 +287,7 @@ export class Group {
       if (value !== undefined) {
         c.cacheHits++;
         c.hotHits++;
-        this.foundExpiresAt = this.hot.expiresAt(key) ?? 0;
+        this._foundExpiresAt = this.hot.expiresAt(key) ?? 0;
         return value;
       }
     }

@@ -169,7 +169,7 @@ export class _HttpGateway {
 
   private hitResponse(value: Uint8Array, expiresAt: number): _HttpResponse {
     const hit = this.hit;
-    hit.extraHeaders = expiresAt === 0 ? "" : expiresHeader(expiresAt);
+    hit.extraHeaders = expiresHeader(expiresAt);
     hit.body = value;
     return hit;
   }
@@ -213,11 +213,12 @@ function decoded(segment: string): string {
 }
 
 function valueResponse(value: Uint8Array, expiresAt: number): _HttpResponse {
-  return { head: VALUE_HEAD, extraHeaders: expiresAt === 0 ? "" : expiresHeader(expiresAt), body: value };
+  return { head: VALUE_HEAD, extraHeaders: expiresHeader(expiresAt), body: value };
 }
 
+/** The expiry header line of a value, "" for one that never expires. */
 function expiresHeader(expiresAt: number): string {
-  return `x-gcache-expires-at: ${expiresAt}\r\n`;
+  return expiresAt === 0 ? "" : `x-gcache-expires-at: ${expiresAt}\r\n`;
 }
 
 function plainResponse(head: _ResponseHead, body: string): _HttpResponse {

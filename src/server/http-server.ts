@@ -132,9 +132,9 @@ function writeDecimal(buffer: Buffer, at: number, value: number): number {
 /** One shared send buffer: a response is copied in and sent synchronously, and any unsent rest is copied out. */
 const sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
 
-/** A copy of send buffer bytes `from` to `to` (the Uint8Array constructor copies; a Buffer's slice would share). */
-function copyOfSent(from: number, to: number): Uint8Array {
-  return new Uint8Array(sendBuffer.subarray(from, to));
+/** A copy of bytes `from` to `to` (the Uint8Array constructor copies; a Buffer's slice would share). */
+function copyOf(bytes: Uint8Array, from: number, to: number): Uint8Array {
+  return new Uint8Array(bytes.subarray(from, to));
 }
 
 /** Writes the head of a response into the send buffer from byte 0, from bytes made beforehand; returns its length. */
@@ -375,7 +375,7 @@ class _Connection {
     this.consume(request.headLength);
     this.request = request;
     if (request.bodyLength === _CHUNKED) this.chunked = new _ChunkedBody(limits.maxBodyBytes);
-    if (request.expectsContinue && this.input === null) this.send(CONTINUE);
+    if (request.expectsContinue && this.input === null) this.send(CONTINUE, CONTINUE.length, false);
     return request;
   }
 
@@ -461,41 +461,30 @@ class _Connection {
     const bodyBytes = headOnly ? 0 : body.length;
     if (headBytes + bodyBytes <= SEND_BUFFER_BYTES) {
       if (bodyBytes > 0) sendBuffer.set(body, headBytes);
-      this.sendShared(headBytes + bodyBytes);
+      this.send(sendBuffer, headBytes + bodyBytes, true);
     } else {
-      this.sendShared(headBytes);
-      this.send(body);
+      this.send(sendBuffer, headBytes, true);
+      this.send(body, body.length, false);
     }
     if (this.unsent === null && this.closeAfterResponse) this.end();
   }
 
   /**
-   * Sends the first `length` bytes of the shared send buffer, which the next
-   * response on any connection overwrites: what the socket does not take now
-   * is copied out. Written by offset and length, so a response that goes out
-   * whole (nearly all) allocates no view of the buffer.
+   * Sends the first `length` bytes of `bytes`. `shared`: they are in the
+   * shared send buffer, which the next response on any connection
+   * overwrites, so what the socket does not take now is copied out. Written
+   * by offset and length, so a response that goes out whole (nearly all)
+   * allocates no view of the buffer.
    */
-  private sendShared(length: number): void {
+  private send(bytes: Uint8Array, length: number, shared: boolean): void {
     if (this.ended) return;
     if (this.unsent !== null) {
-      this.unsent.push(copyOfSent(0, length));
+      this.unsent.push(shared ? copyOf(bytes, 0, length) : bytes);
       return;
     }
-    const written = this.socket.write(sendBuffer, 0, length);
+    const written = this.socket.write(bytes, 0, length);
     if (written < 0) return this.closed();
-    if (written < length) this.unsent = [copyOfSent(written, length)];
-  }
-
-  /** Sends bytes that stay as they are until sent (a stored value). */
-  private send(bytes: Uint8Array): void {
-    if (this.ended) return;
-    if (this.unsent !== null) {
-      this.unsent.push(bytes);
-      return;
-    }
-    const written = this.socket.write(bytes);
-    if (written < 0) return this.closed();
-    if (written < bytes.length) this.unsent = [bytes.subarray(written)];
+    if (written < length) this.unsent = [shared ? copyOf(bytes, written, length) : bytes.subarray(written, length)];
   }
 
   /** Keeps what a client pipelines behind a pending response bounded. */
