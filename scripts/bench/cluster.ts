@@ -1,10 +1,11 @@
 /**
  * The compiled gcache-node executable in a 3-node loopback cluster, against
  * references measured in the same run: Redis (GET), two bare Bun.serve (a
- * fixed body; a Map of the same keys' values) and a bare grpc-js server; plus
+ * fixed body; a Map of the same keys' values), a bare server on Bun's TCP
+ * sockets (fixed bytes) and a bare grpc-js server; plus
  * the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 13 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 7 min
+ *   bun run bench:cluster             # 2 value sizes x 14 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 7 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -31,8 +32,8 @@
  * SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
  * --origin pointing at the origin), the origin (_cluster/origin.ts, its own
  * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
- * --appendonly no), one bare Bun.serve and one bare grpc-js server per value
- * size, the gRPC load generator (_node/load.ts), the mixed-workload generator
+ * --appendonly no), two bare Bun.serve, one bare socket server and one bare
+ * grpc-js server per value size, the gRPC load generator (_node/load.ts), the mixed-workload generator
  * (_cluster/mixed.ts), and wrk / redis-benchmark / tcp-get.ts runs. Missing wrk or
  * redis-server are installed with apt-get (Debian packages wrk, redis-server).
  *
@@ -41,6 +42,8 @@
  *   http bare     the same wrk script against a Bun.serve returning a fixed body of the same size
  *   http bare map the same wrk script against a Bun.serve serving each of those keys its own value from a Map,
  *                 through the gateway's route (no goal: it shows what finding and sending distinct values costs)
+ *   http bare sockets  the same wrk script against Bun's TCP sockets answering each request head with fixed
+ *                 bytes, the request unread (no goal: the floor of any HTTP server on Bun, as the gateway is built)
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
  *   one client    the http gcache and redis GET workloads again, both loaded by _cluster/tcp-get.ts (raw TCP,
  *                 HTTP/1.1 or RESP, same connections, same clock): wrk and redis-benchmark differ in their own
@@ -161,6 +164,7 @@ const bun = process.execPath;
 type ContenderId =
   | "http-bare"
   | "http-bare-map"
+  | "http-bare-sockets"
   | "http-gcache"
   | "redis"
   | "http-gcache-tcp"
@@ -179,6 +183,7 @@ const LABELS: Record<ContenderId, string> = {
   "http-gcache": "HTTP gateway, hit on A",
   "http-bare": "HTTP bare Bun.serve",
   "http-bare-map": "HTTP bare Bun.serve, Map",
+  "http-bare-sockets": "HTTP bare Bun.listen",
   redis: "Redis GET (redis-benchmark)",
   "http-gcache-tcp": "HTTP gateway hit, one client",
   "redis-tcp": "Redis GET, one client",
@@ -197,6 +202,7 @@ const LABELS: Record<ContenderId, string> = {
 const ORDER: ContenderId[] = [
   "http-bare",
   "http-bare-map",
+  "http-bare-sockets",
   "http-gcache",
   "redis",
   "redis-tcp",
@@ -214,7 +220,7 @@ const ORDER: ContenderId[] = [
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) {
-  for (const id of ["http-bare", "http-bare-map", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "http-gcache-rate", "redis-rate"] as const) {
+  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "http-gcache-rate", "redis-rate"] as const) {
     wanted.add(id);
   }
 }
@@ -278,6 +284,8 @@ interface SizeSetup {
   bareHttp: { service: Service; url: string } | null;
   /** A bare Bun.serve serving the hit keys' own values from a Map (see `_cluster/bare-http.ts`). */
   bareMapHttp: { service: Service; url: string } | null;
+  /** Bun's TCP sockets answering every request head with the same bytes (see `_cluster/bare-http.ts`). */
+  bareSocketsHttp: { service: Service; url: string } | null;
   bareGrpc: Child | null;
 }
 
@@ -411,6 +419,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         : "",
       bareHttp: null,
       bareMapHttp: null,
+      bareSocketsHttp: null,
       bareGrpc: null,
     };
     if (wanted.has("http-bare")) {
@@ -426,6 +435,10 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         `--keys-file=${keysFile}`,
       ]);
       setup.bareMapHttp = { service: bare.service, url: `http://${bare.address}` };
+    }
+    if (wanted.has("http-bare-sockets")) {
+      const bare = await startWithReadyLine(`bare sockets ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`, "--sockets"]);
+      setup.bareSocketsHttp = { service: bare.service, url: `http://${bare.address}` };
     }
     if (wanted.has("grpc-bare")) {
       setup.bareGrpc = spawnChild(`bare grpc ${size}`, [bun, here("./_node/bare.ts"), `--value-bytes=${size}`]);
@@ -457,8 +470,10 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "http-put":
       case "http-delete":
       case "http-bare":
-      case "http-bare-map": {
-        const bare = id === "http-bare" ? setup.bareHttp : id === "http-bare-map" ? setup.bareMapHttp : null;
+      case "http-bare-map":
+      case "http-bare-sockets": {
+        const bare =
+          id === "http-bare" ? setup.bareHttp : id === "http-bare-map" ? setup.bareMapHttp : id === "http-bare-sockets" ? setup.bareSocketsHttp : null;
         const url = bare === null ? A.http : bare.url;
         const peer = id === "http-peer";
         const write = id === "http-put" || id === "http-delete";
@@ -827,6 +842,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         add("bare", "http-bare");
       }
       if (id === "http-bare-map") add("bare", "http-bare");
+      if (id === "http-bare-sockets") add("redis", "redis");
       if (id === "http-gcache-tcp") add("redis", "redis-tcp");
       if (id === "grpc-gcache") add("bare", "grpc-bare");
       if (id === "http-peer") add("local", "http-gcache");
@@ -896,7 +912,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const runs = get(size, id).filter((m) => m.meanMs > 0 && m.rps > 0);
       return runs.length === 0 ? NaN : median(runs.map((m) => m.meanMs / ((concurrency / m.rps) * 1000)));
     };
-    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"]] as const)
+    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["bare sockets", "http-bare-sockets"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"]] as const)
       .map(([name, id]) => [name, coverage(id)] as const)
       .filter(([, c]) => !Number.isNaN(c));
     if (covered.length > 0) {
@@ -918,6 +934,8 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
     info("bare Bun.serve vs Redis (what any Bun HTTP server gets here)", "http-bare", "redis");
     info("gateway / bare Bun.serve with a Map of the same values", "http-gcache", "http-bare-map");
     info("bare Bun.serve with a Map / with one fixed body", "http-bare-map", "http-bare");
+    info("bare Bun.listen vs Redis (the floor on Bun's sockets)", "http-bare-sockets", "redis", "p99");
+    info("gateway / bare Bun.listen (fixed bytes)", "http-gcache", "http-bare-sockets", "p99");
     info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
     info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate", "p99");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");

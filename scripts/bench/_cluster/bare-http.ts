@@ -4,9 +4,12 @@
  * the gateway uses), doing nothing else. With `--keys-file`, one that serves
  * the gateway's own paths from a Map of those keys, each with a value of its
  * own: what any cache built on Bun.serve pays to find and send a value,
- * without the cache.
+ * without the cache. With `--sockets`, no HTTP server at all: Bun's TCP
+ * sockets (as the gateway uses), answering each request head (each blank
+ * line ending one) with the same prepared bytes, without reading the
+ * request: the least any HTTP server on Bun's sockets can cost.
  *
- *   bun scripts/bench/_cluster/bare-http.ts --value-bytes=100 [--keys-file=PATH]
+ *   bun scripts/bench/_cluster/bare-http.ts --value-bytes=100 [--keys-file=PATH | --sockets]
  *
  * Prints `READY 127.0.0.1:<port>`; stops on SIGTERM or when stdin closes.
  */
@@ -14,18 +17,77 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 const { values: args } = parseArgs({
-  options: { "value-bytes": { type: "string", default: "100" }, "keys-file": { type: "string" } },
+  options: { "value-bytes": { type: "string", default: "100" }, "keys-file": { type: "string" }, sockets: { type: "boolean", default: false } },
 });
 const valueBytes = Number(args["value-bytes"]);
 if (!Number.isInteger(valueBytes) || valueBytes < 0) throw new Error(`--value-bytes must be a whole number, got ${args["value-bytes"]}`);
 
 const HEADERS = { "content-type": "application/octet-stream" };
 const keysFile = args["keys-file"];
-const server = keysFile === undefined ? fixedBodyServer() : mapServer(keysFile);
+const server = args.sockets ? socketServer() : keysFile === undefined ? fixedBodyServer() : mapServer(keysFile);
 
 function fixedBodyServer() {
   const body = new Uint8Array(valueBytes).fill(7);
   return Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(body, { headers: HEADERS }) });
+}
+
+/**
+ * One fixed answer per request head, straight onto the socket. A head ends in
+ * CR LF CR LF, which may be split across reads: each connection keeps how much
+ * of it the last read ended with. Requests carry no body (GETs only).
+ */
+function socketServer() {
+  const answer = Buffer.from(
+    `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${valueBytes}\r\n\r\n`,
+    "latin1",
+  );
+  const response = Buffer.concat([answer, Buffer.alloc(valueBytes, 7)]);
+  const END = [13, 10, 13, 10];
+  interface Connection {
+    matched: number;
+    unsent: Uint8Array[];
+  }
+  const send = (socket: import("bun").Socket<Connection>, bytes: Uint8Array) => {
+    const state = socket.data;
+    if (state.unsent.length > 0) return void state.unsent.push(bytes);
+    const written = socket.write(bytes);
+    if (written >= 0 && written < bytes.length) state.unsent.push(bytes.subarray(written));
+  };
+  const listener = Bun.listen<Connection>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open: (socket) => void (socket.data = { matched: 0, unsent: [] }),
+      data: (socket, chunk) => {
+        const state = socket.data;
+        let heads = 0;
+        let matched = state.matched;
+        for (let i = 0; i < chunk.length; i++) {
+          const byte = chunk[i]!;
+          matched = byte === END[matched] ? matched + 1 : byte === 13 ? 1 : 0;
+          if (matched === 4) {
+            heads++;
+            matched = 0;
+          }
+        }
+        state.matched = matched;
+        for (let i = 0; i < heads; i++) send(socket, response);
+      },
+      drain: (socket) => {
+        const unsent = socket.data.unsent;
+        while (unsent.length > 0) {
+          const bytes = unsent[0]!;
+          const written = socket.write(bytes);
+          if (written < bytes.length) {
+            if (written > 0) unsent[0] = bytes.subarray(written);
+            return;
+          }
+          unsent.shift();
+        }
+      },
+    },
+  });
+  return { port: listener.port, stop: () => listener.stop(true) };
 }
 
 /** The gateway's route through Bun's router, one value per key (keys: one per line, as sent). */
