@@ -32,32 +32,61 @@ export interface _RequestLimits {
 
 /** No body: shared by every request without one (the handler must not write to it). */
 const NO_BODY = new Uint8Array(0);
+const EMPTY_INPUT = Buffer.alloc(0);
 /** `bodyLength` of a chunked body, whose length is known only at its end. */
 export const _CHUNKED = -1;
 
+/**
+ * One request, as the parser fills it in. A connection reads one request at a
+ * time and refills the same object for the next, so that a request costs no
+ * object of its own: one is valid until it has been answered, and must not be
+ * kept beyond that. Only the parser writes to it, the body aside.
+ */
 export class _HttpRequest {
   /** Decoded body; empty when the request has none. Set once the whole body has arrived. */
   body: Uint8Array = NO_BODY;
+  method = "";
+  /** Path as sent (percent-encoded), without the query. */
+  path = "";
+  /** Query string without the "?", "" when none. */
+  query = "";
+  /** The bytes the head was read from; never written to, so headers are decoded only when asked for. */
+  private input: Buffer = EMPTY_INPUT;
+  /** Where the header lines start in `input` (after the request line). */
+  private headersStart = 0;
+  /** Bytes of `input` up to the end of the head: where the body starts. */
+  headLength = 0;
+  /** Whether the connection may carry another request after this one. */
+  keepAlive = true;
+  /** Body bytes announced by Content-Length, 0 for none, `_CHUNKED` for chunked. */
+  bodyLength = 0;
+  /** The client waits for "100 Continue" before it sends the body. */
+  expectsContinue = false;
 
-  constructor(
-    readonly method: string,
-    /** Path as sent (percent-encoded), without the query. */
-    readonly path: string,
-    /** Query string without the "?", "" when none. */
-    readonly query: string,
-    /** The bytes the head was read from; never written to, so headers are decoded only when asked for. */
-    private readonly input: Buffer,
-    /** Where the header lines start in `input` (after the request line). */
-    private readonly headersStart: number,
-    /** Bytes of `input` up to the end of the head: where the body starts. */
-    readonly headLength: number,
-    /** Whether the connection may carry another request after this one. */
-    readonly keepAlive: boolean,
-    /** Body bytes announced by Content-Length, 0 for none, `_CHUNKED` for chunked. */
-    readonly bodyLength: number,
-    /** The client waits for "100 Continue" before it sends the body. */
-    readonly expectsContinue: boolean,
-  ) {}
+  /** @internal for the parser: the fields of the head just read, the body emptied. */
+  _fill(
+    method: string,
+    path: string,
+    query: string,
+    input: Buffer,
+    headersStart: number,
+    headLength: number,
+    keepAlive: boolean,
+    bodyLength: number,
+    expectsContinue: boolean,
+  ): this {
+    this.body = NO_BODY;
+    this.method = method;
+    this.path = path;
+    this.query = query;
+    this.input = input;
+    this.headersStart = headersStart;
+    this.headLength = headLength;
+    this.keepAlive = keepAlive;
+    this.bodyLength = bodyLength;
+    this.expectsContinue = expectsContinue;
+    return this;
+  }
 
   /**
    * The first value of a header; `name` in lower case. The head is scanned
@@ -110,13 +139,15 @@ const CRLF = Buffer.from("\r\n", "latin1");
  * searched once, not again with every piece. Throws `_HttpError` for what it
  * refuses, also early for an incomplete head that can never complete or grows
  * too large (a bare-LF request would otherwise sit until the idle timeout).
+ * The head goes into `into` when given (a request already answered), else
+ * into a new request.
  */
-export function _readHead(input: Buffer, scanned: number, limits: _RequestLimits): _HttpRequest | null {
+export function _readHead(input: Buffer, scanned: number, limits: _RequestLimits, into?: _HttpRequest): _HttpRequest | null {
   let start = 0;
   while (start + 1 < input.length && input[start] === CR && input[start + 1] === LF) start += 2;
   // A blank line ending in the new bytes may have begun up to three bytes before them.
   const blankLine = input.indexOf(HEAD_END, Math.max(start, scanned - 3));
-  if (blankLine >= 0) return parseHead(input, start, blankLine + 4, limits);
+  if (blankLine >= 0) return parseHead(input, start, blankLine + 4, limits, into ?? new _HttpRequest());
   if (input.length - start > limits.maxHeadBytes) throw headTooLong(input, start, limits);
   for (let lf = input.indexOf(LF, Math.max(start, scanned)); lf >= 0; lf = input.indexOf(LF, lf + 1)) {
     if (lf === start || input[lf - 1] !== CR) throw new _HttpError(400, "line ends must be CRLF");
@@ -134,7 +165,7 @@ function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _Http
  * Parses the head in `input[from, end)`, `end` just past its blank line. Works
  * on the bytes: only the path, the query and the values asked for become strings.
  */
-function parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits): _HttpRequest {
+function parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits, into: _HttpRequest): _HttpRequest {
   if (end - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
   // Request line: METHOD SP TARGET SP HTTP/1.x CRLF
   let at = from;
@@ -225,7 +256,7 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
   if (bodyLength > limits.maxBodyBytes) throw new _HttpError(413, `body of ${bodyLength} bytes exceeds the limit of ${limits.maxBodyBytes}`);
   const pathStart = originFormStart(input, targetStart, targetEnd);
   const pathEnd = queryAt < 0 ? targetEnd : Math.max(queryAt, pathStart);
-  return new _HttpRequest(
+  return into._fill(
     method,
     pathStart < 0 ? "/" : pathStart === targetEnd ? "*" : latin1(input, pathStart, pathEnd),
     queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),

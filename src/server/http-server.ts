@@ -32,6 +32,8 @@ export interface _HttpResponse {
 /**
  * A response returned (not resolved) is written before the handler is called
  * again, and not kept: a handler may hand back the same object every time.
+ * The request, too, is the connection's one object, filled in again for its
+ * next request: it is valid until answered, and must not be kept.
  */
 export type _HttpHandler = (request: _HttpRequest) => _HttpResponse | Promise<_HttpResponse>;
 
@@ -268,6 +270,8 @@ class _Connection {
   private headScanned = 0;
   /** The request whose body is being read. */
   private request: _HttpRequest | null = null;
+  /** Filled in again for each request: one is read only once the one before has been answered. */
+  private readonly reusedRequest = new _HttpRequest();
   private chunked: _ChunkedBody | null = null;
   /** Parts of a Content-Length body that did not come in one read. */
   private bodyParts: Buffer[] | null = null;
@@ -366,7 +370,7 @@ class _Connection {
   private readHead(): _HttpRequest | null {
     const input = this.input!;
     const limits = this.server.requestLimits;
-    const request = _readHead(input, this.headScanned, limits);
+    const request = _readHead(input, this.headScanned, limits, this.reusedRequest);
     if (request === null) {
       this.headScanned = input.length;
       return null;

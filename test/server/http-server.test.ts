@@ -183,6 +183,17 @@ describe("framing", () => {
     });
   });
 
+  test("each request on a connection has only its own fields, body and headers", async () => {
+    const server = start(echo);
+    const responses = await withClient(server, async (client) => {
+      await client.write("PUT /a?q=1 HTTP/1.1\r\nX-Test: one\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\n");
+      await client.responses(2);
+      await client.write("DELETE /c?r=2 HTTP/1.1\r\nx-test: three\r\n\r\n");
+      return client.responses(3);
+    });
+    expect(responses.map((r) => r.body.toString())).toEqual(["PUT /a ?q=1 body=3 x=one", "GET /b ? body=0 x=null", "DELETE /c ?r=2 body=0 x=three"]);
+  });
+
   test("a chunked body with extensions and trailers, split anywhere, is decoded", async () => {
     const server = start(echo);
     const body = "5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\n";
