@@ -33,8 +33,9 @@ export interface HttpGatewayOptions {
   auth?: AuthOptions;
 }
 
-const KEY_ROUTE = "/v1/groups/";
-const KEYS_SEGMENT = "/keys/";
+/** The key routes are read from the request's bytes: a hit makes no string of its path, only of its group and key. */
+const KEY_ROUTE = Buffer.from("/v1/groups/", "latin1");
+const KEYS_SEGMENT = Buffer.from("/keys/", "latin1");
 const VALUE_HEAD = new _ResponseHead(200, "content-type: application/octet-stream\r\n");
 const TEXT_HEAD = new _ResponseHead(200, "content-type: text/plain; charset=utf-8\r\n");
 const NOT_READY_HEAD = new _ResponseHead(503, "content-type: text/plain; charset=utf-8\r\n");
@@ -100,8 +101,8 @@ export class _HttpGateway {
   }
 
   private handle(request: _HttpRequest): _HttpResponse | Promise<_HttpResponse> {
+    if (request.pathStartsWith(KEY_ROUTE)) return this.handleKey(request);
     const path = request.path;
-    if (path.startsWith(KEY_ROUTE)) return this.handleKey(request, path);
     if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
     switch (path) {
       case "/healthz":
@@ -121,14 +122,14 @@ export class _HttpGateway {
     }
   }
 
-  private handleKey(request: _HttpRequest, path: string): _HttpResponse | Promise<_HttpResponse> {
-    const keysAt = path.indexOf(KEYS_SEGMENT, KEY_ROUTE.length);
+  private handleKey(request: _HttpRequest): _HttpResponse | Promise<_HttpResponse> {
+    const keysAt = request.pathIndexOf(KEYS_SEGMENT, KEY_ROUTE.length);
     let groupName: string;
     let key: string;
     try {
-      if (keysAt < 0) throw new GCacheError("ERR_NOT_FOUND", `no route ${path}: expected /v1/groups/{group}/keys/{key}`);
-      groupName = decoded(path.slice(KEY_ROUTE.length, keysAt));
-      key = decoded(path.slice(keysAt + KEYS_SEGMENT.length));
+      if (keysAt < 0) throw new GCacheError("ERR_NOT_FOUND", `no route ${request.path}: expected /v1/groups/{group}/keys/{key}`);
+      groupName = decoded(request.pathPart(KEY_ROUTE.length, keysAt));
+      key = decoded(request.pathPart(keysAt + KEYS_SEGMENT.length));
     } catch (error) {
       if (isGCacheError(error)) return errorResponse(error);
       return errorResponse(new GCacheError("ERR_INVALID_ARGUMENT", "malformed percent-encoding in the path"));

@@ -46,8 +46,12 @@ export class _HttpRequest {
   /** Decoded body; empty when the request has none. Set once the whole body has arrived. */
   body: Uint8Array = NO_BODY;
   method = "";
-  /** Path as sent (percent-encoded), without the query. */
-  path = "";
+  /** Where the path (as sent, percent-encoded, without the query) lies: in `input`, or in a constant for "/" and "*". */
+  private pathBytes: Buffer = EMPTY_INPUT;
+  private pathFrom = 0;
+  private pathTo = 0;
+  /** The path as a string, once asked for. */
+  private pathText: string | null = null;
   /** Query string without the "?", "" when none. */
   query = "";
   /** The bytes the head was read from; never written to, so headers are decoded only when asked for. */
@@ -63,10 +67,44 @@ export class _HttpRequest {
   /** The client waits for "100 Continue" before it sends the body. */
   expectsContinue = false;
 
+  /**
+   * Path as sent (percent-encoded), without the query. Made a string only
+   * when asked for: the key routes read their parts from the bytes.
+   */
+  get path(): string {
+    return (this.pathText ??= latin1(this.pathBytes, this.pathFrom, this.pathTo));
+  }
+
+  get pathLength(): number {
+    return this.pathTo - this.pathFrom;
+  }
+
+  /** Whether the path starts with `prefix` (ASCII bytes). */
+  pathStartsWith(prefix: Uint8Array): boolean {
+    if (this.pathTo - this.pathFrom < prefix.length) return false;
+    const bytes = this.pathBytes;
+    const from = this.pathFrom;
+    for (let i = 0; i < prefix.length; i++) if (bytes[from + i] !== prefix[i]) return false;
+    return true;
+  }
+
+  /** Where `needle` (ASCII bytes) first occurs in the path at or after `from`, -1 where it does not. */
+  pathIndexOf(needle: Uint8Array, from: number): number {
+    const at = this.pathBytes.indexOf(needle, this.pathFrom + from);
+    return at < 0 || at + needle.length > this.pathTo ? -1 : at - this.pathFrom;
+  }
+
+  /** Part of the path, `from` to `to` (offsets in the path), as a string of its own. */
+  pathPart(from: number, to = this.pathLength): string {
+    return latin1(this.pathBytes, this.pathFrom + from, this.pathFrom + to);
+  }
+
   /** @internal for the parser: the fields of the head just read, the body emptied. */
   _fill(
     method: string,
-    path: string,
+    pathBytes: Buffer,
+    pathFrom: number,
+    pathTo: number,
     query: string,
     input: Buffer,
     headersStart: number,
@@ -77,7 +115,10 @@ export class _HttpRequest {
   ): this {
     this.body = NO_BODY;
     this.method = method;
-    this.path = path;
+    this.pathBytes = pathBytes;
+    this.pathText = null;
+    this.pathFrom = pathFrom;
+    this.pathTo = pathTo;
     this.query = query;
     this.input = input;
     this.headersStart = headersStart;
@@ -130,6 +171,8 @@ const SLASH = 47;
 const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
 const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
 const CRLF = Buffer.from("\r\n", "latin1");
+const ROOT_PATH = Buffer.from("/", "latin1");
+const ASTERISK_PATH = Buffer.from("*", "latin1");
 
 /**
  * Reads the request head at the start of `input`, after any empty lines a
@@ -256,9 +299,13 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
   if (bodyLength > limits.maxBodyBytes) throw new _HttpError(413, `body of ${bodyLength} bytes exceeds the limit of ${limits.maxBodyBytes}`);
   const pathStart = originFormStart(input, targetStart, targetEnd);
   const pathEnd = queryAt < 0 ? targetEnd : Math.max(queryAt, pathStart);
+  // "*", and an absolute form without a path (which means "/"), are read from constants.
+  const constant = pathStart < 0 ? ROOT_PATH : pathStart === targetEnd ? ASTERISK_PATH : null;
   return into._fill(
     method,
-    pathStart < 0 ? "/" : pathStart === targetEnd ? "*" : latin1(input, pathStart, pathEnd),
+    constant ?? input,
+    constant === null ? pathStart : 0,
+    constant === null ? pathEnd : 1,
     queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),
     input,
     headersStart,

@@ -3,7 +3,7 @@
  * whichever byte it was cut at, though each call searches only the new bytes.
  */
 import { expect, test } from "bun:test";
-import { _HttpError, _readHead } from "../../src/server/http-request.ts";
+import { _HttpError, _readHead, type _HttpRequest } from "../../src/server/http-request.ts";
 
 const LIMITS = { maxHeadBytes: 16 * 1024, maxHeaders: 100, maxBodyBytes: 1024 };
 
@@ -61,4 +61,30 @@ test("more header lines than the limit are refused with 431", () => {
     status = error instanceof _HttpError ? error.status : -1;
   }
   expect(status).toBe(431);
+});
+
+test("the path is read from the bytes: a prefix, a part, where a segment is, and never the query", () => {
+  const bytes = (text: string) => Buffer.from(text, "latin1");
+  const read = (line: string, into?: _HttpRequest) => _readHead(bytes(`${line}\r\nHost: h\r\n\r\n`), 0, LIMITS, into)!;
+  const request = read("GET /v1/groups/g%20x/keys/a/b?k=/keys/z HTTP/1.1");
+  expect(request.path).toBe("/v1/groups/g%20x/keys/a/b");
+  expect(request.pathLength).toBe(request.path.length);
+  expect(request.pathStartsWith(bytes("/v1/groups/"))).toBe(true);
+  expect(request.pathStartsWith(bytes("/v1/groupz"))).toBe(false);
+  expect(request.pathStartsWith(bytes("/v1/groups/g%20x/keys/a/b?"))).toBe(false);
+  const keysAt = request.pathIndexOf(bytes("/keys/"), 11);
+  expect(keysAt).toBe(request.path.indexOf("/keys/"));
+  expect(request.pathIndexOf(bytes("/keys/"), keysAt + 1)).toBe(-1);
+  expect(request.pathIndexOf(bytes("/b?"), 0)).toBe(-1);
+  expect(request.pathPart(11, keysAt)).toBe("g%20x");
+  expect(request.pathPart(keysAt + 6)).toBe("a/b");
+
+  // The same object, filled in again: absolute form, then the targets that are not in the bytes.
+  const absolute = read("GET http://h:1/v1/groups/g/keys/k?q HTTP/1.1", request);
+  expect(absolute).toBe(request);
+  expect([absolute.path, absolute.pathPart(11, 12), absolute.pathIndexOf(bytes("/keys/"), 0)]).toEqual(["/v1/groups/g/keys/k", "g", 12]);
+  const asterisk = read("OPTIONS * HTTP/1.1", request);
+  expect([asterisk.path, asterisk.pathStartsWith(bytes("/")), asterisk.pathStartsWith(bytes("*"))]).toEqual(["*", false, true]);
+  const root = read("GET http://h HTTP/1.1", request);
+  expect([root.path, root.pathLength, root.pathStartsWith(bytes("/")), root.pathPart(0)]).toEqual(["/", 1, true, "/"]);
 });
