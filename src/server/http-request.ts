@@ -99,6 +99,19 @@ export class _HttpRequest {
     return latin1(this.pathBytes, this.pathFrom + from, this.pathFrom + to);
   }
 
+  /**
+   * @internal for connections, once the request is answered: lets go of its
+   * bytes, so that an idle connection keeps no body or received chunk alive.
+   */
+  _release(): void {
+    this.body = NO_BODY;
+    this.input = EMPTY_INPUT;
+    this.pathBytes = EMPTY_INPUT;
+    this.pathText = null;
+    this.pathFrom = 0;
+    this.pathTo = 0;
+  }
+
   /** @internal for the parser: the fields of the head just read, the body emptied. */
   _fill(
     method: string,

@@ -437,6 +437,7 @@ class _Connection {
     const response = this.server.dispatch(request);
     if (!(response instanceof Promise)) {
       this.respond(response, request.method === "HEAD");
+      request._release();
       return;
     }
     this.answering = true;
@@ -448,6 +449,7 @@ class _Connection {
 
   private answered(response: _HttpResponse, request: _HttpRequest): void {
     this.answering = false;
+    request._release();
     if (this.ended) return;
     this.socket.timeout(this.idleTimeoutSeconds);
     this.respond(response, request.method === "HEAD");

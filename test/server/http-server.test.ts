@@ -194,6 +194,24 @@ describe("framing", () => {
     expect(responses.map((r) => r.body.toString())).toEqual(["PUT /a ?q=1 body=3 x=one", "GET /b ? body=0 x=null", "DELETE /c ?r=2 body=0 x=three"]);
   });
 
+  test("an answered request lets go of its body and bytes, also after a slow answer", async () => {
+    const seen: _HttpRequest[] = [];
+    const server = start((request) => {
+      seen.push(request);
+      const response = echo(request);
+      return request.path === "/slow" ? Bun.sleep(5).then(() => response) : response;
+    });
+    await withClient(server, async (client) => {
+      await client.write("PUT /fast HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody");
+      await client.responses(1);
+      expect([seen[0]!.body.length, seen[0]!.path]).toEqual([0, ""]);
+      await client.write("PUT /slow HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody");
+      const responses = await client.responses(2);
+      expect(responses.map((r) => r.body.toString())).toEqual(["PUT /fast ? body=4 x=null", "PUT /slow ? body=4 x=null"]);
+      expect([seen[1]!.body.length, seen[1]!.path]).toEqual([0, ""]);
+    });
+  });
+
   test("a chunked body with extensions and trailers, split anywhere, is decoded", async () => {
     const server = start(echo);
     const body = "5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\n";
