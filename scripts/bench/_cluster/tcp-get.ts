@@ -138,10 +138,13 @@ let dispatched = 0;
 /** Open loop: the most requests that were due but had no idle connection at once. */
 let mostWaiting = 0;
 
+/** Open loop: requests that fall due within the run (its end timer may fire late; later ones are not sent). */
+const dueInRun = Math.ceil(rate * seconds);
+
 /** Sends every request that has fallen due while a connection is idle. */
 function dispatch(): void {
   const now = performance.now();
-  const due = Math.floor(((now - startedAt) * rate) / 1000) + 1;
+  const due = Math.min(Math.floor(((now - startedAt) * rate) / 1000) + 1, dueInRun);
   if (due - dispatched > idleConnections.length) mostWaiting = Math.max(mostWaiting, due - dispatched - idleConnections.length);
   while (dispatched < due && idleConnections.length > 0) {
     send(idleConnections.shift()!, startedAt + (dispatched * 1000) / rate);
