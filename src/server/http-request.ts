@@ -40,7 +40,8 @@ export const _CHUNKED = -1;
  * One request, as the parser fills it in. A connection reads one request at a
  * time and refills the same object for the next, so that a request costs no
  * object of its own: one is valid until it has been answered, and must not be
- * kept beyond that. Only the parser writes to it, the body aside.
+ * kept beyond that. The parser fills it in (the connection adds the body) and
+ * the connection empties it once answered.
  */
 export class _HttpRequest {
   /** Decoded body; empty when the request has none. Set once the whole body has arrived. */
@@ -104,12 +105,7 @@ export class _HttpRequest {
    * bytes, so that an idle connection keeps no body or received chunk alive.
    */
   _release(): void {
-    this.body = NO_BODY;
-    this.input = EMPTY_INPUT;
-    this.pathBytes = EMPTY_INPUT;
-    this.pathText = null;
-    this.pathFrom = 0;
-    this.pathTo = 0;
+    this._fill("", EMPTY_INPUT, 0, 0, "", EMPTY_INPUT, 0, 0, true, 0, false);
   }
 
   /** @internal for the parser: the fields of the head just read, the body emptied. */
@@ -219,7 +215,8 @@ function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _Http
 
 /**
  * Parses the head in `input[from, end)`, `end` just past its blank line. Works
- * on the bytes: only the path, the query and the values asked for become strings.
+ * on the bytes: only the query and the values asked for become strings (the
+ * path too, when asked for).
  */
 function parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits, into: _HttpRequest): _HttpRequest {
   if (end - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
@@ -318,7 +315,7 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
     method,
     constant ?? input,
     constant === null ? pathStart : 0,
-    constant === null ? pathEnd : 1,
+    constant === null ? pathEnd : constant.length,
     queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),
     input,
     headersStart,
