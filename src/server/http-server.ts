@@ -449,10 +449,11 @@ class _Connection {
 
   private answered(response: _HttpResponse, request: _HttpRequest): void {
     this.answering = false;
+    const headOnly = request.method === "HEAD";
     request._release();
     if (this.ended) return;
     this.socket.timeout(this.idleTimeoutSeconds);
-    this.respond(response, request.method === "HEAD");
+    this.respond(response, headOnly);
     if (this.unsent === null && !this.ended) this.pump();
   }
 

@@ -209,6 +209,11 @@ describe("framing", () => {
       const responses = await client.responses(2);
       expect(responses.map((r) => r.body.toString())).toEqual(["PUT /fast ? body=4 x=null", "PUT /slow ? body=4 x=null"]);
       expect([seen[1]!.body.length, seen[1]!.path]).toEqual([0, ""]);
+      // A HEAD answered late still gets no body: the request was let go of before its answer was written.
+      await client.write("HEAD /slow HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\n");
+      const [, , head, after] = await client.responses(4, [2]);
+      expect(head!.headers["content-length"]).toBe(String("HEAD /slow ? body=0 x=null".length));
+      expect([head!.status, after!.status, after!.body.toString()]).toEqual([200, 200, "GET /fast ? body=0 x=null"]);
     });
   });
 
