@@ -281,11 +281,8 @@ interface SizeSetup {
   putScript: string;
   /** DELETEs over the same keys. */
   deleteScript: string;
-  bareHttp: { service: Service; url: string } | null;
-  /** A bare Bun.serve serving the hit keys' own values from a Map (see `_cluster/bare-http.ts`). */
-  bareMapHttp: { service: Service; url: string } | null;
-  /** Bun's TCP sockets answering every request head with the same bytes (see `_cluster/bare-http.ts`). */
-  bareSocketsHttp: { service: Service; url: string } | null;
+  /** The bare HTTP servers by contender (see `_cluster/bare-http.ts`): a fixed body, a Map of the hit keys' values, Bun's sockets. */
+  bareHttp: Map<ContenderId, { service: Service; url: string }>;
   bareGrpc: Child | null;
 }
 
@@ -417,28 +414,19 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       deleteScript: wanted.has("http-delete")
         ? writeWrkScript(tmp!, `delete${size}`, writesKeys, "/v1/groups/writes/keys/", WRK_THREADS, { method: "DELETE" })
         : "",
-      bareHttp: null,
-      bareMapHttp: null,
-      bareSocketsHttp: null,
+      bareHttp: new Map(),
       bareGrpc: null,
     };
-    if (wanted.has("http-bare")) {
-      const bare = await startWithReadyLine(`bare http ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`]);
-      setup.bareHttp = { service: bare.service, url: `http://${bare.address}` };
-    }
-    if (wanted.has("http-bare-map") && hitKeys.length > 0) {
-      const keysFile = writeKeys(`bare-map${size}.keys`, hitKeys);
-      const bare = await startWithReadyLine(`bare http map ${size}`, [
-        bun,
-        here("./_cluster/bare-http.ts"),
-        `--value-bytes=${size}`,
-        `--keys-file=${keysFile}`,
-      ]);
-      setup.bareMapHttp = { service: bare.service, url: `http://${bare.address}` };
-    }
-    if (wanted.has("http-bare-sockets")) {
-      const bare = await startWithReadyLine(`bare sockets ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`, "--sockets"]);
-      setup.bareSocketsHttp = { service: bare.service, url: `http://${bare.address}` };
+    const bareServers: [ContenderId, string, () => string[]][] = [
+      ["http-bare", "bare http", () => []],
+      ["http-bare-map", "bare http map", () => [`--keys-file=${writeKeys(`bare-map${size}.keys`, hitKeys)}`]],
+      ["http-bare-sockets", "bare sockets", () => ["--sockets"]],
+    ];
+    for (const [id, label, extraArgs] of bareServers) {
+      // The Map server serves the hit keys; with none there is nothing to compare it with.
+      if (!wanted.has(id) || (id === "http-bare-map" && hitKeys.length === 0)) continue;
+      const bare = await startWithReadyLine(`${label} ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`, ...extraArgs()]);
+      setup.bareHttp.set(id, { service: bare.service, url: `http://${bare.address}` });
     }
     if (wanted.has("grpc-bare")) {
       setup.bareGrpc = spawnChild(`bare grpc ${size}`, [bun, here("./_node/bare.ts"), `--value-bytes=${size}`]);
@@ -472,8 +460,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "http-bare":
       case "http-bare-map":
       case "http-bare-sockets": {
-        const bare =
-          id === "http-bare" ? setup.bareHttp : id === "http-bare-map" ? setup.bareMapHttp : id === "http-bare-sockets" ? setup.bareSocketsHttp : null;
+        const bare = setup.bareHttp.get(id) ?? null;
         const url = bare === null ? A.http : bare.url;
         const peer = id === "http-peer";
         const write = id === "http-put" || id === "http-delete";
