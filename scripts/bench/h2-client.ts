@@ -1,10 +1,11 @@
 /**
  * What receiving the peer hop's batches costs the node that forwards: the
- * client side of one BatchGetStream, through grpc-js (as a node does) and
- * through a bare `node:http2` stream speaking the same gRPC framing, side by
- * side. It bounds what any change on our side of grpc-js could save: the bare
- * client is what is left when grpc-js's call machinery is gone and only Bun's
- * HTTP/2 remains.
+ * client side of one BatchGetStream, through grpc-js (as a node does),
+ * through a bare `node:http2` stream speaking the same gRPC framing, and
+ * through a minimal HTTP/2 client of our own on Bun's TCP sockets, side by
+ * side. It bounds what any change on our side could save: the bare client is
+ * what is left when grpc-js's call machinery is gone and only Bun's HTTP/2
+ * remains; the raw socket client what is left when Bun's HTTP/2 is gone too.
  *
  *   bun run bench:h2-client                        # 10 KB values, batches of 4 and 32 keys, 5 rounds: about 30 s
  *   bun run bench:h2-client --value-bytes=100 --batches=8,64
@@ -16,6 +17,7 @@
  * per key, medians over rounds; contenders alternate within a round.
  */
 import http2 from "node:http2";
+import type { Socket } from "bun";
 import { parseArgs } from "node:util";
 import { _Connection, _FLOW_CONTROL_WINDOW } from "../../src/wire/connection.ts";
 import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } from "../../src/wire/messages.ts";
@@ -79,6 +81,48 @@ class Pending {
   }
 }
 
+/** A message in gRPC's length-prefixed framing: 1 byte "compressed" (no), 4 bytes length, the message. */
+function grpcFramed(message: Uint8Array): Buffer {
+  const framed = Buffer.allocUnsafe(5 + message.length);
+  framed[0] = 0;
+  framed.writeUInt32BE(message.length, 1);
+  framed.set(message, 5);
+  return framed;
+}
+
+/** Cuts a stream's bytes into gRPC messages; a message within one piece is handed on as a view of it. */
+class GrpcMessages {
+  private parts: Buffer[] = [];
+  private have = 0;
+  private need = -1;
+
+  constructor(private readonly onMessage: (message: Buffer) => void) {}
+
+  push(piece: Buffer): void {
+    this.parts.push(piece);
+    this.have += piece.length;
+    for (;;) {
+      if (this.need < 0) {
+        if (this.have < 5) return;
+        const head = this.joined();
+        this.need = 5 + head.readUInt32BE(1);
+      }
+      if (this.have < this.need) return;
+      const all = this.joined();
+      const rest = all.subarray(this.need);
+      this.onMessage(all.subarray(5, this.need));
+      this.parts = rest.length > 0 ? [rest] : [];
+      this.have = rest.length;
+      this.need = -1;
+    }
+  }
+
+  private joined(): Buffer {
+    if (this.parts.length > 1) this.parts = [Buffer.concat(this.parts, this.have)];
+    return this.parts[0]!;
+  }
+}
+
 function grpcJsClient(address: string): StreamClient {
   const connection = new _Connection(address);
   const call = connection.duplex(GCACHE_SERVICE.BatchGetStream, Date.now() + STREAM_MS);
@@ -116,29 +160,8 @@ async function bareHttp2Client(address: string): Promise<StreamClient> {
     "grpc-timeout": `${STREAM_MS}m`,
   });
   const pending = new Pending();
-  // gRPC length-prefixed messages: 1 byte "compressed", 4 bytes length, the message.
-  let parts: Buffer[] = [];
-  let have = 0;
-  let need = -1;
-  stream.on("data", (chunk: Buffer) => {
-    parts.push(chunk);
-    have += chunk.length;
-    for (;;) {
-      if (need < 0) {
-        if (have < 5) return;
-        const head = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-        parts = [head];
-        need = 5 + head.readUInt32BE(1);
-      }
-      if (have < need) return;
-      const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      const rest = all.subarray(need);
-      pending.answer(codecs.BatchGetResponse.decode(all.subarray(5, need)));
-      parts = rest.length > 0 ? [rest] : [];
-      have = rest.length;
-      need = -1;
-    }
-  });
+  const messages = new GrpcMessages((message) => pending.answer(codecs.BatchGetResponse.decode(message)));
+  stream.on("data", (chunk: Buffer) => messages.push(chunk));
   stream.on("error", (error: Error) => pending.fail(error));
   stream.on("trailers", (trailers) => {
     if (trailers["grpc-status"] !== "0") pending.fail(new Error(`stream ended: ${trailers["grpc-status"]} ${trailers["grpc-message"]}`));
@@ -147,17 +170,168 @@ async function bareHttp2Client(address: string): Promise<StreamClient> {
     name: "bare node:http2",
     batch(request) {
       const answer = pending.expect();
-      const message = codecs.BatchGetRequest.encode(request);
-      const frame = Buffer.allocUnsafe(5 + message.length);
-      frame[0] = 0;
-      frame.writeUInt32BE(message.length, 1);
-      frame.set(message, 5);
-      stream.write(frame);
+      stream.write(grpcFramed(codecs.BatchGetRequest.encode(request)));
       return answer;
     },
     close() {
       stream.end();
       session.close();
+    },
+  };
+}
+
+/** HTTP/2 frame types and flags the raw client reads or writes (RFC 9113, section 6). */
+const H2 = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
+const END_STREAM = 0x1;
+const ACK = 0x1;
+const END_HEADERS = 0x4;
+const PADDED = 0x8;
+const FRAME_HEAD_BYTES = 9;
+/** The only stream the raw client opens. */
+const STREAM_ID = 1;
+
+function h2Frame(type: number, flags: number, streamId: number, payload: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(FRAME_HEAD_BYTES + payload.length);
+  frame.writeUIntBE(payload.length, 0, 3);
+  frame[3] = type;
+  frame[4] = flags;
+  frame.writeUInt32BE(streamId, 5);
+  frame.set(payload, FRAME_HEAD_BYTES);
+  return frame;
+}
+
+/** HPACK "literal header field without indexing", new name, no Huffman coding: enough to open one stream. */
+function literalHeader(name: string, value: string): Buffer {
+  const n = Buffer.from(name);
+  const v = Buffer.from(value);
+  if (n.length > 126 || v.length > 126) throw new Error(`header ${name} too long for a one-byte length`);
+  return Buffer.concat([Buffer.from([0x00, n.length]), n, Buffer.from([v.length]), v]);
+}
+
+/**
+ * The least an HTTP/2 client can do on Bun's TCP sockets: one stream opened
+ * with literal headers, frames read as they arrive, DATA handed on as views
+ * of the received chunks (copied only where a message spans chunks), SETTINGS
+ * and PING acknowledged, the receive window topped up. It never decodes the
+ * server's headers: trailers, RST_STREAM or GOAWAY just end the run. Not a
+ * client to use, a measure of what Bun's HTTP/2 client and grpc-js cost on
+ * top of the socket.
+ */
+async function rawSocketClient(address: string): Promise<StreamClient> {
+  const colon = address.lastIndexOf(":");
+  const hostname = address.slice(0, colon);
+  const port = Number(address.slice(colon + 1));
+  const pending = new Pending();
+  const messages = new GrpcMessages((message) => pending.answer(codecs.BatchGetResponse.decode(message)));
+  // Frame reading: the 9-byte head may span chunks; a payload is taken piece by piece.
+  const head = Buffer.allocUnsafe(FRAME_HEAD_BYTES);
+  let headHave = 0;
+  let payloadLeft = 0;
+  let type = 0;
+  let flags = 0;
+  let control: Buffer[] = [];
+  let unacknowledged = 0;
+  let socket: Socket<undefined> | null = null;
+  const write = (bytes: Uint8Array) => socket!.write(bytes);
+  const windowUpdate = (increment: number) => {
+    const payload = Buffer.allocUnsafe(4);
+    payload.writeUInt32BE(increment);
+    write(Buffer.concat([h2Frame(H2.WINDOW_UPDATE, 0, 0, payload), h2Frame(H2.WINDOW_UPDATE, 0, STREAM_ID, payload)]));
+  };
+  const controlFrame = (payload: Buffer) => {
+    if (type === H2.DATA) {
+      // A whole DATA frame only reaches here when padded (rare; Bun never pads).
+      const body = payload.subarray(1, payload.length - payload[0]!);
+      if (body.length > 0) messages.push(body);
+    } else if (type === H2.SETTINGS && (flags & ACK) === 0) write(h2Frame(H2.SETTINGS, ACK, 0, new Uint8Array(0)));
+    else if (type === H2.PING && (flags & ACK) === 0) write(h2Frame(H2.PING, ACK, 0, payload));
+    else if (type === H2.RST_STREAM || type === H2.GOAWAY) pending.fail(new Error(`raw socket: frame type ${type} from the server`));
+    if ((type === H2.DATA || type === H2.HEADERS) && (flags & END_STREAM) !== 0) pending.fail(new Error("raw socket: the server ended the stream"));
+  };
+  const onData = (chunk: Buffer) => {
+    let at = 0;
+    while (at < chunk.length) {
+      if (headHave < FRAME_HEAD_BYTES) {
+        const take = Math.min(FRAME_HEAD_BYTES - headHave, chunk.length - at);
+        chunk.copy(head, headHave, at, at + take);
+        headHave += take;
+        at += take;
+        if (headHave < FRAME_HEAD_BYTES) return;
+        payloadLeft = head.readUIntBE(0, 3);
+        type = head[3]!;
+        flags = head[4]!;
+        control = [];
+        if (type === H2.DATA) {
+          unacknowledged += payloadLeft;
+          if (unacknowledged >= _FLOW_CONTROL_WINDOW / 4) {
+            windowUpdate(unacknowledged);
+            unacknowledged = 0;
+          }
+        }
+      }
+      const take = Math.min(payloadLeft, chunk.length - at);
+      const piece = chunk.subarray(at, at + take);
+      at += take;
+      payloadLeft -= take;
+      if (type === H2.DATA && (flags & PADDED) === 0) {
+        if (piece.length > 0) messages.push(piece);
+      } else control.push(piece);
+      if (payloadLeft === 0) {
+        headHave = 0;
+        if (type === H2.DATA && (flags & PADDED) === 0) {
+          if ((flags & END_STREAM) !== 0) pending.fail(new Error("raw socket: the server ended the stream"));
+        } else controlFrame(Buffer.concat(control));
+      }
+    }
+  };
+  socket = await new Promise<Socket<undefined>>((resolve, reject) => {
+    Bun.connect({
+      hostname,
+      port,
+      socket: {
+        open: (opened) => resolve(opened),
+        data: (_socket, chunk) => onData(chunk),
+        close: () => pending.fail(new Error("raw socket: connection closed")),
+        error: (_socket, error) => pending.fail(error),
+        connectError: (_socket, error) => reject(error),
+      },
+    }).catch(reject);
+  });
+  const settings = Buffer.allocUnsafe(12);
+  settings.writeUInt16BE(0x2, 0); // SETTINGS_ENABLE_PUSH: off
+  settings.writeUInt32BE(0, 2);
+  settings.writeUInt16BE(0x4, 6); // SETTINGS_INITIAL_WINDOW_SIZE: the window our channels open with
+  settings.writeUInt32BE(_FLOW_CONTROL_WINDOW, 8);
+  const connectionWindow = Buffer.allocUnsafe(4);
+  connectionWindow.writeUInt32BE(_FLOW_CONTROL_WINDOW - 65_535);
+  const path = GCACHE_SERVICE.BatchGetStream.path;
+  const headers = Buffer.concat([
+    Buffer.from([0x83, 0x86]), // static table: :method POST, :scheme http
+    Buffer.from([0x04, path.length]), // :path (static name), literal value
+    Buffer.from(path),
+    Buffer.from([0x01, address.length]), // :authority (static name), literal value
+    Buffer.from(address),
+    literalHeader("content-type", "application/grpc"),
+    literalHeader("te", "trailers"),
+    literalHeader("grpc-timeout", `${STREAM_MS}m`),
+  ]);
+  write(
+    Buffer.concat([
+      Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+      h2Frame(H2.SETTINGS, 0, 0, settings),
+      h2Frame(H2.WINDOW_UPDATE, 0, 0, connectionWindow),
+      h2Frame(H2.HEADERS, END_HEADERS, STREAM_ID, headers),
+    ]),
+  );
+  return {
+    name: "raw socket",
+    batch(request) {
+      const answer = pending.expect();
+      write(h2Frame(H2.DATA, 0, STREAM_ID, grpcFramed(codecs.BatchGetRequest.encode(request))));
+      return answer;
+    },
+    close() {
+      socket!.end();
     },
   };
 }
@@ -180,6 +354,8 @@ async function measure(client: StreamClient, batchSize: number, keys: number): P
     for (const item of response.items) {
       if (item.errorCode !== "" || item.retryAlone) throw new Error(`${client.name}: ${item.errorCode || "ask alone"} ${item.errorMessage}`);
       bytes += item.value.byteLength;
+      // The node holds values filled with 7s: a client that cut the stream wrong reads other bytes.
+      if (item.value[0] !== 7 || item.value[item.value.byteLength - 1] !== 7) throw new Error(`${client.name}: a value with wrong bytes`);
     }
   }
   const wallMs = performance.now() - started;
@@ -193,7 +369,7 @@ async function measure(client: StreamClient, batchSize: number, keys: number): P
 async function main(): Promise<void> {
   installCleanup();
   const { address } = await startFilledNode(STORED, VALUE_BYTES);
-  const clients = [grpcJsClient(address), await bareHttp2Client(address)];
+  const clients = [grpcJsClient(address), await bareHttp2Client(address), await rawSocketClient(address)];
   console.log(`h2 client: Bun ${Bun.version}, values of ${VALUE_BYTES} B, ${KEYS_PER_RUN} keys per run, ${ROUNDS} rounds, one batch in flight\n`);
   const results = new Map<string, Measured[]>();
   const slot = (client: StreamClient, batch: number) => `${client.name}|${batch}`;
