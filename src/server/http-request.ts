@@ -185,7 +185,8 @@ const ASTERISK_PATH = Buffer.from("*", "latin1");
 
 /**
  * Reads the request head at the start of `input`, after any empty lines a
- * client may send between requests (RFC 9112 §2.2); null while the head is
+ * client may send between requests (RFC 9112 §2.2; up to the head's limit in
+ * bytes); null while the head is
  * incomplete. `scanned`: how much of `input` an earlier call already looked
  * at for this same head (0 at first), so a head that arrives in pieces is
  * searched once, not again with every piece. Throws `_HttpError` for what it
@@ -196,7 +197,9 @@ const ASTERISK_PATH = Buffer.from("*", "latin1");
  */
 export function _readHead(input: Buffer, scanned: number, limits: _RequestLimits, into?: _HttpRequest): _HttpRequest | null {
   let start = 0;
-  while (start + 1 < input.length && input[start] === CR && input[start + 1] === LF) start += 2;
+  // Bounded, or a client sending nothing but empty lines would have them all kept (and searched again with every read).
+  while (start + 1 < input.length && start <= limits.maxHeadBytes && input[start] === CR && input[start + 1] === LF) start += 2;
+  if (start > limits.maxHeadBytes) throw new _HttpError(400, `more than ${limits.maxHeadBytes} bytes of empty lines before the request line`);
   // A blank line ending in the new bytes may have begun up to three bytes before them.
   const blankLine = input.indexOf(HEAD_END, Math.max(start, scanned - 3));
   if (blankLine >= 0) return parseHead(input, start, blankLine + 4, limits, into ?? new _HttpRequest());

@@ -50,6 +50,23 @@ test("headers are found by name in any case, trimmed, the first of repeats, and 
   expect(bare.header("host")).toBeNull();
 });
 
+test("empty lines before the request line are skipped up to the head's limit, and refused past it", () => {
+  const request = "GET /k HTTP/1.1\r\n\r\n";
+  const limits = { ...LIMITS, maxHeadBytes: 64 };
+  const within = Buffer.from(`${"\r\n".repeat(32)}${request}`, "latin1");
+  expect(_readHead(within, 0, limits)?.path).toBe("/k");
+  const outcomes: string[] = [];
+  // Past the limit, whether the request follows in the same read, later, or never.
+  for (const input of [`${"\r\n".repeat(33)}${request}`, "\r\n".repeat(33), "\r\n".repeat(5_000)]) {
+    try {
+      outcomes.push(String(_readHead(Buffer.from(input, "latin1"), 0, limits)));
+    } catch (error) {
+      outcomes.push(error instanceof _HttpError ? `${error.status} ${error.message}` : String(error));
+    }
+  }
+  expect(outcomes).toEqual(Array(3).fill("400 more than 64 bytes of empty lines before the request line"));
+});
+
 test("more header lines than the limit are refused with 431", () => {
   const lines = Array.from({ length: 4 }, (_, i) => `X-${i}: v\r\n`).join("");
   const request = Buffer.from(`GET / HTTP/1.1\r\n${lines}\r\n`, "latin1");

@@ -259,6 +259,7 @@ describe("refusals", () => {
     ["a chunked body over the limit", `PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n`, 413],
     ["a head over the limit", `GET /k HTTP/1.1\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431],
     ["a request line over the limit", `GET /${"k".repeat(20_000)} HTTP/1.1\r\n\r\n`, 414],
+    ["empty lines past the head limit", `${"\r\n".repeat(10_000)}GET /k HTTP/1.1\r\n\r\n`, 400],
   ];
   for (const [name, request, status] of cases) {
     test(`${name}: ${status}, then the connection closes`, async () => {
