@@ -60,6 +60,9 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   ERR_INTERNAL: 500,
 };
 
+/** Error codes of the server's refusals where not ERR_INVALID_ARGUMENT. */
+const REFUSAL_CODES: Partial<Record<number, ErrorCode>> = { 408: "ERR_DEADLINE_EXCEEDED", 413: "ERR_VALUE_TOO_LARGE" };
+
 export class _HttpGateway {
   private readonly server: _HttpServer;
   private readonly check: _TokenCheck | null;
@@ -88,7 +91,7 @@ export class _HttpGateway {
       // Room for the largest value plus slack; larger bodies are refused before they are read.
       maxBodyBytes: node.maxMessageSize,
       internalError: errorResponse,
-      refusal: (status, message) => jsonResponse(status, { error: status === 413 ? "ERR_VALUE_TOO_LARGE" : "ERR_INVALID_ARGUMENT", message }),
+      refusal: (status, message) => jsonResponse(status, { error: REFUSAL_CODES[status] ?? "ERR_INVALID_ARGUMENT", message }),
     });
   }
 

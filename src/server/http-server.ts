@@ -45,7 +45,11 @@ export interface _HttpServerOptions {
   maxBodyBytes: number;
   /** Request line plus headers. Default: 16 KiB. */
   maxHeadBytes?: number;
-  /** A connection with nothing to do for this long is closed. Default: 10 s. */
+  /**
+   * A connection with nothing to do for this long is closed, and a request
+   * head must arrive whole within this long of its first bytes (else 408).
+   * Default: 10 s.
+   */
   idleTimeoutSeconds?: number;
   /** Answers a request the handler threw on (or rejected). */
   internalError: (error: unknown) => _HttpResponse;
@@ -78,6 +82,7 @@ const REASONS: Record<number, string> = {
   401: "Unauthorized",
   404: "Not Found",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   409: "Conflict",
   413: "Content Too Large",
   414: "URI Too Long",
@@ -276,6 +281,8 @@ class _Connection {
   private input: Buffer | null = null;
   /** Bytes of `input` already searched for the end of an incomplete head. */
   private headScanned = 0;
+  /** When the head being read was first found incomplete (epoch ms); 0 when none is. */
+  private headStartedAt = 0;
   /** The request whose body is being read. */
   private request: _HttpRequest | null = null;
   /** Filled in again for each request: one is read only once the one before has been answered. */
@@ -381,14 +388,30 @@ class _Connection {
     const request = _readHead(input, this.headScanned, limits, this.reusedRequest);
     if (request === null) {
       this.headScanned = input.length;
+      this.checkHeadTime();
       return null;
     }
     this.headScanned = 0;
+    this.headStartedAt = 0;
     this.consume(request.headLength);
     this.request = request;
     if (request.bodyLength === _CHUNKED) this.chunked = new _ChunkedBody(limits.maxBodyBytes);
     if (request.expectsContinue && this.input === null) this.send(CONTINUE, CONTINUE.length, false);
     return request;
+  }
+
+  /**
+   * The idle timeout restarts with every read, so without a limit of its own
+   * a head sent a byte at a time, just within it, would hold the connection
+   * for hours. A head that arrives whole in one read (nearly all) never
+   * reads the clock here.
+   */
+  private checkHeadTime(): void {
+    const now = Date.now();
+    if (this.headStartedAt === 0) this.headStartedAt = now;
+    else if (now - this.headStartedAt > this.idleTimeoutSeconds * 1000) {
+      throw new _HttpError(408, `request head not complete within ${this.idleTimeoutSeconds} s of its first bytes`);
+    }
   }
 
   /** True once the request's whole body is in `request.body`. */
@@ -461,6 +484,7 @@ class _Connection {
   private refuse(response: _HttpResponse): void {
     this.input = null;
     this.headScanned = 0;
+    this.headStartedAt = 0;
     this.request = null;
     this.chunked = null;
     this.bodyParts = null;

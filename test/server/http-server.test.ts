@@ -411,6 +411,26 @@ describe("connections", () => {
     }
   });
 
+  test("a head trickled in a byte at a time is refused with 408 once it takes longer than the idle timeout", async () => {
+    const server = start(echo, { idleTimeoutSeconds: 1 });
+    const started = Date.now();
+    const response = await withClient(server, async (client) => {
+      await client.write("GET /slow HTTP/1.1\r\n");
+      // Each byte comes well within the idle timeout, so only the head's own limit can end this.
+      for (const byte of Buffer.from("X-Test: " + "a".repeat(40))) {
+        if (client.closed) break;
+        await Bun.sleep(200);
+        await client.write(Buffer.from([byte])).catch(() => {});
+      }
+      await client.until((c) => c.closed);
+      return parseResponses(client.received);
+    });
+    expect(response.map((r) => [r.status, r.headers.connection])).toEqual([[408, "close"]]);
+    expect(response[0]!.body.toString()).toContain("request head not complete within 1 s");
+    // Refused at the first byte after the limit, not at the end of the trickle (8 s).
+    expect(Date.now() - started).toBeLessThan(4_000);
+  }, 15_000);
+
   // Idle timeouts are checked every 4 s (the socket layer's granularity): the slow
   // answer outlasts one check, which must not close its connection.
   test("an idle connection is closed after the idle timeout, but one waiting for a slow answer is not", async () => {
