@@ -408,10 +408,12 @@ function hasToken(list: string, token: string): boolean {
 /**
  * Decodes a chunked body as its bytes arrive. `feed` takes what has arrived
  * and returns how much of it was used; a chunk's size line or trailer line is
- * used only once whole, so the caller keeps the rest for the next call.
+ * used only once whole, so the caller keeps the rest for the next call. The
+ * data is copied into one growing array: a list of the chunks would cost an
+ * object per chunk, and a client may send a chunk per byte.
  */
 export class _ChunkedBody {
-  private readonly parts: Uint8Array[] = [];
+  private data = new Uint8Array(0);
   private size = 0;
   /** Data bytes of the current chunk still to come; -1 while a size line is awaited. */
   private remaining = -1;
@@ -428,7 +430,7 @@ export class _ChunkedBody {
     while (!this.done && at < input.length) {
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, input.length - at);
-        this.parts.push(input.subarray(at, at + take));
+        this.data.set(input.subarray(at, at + take), this.size - this.remaining);
         this.remaining -= take;
         at += take;
         if (this.remaining === 0) this.dataEnd = true;
@@ -462,25 +464,24 @@ export class _ChunkedBody {
     if (!/^[0-9a-fA-F]{1,12}$/.test(digits)) throw new _HttpError(400, `malformed chunked body: bad chunk size ${JSON.stringify(digits.slice(0, 20))}`);
     const size = Number.parseInt(digits, 16);
     if (this.size + size > this.maxBodyBytes) throw new _HttpError(413, `body exceeds the limit of ${this.maxBodyBytes} bytes`);
+    if (size === 0) {
+      this.trailers = true;
+      return;
+    }
     this.size += size;
-    if (size === 0) this.trailers = true;
-    else this.remaining = size;
+    this.remaining = size;
+    if (this.size > this.data.length) this.grow();
   }
 
-  /** The whole body, once `done`, in an array of its own (the parts are views of received bytes). */
+  /** Room for the chunks so far, doubling (within the body limit) so that copies stay linear in the body's size. */
+  private grow(): void {
+    const grown = new Uint8Array(Math.min(Math.max(this.size, this.data.length * 2, 4096), this.maxBodyBytes));
+    grown.set(this.data.subarray(0, this.size - this.remaining));
+    this.data = grown;
+  }
+
+  /** The whole body, once `done`, in an array of its own sized to it. */
   body(): Uint8Array {
-    return _joined(this.parts, this.size);
+    return this.data.length === this.size ? this.data : this.data.slice(0, this.size);
   }
 }
-
-/** The parts of a body in one array of its own. */
-export function _joined(parts: readonly Uint8Array[], length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-

@@ -16,7 +16,6 @@ import {
   _ChunkedBody,
   _HttpError,
   _HttpRequest,
-  _joined,
   _readHead,
   type _RequestLimits,
 } from "./http-request.ts";
@@ -288,8 +287,12 @@ class _Connection {
   /** Filled in again for each request: one is read only once the one before has been answered. */
   private readonly reusedRequest = new _HttpRequest();
   private chunked: _ChunkedBody | null = null;
-  /** Parts of a Content-Length body that did not come in one read. */
-  private bodyParts: Buffer[] | null = null;
+  /**
+   * A Content-Length body that did not come in one read, copied in as it
+   * comes: one array per body, however many reads it takes (a list of the
+   * reads would cost an object per read, up to one per byte).
+   */
+  private partialBody: Uint8Array | null = null;
   private bodyReceived = 0;
   /** The handler's answer is pending. */
   private answering = false;
@@ -427,26 +430,28 @@ class _Connection {
       request.body = chunked.body();
       return true;
     }
-    if (this.bodyParts === null) {
+    let body = this.partialBody;
+    if (body === null) {
       if (input !== null && input.length >= length) {
         // A copy (Buffer's slice would share): the value may be kept for long, and must not keep the whole received chunk alive.
         request.body = new Uint8Array(input.subarray(0, length));
         this.consume(length);
         return true;
       }
-      this.bodyParts = [];
+      // Made once the body's first bytes are in: a head alone holds no body's worth of memory.
+      if (input === null) return false;
+      body = this.partialBody = new Uint8Array(length);
       this.bodyReceived = 0;
     }
-    // A body over several reads: its parts are kept as they come and joined once, at the end.
     if (input !== null) {
       const take = Math.min(length - this.bodyReceived, input.length);
-      this.bodyParts.push(take === input.length ? input : input.subarray(0, take));
+      body.set(take === input.length ? input : input.subarray(0, take), this.bodyReceived);
       this.bodyReceived += take;
       this.consume(take);
     }
     if (this.bodyReceived < length) return false;
-    request.body = _joined(this.bodyParts, length);
-    this.bodyParts = null;
+    request.body = body;
+    this.partialBody = null;
     return true;
   }
 
@@ -487,7 +492,7 @@ class _Connection {
     this.headStartedAt = 0;
     this.request = null;
     this.chunked = null;
-    this.bodyParts = null;
+    this.partialBody = null;
     this.closeAfterResponse = true;
     this.respond(response, false);
   }
