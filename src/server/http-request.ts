@@ -186,8 +186,8 @@ const ASTERISK_PATH = Buffer.from("*", "latin1");
 /**
  * Reads the request head at the start of `input`, after any empty lines a
  * client may send between requests (RFC 9112 §2.2; up to the head's limit in
- * bytes); null while the head is
- * incomplete. `scanned`: how much of `input` an earlier call already looked
+ * bytes); null while the head is incomplete. `scanned`: how much of `input`
+ * an earlier call already looked
  * at for this same head (0 at first), so a head that arrives in pieces is
  * searched once, not again with every piece. Throws `_HttpError` for what it
  * refuses, also early for an incomplete head that can never complete or grows
@@ -408,12 +408,10 @@ function hasToken(list: string, token: string): boolean {
 /**
  * Decodes a chunked body as its bytes arrive. `feed` takes what has arrived
  * and returns how much of it was used; a chunk's size line or trailer line is
- * used only once whole, so the caller keeps the rest for the next call. The
- * data is copied into one growing array: a list of the chunks would cost an
- * object per chunk, and a client may send a chunk per byte.
+ * used only once whole, so the caller keeps the rest for the next call.
  */
 export class _ChunkedBody {
-  private data = new Uint8Array(0);
+  private readonly data: _ByteSink;
   private size = 0;
   /** Data bytes of the current chunk still to come; -1 while a size line is awaited. */
   private remaining = -1;
@@ -423,14 +421,16 @@ export class _ChunkedBody {
   private trailerBytes = 0;
   done = false;
 
-  constructor(private readonly maxBodyBytes: number) {}
+  constructor(private readonly maxBodyBytes: number) {
+    this.data = new _ByteSink(maxBodyBytes);
+  }
 
   feed(input: Buffer, from: number): number {
     let at = from;
     while (!this.done && at < input.length) {
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, input.length - at);
-        this.data.set(input.subarray(at, at + take), this.size - this.remaining);
+        this.data.append(input.subarray(at, at + take));
         this.remaining -= take;
         at += take;
         if (this.remaining === 0) this.dataEnd = true;
@@ -470,18 +470,44 @@ export class _ChunkedBody {
     }
     this.size += size;
     this.remaining = size;
-    if (this.size > this.data.length) this.grow();
   }
 
-  /** Room for the chunks so far, doubling (within the body limit) so that copies stay linear in the body's size. */
-  private grow(): void {
-    const grown = new Uint8Array(Math.min(Math.max(this.size, this.data.length * 2, 4096), this.maxBodyBytes));
-    grown.set(this.data.subarray(0, this.size - this.remaining));
+  /** The whole body, once `done`, in an array of its own. */
+  body(): Uint8Array {
+    return this.data.bytes();
+  }
+}
+
+/**
+ * A body's bytes, appended as they arrive to one array that doubles as needed
+ * (up to `limit`, which appends must not pass). One object however the body
+ * is cut into reads or chunks (a client may send one byte at a time), and
+ * memory that follows the bytes received rather than the size announced.
+ */
+export class _ByteSink {
+  private data = NO_BODY;
+  length = 0;
+
+  constructor(private readonly limit: number) {}
+
+  append(bytes: Uint8Array): void {
+    const end = this.length + bytes.length;
+    if (end > this.data.length) this.grow(end);
+    this.data.set(bytes, this.length);
+    this.length = end;
+  }
+
+  private grow(needed: number): void {
+    const grown = new Uint8Array(Math.min(Math.max(needed, this.data.length * 2, SINK_FIRST_BYTES), this.limit));
+    grown.set(this.data.subarray(0, this.length));
     this.data = grown;
   }
 
-  /** The whole body, once `done`, in an array of its own sized to it. */
-  body(): Uint8Array {
-    return this.data.length === this.size ? this.data : this.data.slice(0, this.size);
+  /** The bytes in an array of their own, sized to them (no copy once the array has grown to the limit). */
+  bytes(): Uint8Array {
+    return this.data.length === this.length ? this.data : this.data.slice(0, this.length);
   }
 }
+
+/** A body sink's first array: most bodies over several reads are larger than one read. */
+const SINK_FIRST_BYTES = 16 * 1024;

@@ -15,6 +15,7 @@ import {
   _CHUNKED,
   _ChunkedBody,
   _HttpError,
+  _ByteSink,
   _HttpRequest,
   _readHead,
   type _RequestLimits,
@@ -287,13 +288,8 @@ class _Connection {
   /** Filled in again for each request: one is read only once the one before has been answered. */
   private readonly reusedRequest = new _HttpRequest();
   private chunked: _ChunkedBody | null = null;
-  /**
-   * A Content-Length body that did not come in one read, copied in as it
-   * comes: one array per body, however many reads it takes (a list of the
-   * reads would cost an object per read, up to one per byte).
-   */
-  private partialBody: Uint8Array | null = null;
-  private bodyReceived = 0;
+  /** A Content-Length body that did not come in one read, copied in as it comes. */
+  private partialBody: _ByteSink | null = null;
   /** The handler's answer is pending. */
   private answering = false;
   /** Output the socket did not take yet, in order; null when all was sent. */
@@ -438,19 +434,15 @@ class _Connection {
         this.consume(length);
         return true;
       }
-      // Made once the body's first bytes are in: a head alone holds no body's worth of memory.
-      if (input === null) return false;
-      body = this.partialBody = new Uint8Array(length);
-      this.bodyReceived = 0;
+      body = this.partialBody = new _ByteSink(length);
     }
     if (input !== null) {
-      const take = Math.min(length - this.bodyReceived, input.length);
-      body.set(take === input.length ? input : input.subarray(0, take), this.bodyReceived);
-      this.bodyReceived += take;
+      const take = Math.min(length - body.length, input.length);
+      body.append(take === input.length ? input : input.subarray(0, take));
       this.consume(take);
     }
-    if (this.bodyReceived < length) return false;
-    request.body = body;
+    if (body.length < length) return false;
+    request.body = body.bytes();
     this.partialBody = null;
     return true;
   }

@@ -141,3 +141,18 @@ test("a chunked body is decoded whole whatever its chunk sizes, at a few objects
   expect(tiny.feed(Buffer.from("0\r\n\r\n"), 0)).toBe(5);
   expect(Buffer.from(tiny.body()).toString()).toBe("x".repeat(100_000));
 });
+
+test("a chunked body holds memory for the bytes it received, not for the sizes it announced", () => {
+  const bodies: _ChunkedBody[] = [];
+  Bun.gc(true);
+  const before = heapStats().extraMemorySize;
+  // 32 bodies that each announce a chunk of almost 1 MiB and send one byte of it.
+  for (let i = 0; i < 32; i++) {
+    const body = new _ChunkedBody(1 << 20);
+    body.feed(Buffer.from("fffff\r\nx", "latin1"), 0);
+    bodies.push(body);
+  }
+  Bun.gc(true);
+  expect(heapStats().extraMemorySize - before).toBeLessThan(8 << 20);
+  expect(bodies.every((body) => !body.done)).toBe(true);
+});
