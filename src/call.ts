@@ -38,16 +38,24 @@ export function _cancellation(signal: AbortSignal): GCacheError {
     : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: signal.reason });
 }
 
+/** The longest delay setTimeout takes: it runs anything longer after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A delay for setTimeout from a time budget: at least 0, and within what it
+ * takes. A budget past about 24.8 days (a caller's "no real limit") would
+ * otherwise fire at once, and fail the call with its deadline far ahead.
+ */
+export function _timerDelay(budgetMs: number): number {
+  return Math.min(Math.max(0, budgetMs), MAX_TIMER_MS);
+}
+
 export function _startCall(options: CallOptions | undefined, defaultTimeoutMs: number): _ActiveCall {
   const now = Date.now();
   const deadline = _deadlineOf(options, defaultTimeoutMs, now);
   const controller = new AbortController();
   const budget = deadline - now;
-  const timer = setTimeout(
-    () => controller.abort(deadlineExceeded(budget)),
-    // setTimeout treats anything above 2^31-1 ms as 1 ms.
-    Math.min(Math.max(0, budget), 2 ** 31 - 1),
-  );
+  const timer = setTimeout(() => controller.abort(deadlineExceeded(budget)), _timerDelay(budget));
   const parent = options?.signal;
   const onParentAbort = () => controller.abort(_cancellation(parent!));
   if (parent !== undefined) {

@@ -5,7 +5,7 @@
  * what they fetched in a small "hot" cache that writes invalidate.
  */
 import { Cache, type CacheStats } from "./cache.ts";
-import { _cancellation, _deadlineOf, _startCall, deadlineExceeded, type CallOptions } from "./call.ts";
+import { _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type CallOptions } from "./call.ts";
 import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
 import { SingleFlight } from "./singleflight.ts";
@@ -544,7 +544,7 @@ export class Group {
         else reject(error);
       };
       // The fetch answers by its deadline even while the batch it waits in is held up.
-      const timer = setTimeout(() => finish(null, deadlineExceeded(budget)), budget);
+      const timer = setTimeout(() => finish(null, deadlineExceeded(budget)), _timerDelay(budget));
       const fetched: FetchDone = (entry, error) => {
         if (entry !== null) {
           this.counters.peerLoads++;
@@ -796,7 +796,7 @@ const FALLBACK_VERDICTS: ReadonlySet<string> = new Set(["ERR_UNAVAILABLE", "ERR_
  */
 function leaveEarly<T>(shared: Promise<T>, budgetMs: number, signal: AbortSignal | undefined): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = budgetMs < 0 ? undefined : setTimeout(() => reject(deadlineExceeded(budgetMs)), budgetMs);
+    const timer = budgetMs < 0 ? undefined : setTimeout(() => reject(deadlineExceeded(budgetMs)), _timerDelay(budgetMs));
     const onAbort = () => {
       clearTimeout(timer);
       reject(_cancellation(signal!));

@@ -4,6 +4,7 @@
  * process (that is how the tests build clusters): nothing here is global.
  */
 import { ServerCredentials, type ChannelCredentials, type MethodDefinition, type Server, type ServiceDefinition } from "@grpc/grpc-js";
+import { _timerDelay } from "./call.ts";
 import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
 import { GrpcPeer, type Peer } from "./cluster/peer.ts";
 import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
@@ -342,11 +343,11 @@ export class CacheNode {
     if (wasServing && this.registry !== null) this.graceUntil = Infinity;
     await this.registry?.close().catch(() => {});
     this.graceUntil = wasServing && grace > 0 ? Date.now() + grace : 0;
-    if (this.graceUntil > 0) await new Promise((resolve) => setTimeout(resolve, grace));
+    if (this.graceUntil > 0) await new Promise((resolve) => setTimeout(resolve, _timerDelay(grace)));
     if (wasServing && this.inFlight > 0) {
       const timeout = this.options.drainTimeoutMs ?? DEFAULT_NODE_OPTIONS.drainTimeoutMs;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeout);
+        const timer = setTimeout(resolve, _timerDelay(timeout));
         this.drained = () => {
           clearTimeout(timer);
           resolve();

@@ -392,6 +392,21 @@ describe("Group", () => {
     expect(silent.gets).toBe(2);
   });
 
+  test("a time limit beyond what a timer takes (about 24.8 days) does not fail a fetch at once", async () => {
+    const slow = new FakePeer("B", async (key) => {
+      await Bun.sleep(30);
+      return { value: bytes(`v:${key}`), expiresAt: 0 };
+    });
+    const g = group();
+    g._attach(routeAllTo(slow));
+    const days = 30 * 24 * 3_600_000;
+    // The first caller starts the fetch; the second, less patient, leaves early only at its own (also distant) deadline.
+    const [first, second] = await Promise.all([g.get("k", { timeoutMs: 2 * days }), g.get("k", { timeoutMs: days })]);
+    expect([text(first), text(second)]).toEqual(["v:k", "v:k"]);
+    expect(text(await g.get("another", { timeoutMs: days }).catch(() => bytes("failed")))).toBe("v:another");
+    expect(slow.gets).toBe(2);
+  });
+
   test("bad keys, values and options are clear errors", async () => {
     const g = group({ maxValueBytes: 100, maxKeyBytes: 8 });
     expect((await errorOf(g.get(""))).code).toBe("ERR_INVALID_ARGUMENT");

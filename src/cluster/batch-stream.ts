@@ -21,6 +21,7 @@
  * stream ends before they come; the rest of the batch was answered already.
  */
 import { status, type ClientDuplexStream, type MethodDefinition, type ServiceError } from "@grpc/grpc-js";
+import { _timerDelay } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 import type { _Connection } from "../wire/connection.ts";
@@ -123,7 +124,7 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
         context,
         resolve,
         reject,
-        timer: setTimeout(() => this.fail(stream, id, new GCacheError("ERR_DEADLINE_EXCEEDED", `${this.what}: deadline exceeded`)), budget),
+        timer: setTimeout(() => this.fail(stream, id, new GCacheError("ERR_DEADLINE_EXCEEDED", `${this.what}: deadline exceeded`)), _timerDelay(budget)),
         onAbort: null,
         later,
         following: false,

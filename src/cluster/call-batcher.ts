@@ -13,7 +13,7 @@
  * its items go as plain calls from then on, each on its own.
  */
 import { status, type ServiceError } from "@grpc/grpc-js";
-import { _cancellation } from "../call.ts";
+import { _cancellation, _timerDelay } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 
@@ -141,7 +141,7 @@ export class _CallBatcher<Item, Result = void> {
   }
 
   private leaveByDeadline(pending: Pending<Item, Result>): void {
-    pending.timer = setTimeout(() => this.settle(pending, deadlineExceeded()), Math.max(0, pending.deadline - Date.now()));
+    pending.timer = setTimeout(() => this.settle(pending, deadlineExceeded()), _timerDelay(pending.deadline - Date.now()));
   }
 
   private alone(pending: Pending<Item, Result>): void {

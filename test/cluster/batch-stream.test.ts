@@ -117,6 +117,16 @@ describe("BatchGetStream", () => {
     await waitFor(() => openStreams() === 0, 5_000, "the node to see the stream end");
   });
 
+  test("a batch whose deadline is beyond what a timer takes (about 24.8 days) is answered on the stream, not failed at once", async () => {
+    const node = await startNode();
+    const client = observed(node.address);
+    cleanups.push(() => client.close());
+    const answer = await client.stream.send({ group: "g", keys: ["k1", "k2"] }, within(30 * 24 * 3_600_000));
+    expect(values(answer)).toEqual(["v1", "v2"]);
+    expect(client.streams.length).toBe(1);
+    expect(client.calls).toEqual([]);
+  });
+
   test("a batch the stream cannot answer (unknown group) goes as a call and gets the call's error", async () => {
     const node = await startNode();
     const client = observed(node.address);

@@ -134,6 +134,20 @@ describe("CallBatcher", () => {
     expect(await Promise.all(mixed.map(settled))).toEqual(["resolved", "resolved", "resolved"]);
   });
 
+  test("an item queued with a deadline beyond what a timer takes (about 24.8 days) waits for its call, not failing at once", async () => {
+    const transport = new GatedCalls();
+    const calls = batcher(transport);
+    const first = calls.submit("a", far());
+    const distant = calls.submit("b", { deadline: Date.now() + 30 * 24 * 3_600_000 });
+    await Bun.sleep(20);
+    transport.release();
+    expect(await settled(first)).toBe("resolved");
+    await Bun.sleep(0);
+    transport.release();
+    expect(await settled(distant)).toBe("resolved");
+    expect(transport.batches).toEqual([["a"], ["b"]]);
+  });
+
   test("each caller gets the answer to its own item, from a batch or from a plain call", async () => {
     const transport = new GatedCalls();
     transport.outcome = (item) => (item === "held" ? "many:yes" : "many:no");
