@@ -395,7 +395,7 @@ class _Connection {
     this.consume(request.headLength);
     this.request = request;
     if (request.bodyLength === _CHUNKED) this.chunked = new _ChunkedBody(limits.maxBodyBytes);
-    if (request.expectsContinue && this.input === null) this.send(CONTINUE, CONTINUE.length, false);
+    if (request.expectsContinue && this.input === null) this.send(CONTINUE, CONTINUE.length);
     return request;
   }
 
@@ -497,25 +497,25 @@ class _Connection {
     const bodyBytes = headOnly ? 0 : body.length;
     if (headBytes + bodyBytes <= SEND_BUFFER_BYTES) {
       if (bodyBytes > 0) sendBuffer.set(body, headBytes);
-      this.send(sendBuffer, headBytes + bodyBytes, true);
+      this.send(sendBuffer, headBytes + bodyBytes);
     } else {
-      this.send(sendBuffer, headBytes, true);
-      this.send(body, body.length, false);
+      this.send(sendBuffer, headBytes);
+      this.send(body, body.length);
     }
     if (this.unsent === null && this.closeAfterResponse) this.end();
   }
 
   /**
-   * Sends the first `length` bytes of `bytes`. `shared`: they are in the
-   * shared send buffer, which the next response on any connection
-   * overwrites, so what the socket does not take now is copied out. Written
-   * by offset and length, so a response that goes out whole (nearly all)
-   * allocates no view of the buffer.
+   * Sends the first `length` bytes of `bytes`. The next response on any
+   * connection overwrites the shared send buffer, so what of it the socket
+   * does not take now is copied out. Written by offset and length, so a
+   * response that goes out whole (nearly all) allocates no view of the buffer.
    */
-  private send(bytes: Uint8Array, length: number, shared: boolean): void {
+  private send(bytes: Uint8Array, length: number): void {
     if (this.ended) return;
+    const shared = bytes === sendBuffer;
     if (this.unsent !== null) {
-      this.unsent.push(shared ? copyOf(bytes, 0, length) : bytes);
+      this.unsent.push(shared ? copyOf(bytes, 0, length) : bytes.subarray(0, length));
       return;
     }
     const written = this.socket.write(bytes, 0, length);
