@@ -2,8 +2,9 @@
  * What the cluster benchmark needs outside the project: wrk, redis-server,
  * redis-benchmark and redis-cli (Debian packages `wrk`, `redis-server`, which
  * pulls in `redis-tools`), and the compiled gcache-node executable.
- * Missing commands are installed with apt-get when that is possible (root on
- * Debian or Ubuntu); otherwise the error says what to install.
+ * Missing commands (and, for bench:groupcache, Go and groupcache's sources) are
+ * installed with apt-get when that is possible (root on Debian or Ubuntu);
+ * otherwise the error says what to install.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -26,24 +27,25 @@ export const NEEDED_COMMANDS: NeededCommand[] = [
 export async function ensureCommands(needed: NeededCommand[]): Promise<Map<string, string>> {
   let missing = needed.filter((n) => Bun.which(n.command) === null);
   if (missing.length > 0) {
-    const packages = [...new Set(missing.map((m) => m.pkg))];
-    const names = missing.map((m) => m.command).join(", ");
-    const canInstall = process.platform === "linux" && process.getuid?.() === 0 && Bun.which("apt-get") !== null;
-    if (!canInstall) {
-      throw new Error(
-        `missing ${names}: install ${packages.join(" ")} (Debian/Ubuntu: sudo apt-get install -y ${packages.join(" ")}) and run again`,
-      );
-    }
-    console.error(`missing ${names}: installing Debian package(s) ${packages.join(" ")} with apt-get (once; this takes a minute) …`);
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    const echo = (line: string) => process.stderr.write(`  apt: ${line}\n`);
-    await runToEnd("apt-get update", ["apt-get", "update", "-qq"], 300_000, { env, onLine: echo });
-    await runToEnd("apt-get install", ["apt-get", "install", "-y", "-qq", ...packages], 600_000, { env, onLine: echo });
+    await aptInstall([...new Set(missing.map((m) => m.pkg))], `missing ${missing.map((m) => m.command).join(", ")}`);
     missing = needed.filter((n) => Bun.which(n.command) === null);
     if (missing.length > 0) throw new Error(`apt-get finished but ${missing.map((m) => m.command).join(", ")} is still not on the PATH`);
-    console.error(`installed ${packages.join(" ")}`);
   }
   return new Map(needed.map((n) => [n.command, Bun.which(n.command)!]));
+}
+
+/** Installs Debian packages with apt-get when that is possible (root on Debian or Ubuntu); else throws, saying what to install. */
+export async function aptInstall(packages: string[], why: string): Promise<void> {
+  const canInstall = process.platform === "linux" && process.getuid?.() === 0 && Bun.which("apt-get") !== null;
+  if (!canInstall) {
+    throw new Error(`${why}: install ${packages.join(" ")} (Debian/Ubuntu: sudo apt-get install -y ${packages.join(" ")}) and run again`);
+  }
+  console.error(`${why}: installing Debian package(s) ${packages.join(" ")} with apt-get (once; this takes a minute) …`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const echo = (line: string) => process.stderr.write(`  apt: ${line}\n`);
+  await runToEnd("apt-get update", ["apt-get", "update", "-qq"], 300_000, { env, onLine: echo });
+  await runToEnd("apt-get install", ["apt-get", "install", "-y", "-qq", ...packages], 600_000, { env, onLine: echo });
+  console.error(`installed ${packages.join(" ")}`);
 }
 
 /** Newest modification time of any file under `dir`, in ms. */
