@@ -130,10 +130,15 @@ func main() {
 		})
 	})
 	http.HandleFunc("/v1/owners", func(w http.ResponseWriter, r *http.Request) {
-		scanner := bufio.NewScanner(r.Body)
+		// Read whole before answering: once an HTTP/1 answer has begun, Go's server stops reading the request.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		out := bufio.NewWriter(w)
-		for scanner.Scan() {
-			out.WriteString(ring.Get(scanner.Text()))
+		for _, key := range strings.Split(strings.TrimSuffix(string(body), "\n"), "\n") {
+			out.WriteString(ring.Get(key))
 			out.WriteByte('\n')
 		}
 		out.Flush()
