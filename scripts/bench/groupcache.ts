@@ -94,7 +94,8 @@ interface System {
   /** Base URLs of A, B, C. */
   urls: string[];
   pids: number[];
-  counters(node: number, group: string): Promise<Counters>;
+  /** Node A's counters of `group`. */
+  countersOfA(group: string): Promise<Counters>;
   scripts: Record<"hit" | "hop", string>;
   stop(): Promise<void>;
 }
@@ -183,7 +184,7 @@ async function startGcache(size: number, keyCount: number, binary: string, tmp: 
     name: "gcache",
     urls: nodes.map((n) => n.http),
     pids: nodes.map((n) => n.service.pid),
-    counters: async (node, group) => pickCounters(await groupStats(nodes[node]!, group)),
+    countersOfA: async (group) => pickCounters(await groupStats(A, group)),
     scripts: {
       hit: writeWrkScript(tmp, `gcache-hit${size}`, hitKeys, "/v1/groups/default/keys/", 1),
       hop: writeWrkScript(tmp, `gcache-hop${size}`, hopKeys, "/v1/groups/cold/keys/", 1),
@@ -208,9 +209,9 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
       return (await startWithReadyLine(`groupcache ${name}`, argv)).service;
     }),
   );
-  const counters = async (node: number, group: string): Promise<Counters> => {
-    const response = await fetch(`${urls[node]}/v1/stats?group=${group}`);
-    if (!response.ok) throw new Error(`groupcache ${MEMBERS[node]}: GET /v1/stats answered ${response.status}`);
+  const countersOfA = async (group: string): Promise<Counters> => {
+    const response = await fetch(`${urls[0]}/v1/stats?group=${group}`);
+    if (!response.ok) throw new Error(`groupcache A: GET /v1/stats answered ${response.status}`);
     return pickCounters((await response.json()) as Counters);
   };
   // Keys by groupcache's own ring (its consistent hash over the peers' URLs), as node A reports it. With 50
@@ -236,7 +237,7 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
     name: "groupcache",
     urls,
     pids: services.map((s) => s.pid),
-    counters,
+    countersOfA,
     scripts: {
       hit: writeWrkScript(tmp, `groupcache-hit${size}`, hitKeys, "/v1/groups/default/keys/", 1),
       hop: writeWrkScript(tmp, `groupcache-hop${size}`, hopKeys, "/v1/groups/cold/keys/", 1),
@@ -267,13 +268,13 @@ async function measure(system: System, workload: Workload, wrk: string, warmup: 
   const spec = { wrk, url: system.urls[0]!, script: system.scripts[workload === "hit" ? "hit" : "hop"], threads: 1, connections };
   let cursor = 0;
   if (warmup > 0) cursor = (await runWrk({ ...spec, seconds: warmup })).cursor;
-  const before = await system.counters(0, group);
+  const before = await system.countersOfA(group);
   const cpuBefore = system.pids.map((pid) => sampleProcess(pid).cpuMs);
   const machineBefore = sampleMachine();
   const result = await runWrk({ ...spec, seconds: durationS, cursor });
   const machineAfter = sampleMachine();
   const nodeCpuMs = system.pids.reduce((sum, pid, i) => sum + sampleProcess(pid).cpuMs - cpuBefore[i]!, 0);
-  const after = await system.counters(0, group);
+  const after = await system.countersOfA(group);
 
   const label = `${sizeLabel(size)} ${system.name} ${workload}`;
   if (result.socketErrors + result.statusErrors > 0) failures.push(`${label}: ${result.socketErrors} socket errors, ${result.statusErrors} bad answers`);
