@@ -36,7 +36,7 @@ import (
 	"github.com/golang/groupcache/consistenthash"
 )
 
-// Both as in groupcache's HTTPPool defaults, so /v1/owners agrees with it.
+// Points per node on the ring, as HTTPPool's default (with consistenthash's default hash, CRC-32), so /v1/owners agrees with the pool.
 const replicas = 50
 
 var (
