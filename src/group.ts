@@ -22,6 +22,8 @@ export interface LoadContext {
   deadline: number;
   /** Name of the group loading. */
   group: string;
+  /** The largest value the group takes: a loader reading a stream may stop beyond it (a larger value fails the load anyway). */
+  maxValueBytes: number;
 }
 
 /** A loaded value with its own lifetime; a plain Uint8Array uses the group's TTL. */
@@ -632,7 +634,7 @@ export class Group {
     let loaded: Uint8Array | LoadedValue;
     this.loading++;
     try {
-      loaded = await raceSignal(this.loader(key, { signal, deadline, group: this.name }), signal);
+      loaded = await raceSignal(this.loader(key, { signal, deadline, group: this.name, maxValueBytes: this.maxValueBytes }), signal);
     } catch (error) {
       this.counters.localLoadErrors++;
       if (isGCacheError(error)) throw error;

@@ -1,13 +1,16 @@
 /**
  * The `--origin` loader: a miss becomes an HTTP GET of a URL template. 404 means
  * the key does not exist; any other failure is a load error (never cached).
- * `Cache-Control: max-age` on the answer sets the value's TTL.
+ * `Cache-Control: max-age` on the answer sets the value's TTL. An answer
+ * larger than the group's largest value fails the load once that many bytes
+ * have arrived (by the decoded size: a small compressed body may decode to
+ * gigabytes), so a wrong or endless answer cannot fill the node's memory.
  */
 import { GCacheError, NotFoundError } from "../errors.ts";
 import type { Loader } from "../group.ts";
 
 export function originLoader(template: string, timeoutMs: number): Loader {
-  return async (key, { signal, group }) => {
+  return async (key, { signal, group, maxValueBytes }) => {
     const url = template.replaceAll("{group}", encodeURIComponent(group)).replaceAll("{key}", encodeURIComponent(key));
     let response: Response;
     try {
@@ -26,11 +29,51 @@ export function originLoader(template: string, timeoutMs: number): Loader {
       await response.body?.cancel();
       throw new GCacheError("ERR_LOAD_FAILED", `origin answered ${response.status} ${response.statusText} for ${group}/${key}`);
     }
-    // bytes(), not a view over arrayBuffer(): the cache keeps this array, and
-    // without an ArrayBuffer object beside it, each entry is one object fewer
-    // for the collector to trace.
-    const value = await response.bytes();
+    const value = await bodyUpTo(response, maxValueBytes);
+    if (value === null) {
+      throw new GCacheError("ERR_VALUE_TOO_LARGE", `origin answered more than ${maxValueBytes} bytes for ${group}/${key}, the group's maximum value size`);
+    }
     const maxAge = /(?:^|,)\s*max-age=(\d+)/i.exec(response.headers.get("cache-control") ?? "");
     return maxAge === null ? value : { value, ttlMs: Math.max(1, Number(maxAge[1]) * 1000) };
   };
+}
+
+/**
+ * The answer's body, or null (and the rest left unread) once it runs over
+ * `limit` bytes. Returned as one array that owns exactly its bytes: the cache
+ * keeps it, and a view into a larger buffer would keep that alive too.
+ */
+async function bodyUpTo(response: Response, limit: number): Promise<Uint8Array | null> {
+  const lengthHeader = response.headers.get("content-length");
+  // Announced and not re-encoded, the size is known before a byte is read, and bounds what is read.
+  if (lengthHeader !== null && response.headers.get("content-encoding") === null) {
+    if (Number(lengthHeader) > limit) {
+      await response.body?.cancel();
+      return null;
+    }
+    // bytes(), not a view over arrayBuffer(): no ArrayBuffer object beside each cached value for the collector to trace.
+    return response.bytes();
+  }
+  if (response.body === null) return new Uint8Array(0);
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    length += value.byteLength;
+    if (length > limit) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1 && chunks[0]!.byteOffset === 0 && chunks[0]!.buffer.byteLength === length) return chunks[0]!;
+  const joined = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    joined.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return joined;
 }

@@ -6,9 +6,33 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { originLoader } from "../../src/cli/origin.ts";
 import { isGCacheError } from "../../src/errors.ts";
 import type { LoadContext, LoadedValue } from "../../src/group.ts";
+import { waitFor } from "../_support/wait.ts";
 
 let origin: ReturnType<typeof Bun.serve>;
 const asked: string[] = [];
+/** What the endless answer sent, and whether its reader went away. */
+const endless = { sent: 0, cancelled: false };
+const MiB = 1 << 20;
+/** 64 MiB of zeros, gzipped to about 64 KiB. */
+const bomb = Bun.gzipSync(new Uint8Array(64 * MiB));
+
+/** A chunked answer of `total` bytes in 64 KiB pieces, made as they are read. */
+function streamed(total: number, onCancel?: () => void): ReadableStream<Uint8Array> {
+  const piece = new Uint8Array(64 * 1024).fill(0x61);
+  let sent = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent >= total) return controller.close();
+      const part = piece.subarray(0, Math.min(piece.length, total - sent));
+      sent += part.length;
+      endless.sent = sent;
+      controller.enqueue(part);
+    },
+    cancel() {
+      onCancel?.();
+    },
+  });
+}
 
 beforeAll(() => {
   origin = Bun.serve({
@@ -19,6 +43,10 @@ beforeAll(() => {
       asked.push(path);
       if (path.endsWith("/missing")) return new Response("no", { status: 404 });
       if (path.endsWith("/broken")) return new Response("oops", { status: 503 });
+      if (path.endsWith("/endless")) return new Response(streamed(256 * MiB, () => (endless.cancelled = true)));
+      if (path.endsWith("/exactly-1MiB")) return new Response(streamed(MiB));
+      if (path.endsWith("/announced-2MiB")) return new Response(new Uint8Array(2 * MiB));
+      if (path.endsWith("/bomb")) return new Response(bomb, { headers: { "content-encoding": "gzip" } });
       const body = new TextEncoder().encode(`value of ${path}`);
       return path.includes("/aged/")
         ? new Response(body, { headers: { "cache-control": "public, max-age=7" } })
@@ -31,8 +59,8 @@ afterAll(async () => {
   await origin.stop(true);
 });
 
-function context(): LoadContext {
-  return { signal: AbortSignal.timeout(2_000), deadline: Date.now() + 2_000, group: "things" };
+function context(maxValueBytes = 1 << 20): LoadContext {
+  return { signal: AbortSignal.timeout(2_000), deadline: Date.now() + 2_000, group: "things", maxValueBytes };
 }
 
 function template(): string {
@@ -65,5 +93,24 @@ describe("originLoader", () => {
     const broken = await Promise.resolve(load("broken", context())).then(() => null, (error: unknown) => error);
     expect(isGCacheError(broken) && broken.code).toBe("ERR_LOAD_FAILED");
     expect((broken as Error).message).toContain("503");
+  });
+
+  test("an answer larger than the group's largest value fails the load once that many bytes arrived, the rest unread", async () => {
+    const load = originLoader(template(), 5_000);
+    const failure = async (key: string) => Promise.resolve(load(key, context(MiB))).then(() => null, (error: unknown) => error);
+    const tooLong = await failure("endless");
+    expect(isGCacheError(tooLong) && tooLong.code).toBe("ERR_VALUE_TOO_LARGE");
+    expect((tooLong as Error).message).toContain(`more than ${MiB} bytes for things/endless`);
+    // Read up to the limit and cancelled there, not read to its 256 MiB end.
+    await waitFor(() => endless.cancelled, 5_000, "the origin's answer cancelled");
+    expect(endless.sent).toBeLessThan(32 * MiB);
+    const announced = await failure("announced-2MiB");
+    expect(isGCacheError(announced) && announced.code).toBe("ERR_VALUE_TOO_LARGE");
+    // Counted as decoded: 64 KiB on the wire, 64 MiB once unzipped.
+    const zipped = await failure("bomb");
+    expect(isGCacheError(zipped) && zipped.code).toBe("ERR_VALUE_TOO_LARGE");
+    const exact = (await load("exactly-1MiB", context(MiB))) as Uint8Array;
+    expect(exact.byteLength).toBe(MiB);
+    expect(exact.every((byte) => byte === 0x61)).toBe(true);
   });
 });
