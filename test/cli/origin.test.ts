@@ -16,8 +16,8 @@ const MiB = 1 << 20;
 /** 64 MiB of zeros, gzipped to about 64 KiB. */
 const bomb = Bun.gzipSync(new Uint8Array(64 * MiB));
 
-/** A chunked answer of `total` bytes in 64 KiB pieces, made as they are read. */
-function streamed(total: number, onCancel?: () => void): ReadableStream<Uint8Array> {
+/** A chunked answer of `total` bytes in 64 KiB pieces, made as they are read; `progress` tells how far it got. */
+function streamed(total: number, progress = { sent: 0, cancelled: false }): ReadableStream<Uint8Array> {
   const piece = new Uint8Array(64 * 1024).fill(0x61);
   let sent = 0;
   return new ReadableStream<Uint8Array>({
@@ -25,11 +25,11 @@ function streamed(total: number, onCancel?: () => void): ReadableStream<Uint8Arr
       if (sent >= total) return controller.close();
       const part = piece.subarray(0, Math.min(piece.length, total - sent));
       sent += part.length;
-      endless.sent = sent;
+      progress.sent = sent;
       controller.enqueue(part);
     },
     cancel() {
-      onCancel?.();
+      progress.cancelled = true;
     },
   });
 }
@@ -43,7 +43,7 @@ beforeAll(() => {
       asked.push(path);
       if (path.endsWith("/missing")) return new Response("no", { status: 404 });
       if (path.endsWith("/broken")) return new Response("oops", { status: 503 });
-      if (path.endsWith("/endless")) return new Response(streamed(256 * MiB, () => (endless.cancelled = true)));
+      if (path.endsWith("/endless")) return new Response(streamed(256 * MiB, endless));
       if (path.endsWith("/exactly-1MiB")) return new Response(streamed(MiB));
       if (path.endsWith("/announced-2MiB")) return new Response(new Uint8Array(2 * MiB));
       if (path.endsWith("/bomb")) return new Response(bomb, { headers: { "content-encoding": "gzip" } });
