@@ -43,7 +43,7 @@ import { parseArgs } from "node:util";
 import type { GroupStats } from "../../src/group.ts";
 import { sampleMachine, sampleProcess } from "./_node/commands.ts";
 import { keysOwnedBy } from "./_cluster/keys.ts";
-import { groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
+import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
 import { installCleanup, runToEnd, startWithReadyLine, stopAll } from "./_cluster/procs.ts";
 import { aptInstall, ensureBinary, ensureCommands } from "./_cluster/tools.ts";
 import { fmtInt, fmtMs, fmtRatio, freePorts, median, sizeLabel, table, wholeNumber } from "./_cluster/util.ts";
@@ -231,8 +231,9 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
   const hitKeys = await pick(`h${size}-`, (owner) => owner === urls[0]);
   const hopKeys = await pick(`c${size}-`, (owner) => owner !== urls[0]);
   // groupcache has no set: a first get loads each key into its owner's main cache (through A for both groups).
-  await getAll(urls[0]!, "default", hitKeys, size);
-  await getAll(urls[0]!, "cold", hopKeys, size);
+  const A = { name: "groupcache A", http: urls[0]! };
+  await getKeys(A, "default", hitKeys, size);
+  await getKeys(A, "cold", hopKeys, size);
   return {
     name: "groupcache",
     urls,
@@ -246,20 +247,6 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
       await Promise.all(services.map((s) => s.stop()));
     },
   };
-}
-
-/** GETs every key (32 at a time) and checks each value's length. */
-async function getAll(base: string, group: string, keys: readonly string[], size: number): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < keys.length) {
-      const key = keys[next++]!;
-      const response = await fetch(`${base}/v1/groups/${group}/keys/${encodeURIComponent(key)}`);
-      const body = await response.arrayBuffer();
-      if (!response.ok || body.byteLength !== size) throw new Error(`GET ${group}/${key}: ${response.status}, ${body.byteLength} bytes`);
-    }
-  };
-  await Promise.all(Array.from({ length: 32 }, worker));
 }
 
 async function measure(system: System, workload: Workload, wrk: string, warmup: number, failures: string[], size: number): Promise<Run> {

@@ -188,9 +188,10 @@ const ASTERISK_PATH = Buffer.from("*", "latin1");
  * client may send between requests (RFC 9112 §2.2; up to the head's limit in
  * bytes); null while the head is incomplete. `scanned`: how much of `input`
  * an earlier call already looked at for this same head (0 at first), so a
- * head that arrives in pieces is searched once, not again with every piece. Throws `_HttpError` for what it
- * refuses, also early for an incomplete head that can never complete or grows
- * too large (a bare-LF request would otherwise sit until the idle timeout).
+ * head that arrives in pieces is searched once, not again with every piece.
+ * Throws `_HttpError` for what it refuses, also early for an incomplete head
+ * that can never complete or grows too large (a bare-LF request would
+ * otherwise sit until the idle timeout).
  * The head goes into `into` when given (a request already answered), else
  * into a new request.
  */

@@ -100,8 +100,8 @@ export async function putKeys(node: NodeProcess, group: string, keys: readonly s
   });
 }
 
-/** GETs every key through `node`'s gateway (loading misses); checks every value is `valueBytes` long. */
-export async function getKeys(node: NodeProcess, group: string, keys: readonly string[], valueBytes: number, concurrency = 32): Promise<void> {
+/** GETs every key through `node`'s gateway (loading misses); checks every value is `valueBytes` long. Any server with the same route will do. */
+export async function getKeys(node: Pick<NodeProcess, "name" | "http">, group: string, keys: readonly string[], valueBytes: number, concurrency = 32): Promise<void> {
   await forEachKey(keys, concurrency, async (key) => {
     const response = await fetch(keyUrl(node.http, group, key));
     const body = await response.arrayBuffer();
