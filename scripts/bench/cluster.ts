@@ -1,6 +1,6 @@
 /**
  * The compiled gcache-node executable in a 3-node loopback cluster, against
- * references measured in the same run: Redis (GET), two bare Bun.serve (a
+ * references measured in the same run: Redis (GET), memcached (get), two bare Bun.serve (a
  * fixed body; a Map of the same keys' values), a bare server on Bun's TCP
  * sockets (fixed bytes) and a bare grpc-js server; plus
  * the executable's start time and memory.
@@ -32,10 +32,11 @@
  * SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
  * --origin pointing at the origin), the origin (_cluster/origin.ts, its own
  * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
- * --appendonly no), two bare Bun.serve, one bare socket server and one bare
+ * --appendonly no), memcached (UDP off), two bare Bun.serve, one bare socket server and one bare
  * grpc-js server per value size, the gRPC load generator (_node/load.ts), the mixed-workload generator
- * (_cluster/mixed.ts), and wrk / redis-benchmark / tcp-get.ts runs. Missing wrk or
- * redis-server are installed with apt-get (Debian packages wrk, redis-server).
+ * (_cluster/mixed.ts), and wrk / redis-benchmark / tcp-get.ts runs. Missing wrk,
+ * redis-server or memcached are installed with apt-get (Debian packages wrk,
+ * redis-server, redis-tools, memcached).
  *
  * Contenders, per value size, each with `concurrency` connections or calls in flight:
  *   http gcache   wrk GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
@@ -45,10 +46,13 @@
  *   http bare sockets  the same wrk script against Bun's TCP sockets answering each request head with fixed
  *                 bytes, the request unread (no goal: the floor of any HTTP server on Bun, as the gateway is built)
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
- *   one client    the http gcache and redis GET workloads again, both loaded by _cluster/tcp-get.ts (raw TCP,
- *                 HTTP/1.1 or RESP, same connections, same clock): wrk and redis-benchmark differ in their own
- *                 cost and in what their latency covers, so this pair is the like-for-like comparison
- *   equal load    the same pair again in an open loop: requests fall due at --equal-rate per second (default
+ *   one client    the http gcache and redis GET workloads again, and memcached's get over keys prefilled with set
+ *                 of the same size, all loaded by _cluster/tcp-get.ts (raw TCP, HTTP/1.1, RESP or memcached's
+ *                 text protocol, same connections, same clock): wrk and redis-benchmark differ in their own
+ *                 cost and in what their latency covers, so these are the like-for-like comparisons (memcached
+ *                 runs its default 4 worker threads, as a user gets it; Debian has no load tool that measures it
+ *                 as the others are measured)
+ *   equal load    the same three again in an open loop: requests fall due at --equal-rate per second (default
  *                 50,000, below what either serves here), latency counted from when each fell due, so the two
  *                 are compared at the same load (a closed loop at full speed compares throughput: the faster
  *                 server also answers sooner)
@@ -88,6 +92,7 @@ import { keysOwnedBy, ownersOf } from "./_cluster/keys.ts";
 import type { MixedResult, MixedSpec } from "./_cluster/mixed.ts";
 import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
 import { installCleanup, startWithReadyLine, stopAll, track, type Service } from "./_cluster/procs.ts";
+import { fillMemcached, memcachedHitCounters, memcachedKey, startMemcached, type Memcached } from "./_cluster/memcached.ts";
 import { fillRedis, redisHitCounters, redisKey, runRedisBenchmark, startRedis, type Redis } from "./_cluster/redis.ts";
 import { measureStarts, type StartSample } from "./_cluster/startup.ts";
 import { runTcpGet, type TcpGetSpec } from "./_cluster/tcp-get-run.ts";
@@ -169,8 +174,10 @@ type ContenderId =
   | "redis"
   | "http-gcache-tcp"
   | "redis-tcp"
+  | "memcached-tcp"
   | "http-gcache-rate"
   | "redis-rate"
+  | "memcached-rate"
   | "http-peer"
   | "grpc-peer"
   | "grpc-gcache"
@@ -187,8 +194,10 @@ const LABELS: Record<ContenderId, string> = {
   redis: "Redis GET (redis-benchmark)",
   "http-gcache-tcp": "HTTP gateway hit, one client",
   "redis-tcp": "Redis GET, one client",
+  "memcached-tcp": "memcached get, one client",
   "http-gcache-rate": "HTTP gateway hit, equal load",
   "redis-rate": "Redis GET, equal load",
+  "memcached-rate": "memcached get, equal load",
   "http-peer": "HTTP gateway, peer hop",
   "grpc-gcache": "gRPC Get, hit on A",
   "grpc-bare": "gRPC bare grpc-js",
@@ -207,6 +216,8 @@ const ORDER: ContenderId[] = [
   "redis",
   "redis-tcp",
   "http-gcache-tcp",
+  "memcached-tcp",
+  "memcached-rate",
   "http-gcache-rate",
   "redis-rate",
   "http-peer",
@@ -220,7 +231,7 @@ const ORDER: ContenderId[] = [
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) {
-  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "http-gcache-rate", "redis-rate"] as const) {
+  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "redis-rate", "memcached-rate"] as const) {
     wanted.add(id);
   }
 }
@@ -231,6 +242,7 @@ if (sections.has("mixed")) wanted.add("mixed");
 const contenders = ORDER.filter((id) => wanted.has(id));
 /** Contenders served by redis-server: their path is Redis's hit counters. */
 const isRedis = (id: ContenderId) => id === "redis" || id === "redis-tcp" || id === "redis-rate";
+const isMemcached = (id: ContenderId) => id === "memcached-tcp" || id === "memcached-rate";
 
 /** Everything measured in one run of one contender. */
 interface Measured {
@@ -262,7 +274,7 @@ interface PathDelta {
   localLoads: number;
   /** Gets the owners (B, C) served for peers. */
   ownerServed: number;
-  /** Redis: GETs that found no key. */
+  /** Redis, memcached: GETs that found no key. */
   misses?: number;
 }
 
@@ -273,9 +285,10 @@ interface SizeSetup {
   coldKeys: string[];
   redisDb: number;
   hitScript: string;
-  /** Key lists of the one-client generator (tcp-get.ts): the gateway's hit keys, Redis's keys. */
+  /** Key lists of the one-client generator (tcp-get.ts): the gateway's hit keys, Redis's keys, memcached's keys. */
   hitKeysFile: string;
   redisKeysFile: string;
+  memcachedKeysFile: string;
   coldScript: string;
   /** PUTs of `size` bytes over keys of group writes. */
   putScript: string;
@@ -308,7 +321,15 @@ async function main(): Promise<void> {
   });
   const started = performance.now();
   const needsLoad = contenders.length > 0 || sections.has("soak");
-  const needed = NEEDED_COMMANDS.filter((n) => (n.command === "wrk" ? wanted.has("http-gcache") || wanted.has("http-put") : n.command.startsWith("redis") ? wanted.has("redis") : false));
+  const needed = NEEDED_COMMANDS.filter((n) =>
+    n.command === "wrk"
+      ? wanted.has("http-gcache") || wanted.has("http-put")
+      : n.command.startsWith("redis")
+        ? wanted.has("redis")
+        : n.command === "memcached"
+          ? wanted.has("memcached-tcp")
+          : false,
+  );
   const tools = await ensureCommands(needed);
   const binary = await ensureBinary(ROOT, flags.build);
   tmp = mkdtempSync(join(tmpdir(), "gcache-bench-"));
@@ -353,6 +374,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
   const load = needGrpc ? spawnChild("grpc load", [bun, here("./_node/load.ts")]) : null;
   const mixedGen = wanted.has("mixed") || sections.has("soak") ? spawnChild("mixed load", [bun, here("./_cluster/mixed.ts")]) : null;
   const redis: Redis | null = wanted.has("redis") || wanted.has("redis-tcp") ? await startRedis(tools.get("redis-server")!, tools.get("redis-cli")!, join(tmp!, "redis")) : null;
+  const memcached: Memcached | null = wanted.has("memcached-tcp") ? await startMemcached(tools.get("memcached")!) : null;
   if (load) await within(load.ready, 30_000, "starting the gRPC load generator");
   if (mixedGen) await within(mixedGen.ready, 30_000, "starting the mixed load generator");
   if (load) await load.call("connect", { target: "A", address: A.grpc });
@@ -397,6 +419,10 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       await fillRedis(tools.get("redis-cli")!, redis.port, redisDb, hitKeys.length, size);
       lap("redis fill");
     }
+    if (memcached) {
+      await fillMemcached(memcached.port, size, hitKeys.length);
+      lap("memcached fill");
+    }
     // Keys of group writes, owned by A, B and C alike: PUT, then DELETE.
     const writesKeys = Array.from({ length: hitCount }, (_, i) => `w${size}-${i}`);
     const setup: SizeSetup = {
@@ -407,6 +433,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       hitScript: hitKeys.length > 0 ? writeWrkScript(tmp!, `hit${size}`, hitKeys, "/v1/groups/default/keys/", WRK_THREADS) : "",
       hitKeysFile: wanted.has("http-gcache-tcp") || wanted.has("http-gcache-rate") ? writeKeys(`hit${size}.wire`, hitKeys.map((k) => encodeURIComponent(k))) : "",
       redisKeysFile: wanted.has("redis-tcp") || wanted.has("redis-rate") ? writeKeys(`redis${size}.wire`, hitKeys.map((_, i) => redisKey(i))) : "",
+      memcachedKeysFile: memcached ? writeKeys(`memcached${size}.wire`, hitKeys.map((_, i) => memcachedKey(size, i))) : "",
       coldScript: coldKeys.length > 0 ? writeWrkScript(tmp!, `cold${size}`, coldKeys, "/v1/groups/cold/keys/", WRK_THREADS) : "",
       putScript: wanted.has("http-put")
         ? writeWrkScript(tmp!, `put${size}`, writesKeys, "/v1/groups/writes/keys/", WRK_THREADS, { method: "PUT", bytes: size })
@@ -492,28 +519,34 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       }
       case "http-gcache-tcp":
       case "redis-tcp":
+      case "memcached-tcp":
       case "http-gcache-rate":
-      case "redis-rate": {
+      case "redis-rate":
+      case "memcached-rate": {
         const http = id === "http-gcache-tcp" || id === "http-gcache-rate";
+        const server = http
+          ? null
+          : isRedis(id)
+            ? { protocol: "resp" as const, port: redis!.port, pid: redis!.service.pid, keysFile: setup.redisKeysFile, db: setup.redisDb }
+            : { protocol: "memcache" as const, port: memcached!.port, pid: memcached!.service.pid, keysFile: setup.memcachedKeysFile, db: 0 };
         const spec: TcpGetSpec = {
-          rate: id === "http-gcache-rate" || id === "redis-rate" ? equalRate : 0,
-          protocol: http ? "http" : "resp",
-          port: http ? Number(new URL(A.http).port) : redis!.port,
-          keysFile: http ? setup.hitKeysFile : setup.redisKeysFile,
+          rate: id === "http-gcache-rate" || id === "redis-rate" || id === "memcached-rate" ? equalRate : 0,
+          protocol: server?.protocol ?? "http",
+          port: server?.port ?? Number(new URL(A.http).port),
+          keysFile: server?.keysFile ?? setup.hitKeysFile,
           connections: concurrency,
           valueBytes: size,
-          db: http ? 0 : setup.redisDb,
+          db: server?.db ?? 0,
         };
-        const pids = http ? nodePids : [redis!.service.pid];
+        const pids = server === null ? nodePids : [server.pid];
+        const counters = () => (isRedis(id) ? redisHitCounters(tools.get("redis-cli")!, redis!.port) : memcachedHitCounters(memcached!.port));
         if (warmup > 0) await runTcpGet({ ...spec, seconds: warmup });
         const before = http ? await pathSnapshot(A, [B, C], "default") : null;
-        const counters0 = http ? null : await redisHitCounters(tools.get("redis-cli")!, redis!.port);
+        const counters0 = http ? null : await counters();
         const window = startWindow(pids);
         const r = await runTcpGet({ ...spec, seconds: durationS });
         const m = endWindow(window, pids, r.seconds);
-        const path = http
-          ? diffPath(before!, await pathSnapshot(A, [B, C], "default"))
-          : redisPath(counters0!, await redisHitCounters(tools.get("redis-cli")!, redis!.port));
+        const path = http ? diffPath(before!, await pathSnapshot(A, [B, C], "default")) : counterPath(counters0!, await counters());
         return {
           rps: r.requests / r.seconds,
           p50Ms: r.p50Ms,
@@ -569,7 +602,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           recvRssBytes: m.rss[0]!,
           genCpuMs: r.cpuMs,
           machineBusyCpus: m.machineBusyCpus,
-          path: redisPath(counters0, counters1),
+          path: counterPath(counters0, counters1),
           mixed: null,
         };
       }
@@ -689,7 +722,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
               `  round ${round + 1} ${sizeLabel(setup.size).padStart(6)} ${LABELS[id].padEnd(28)} ${fmtInt(m.rps).padStart(8)} req/s  ` +
                 `p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${pct(m.recvCpuMs / (m.seconds * 1000))}  ` +
                 `generator CPU ${pct(m.genCpuMs / (m.seconds * 1000))}` +
-                (m.path !== null && !isRedis(id) && id !== "mixed"
+                (m.path !== null && !isRedis(id) && !isMemcached(id) && id !== "mixed"
                   ? `  A gets ${m.path.gets} (hot hits ${m.path.hotHits}, from owners ${m.path.peerLoads})`
                   : ""),
             );
@@ -778,8 +811,8 @@ async function pathSnapshot(receiver: NodeProcess, owners: NodeProcess[], group:
   return { stats, ownerServed };
 }
 
-/** Redis's GETs between two readings of its hit counters, as a path delta. */
-function redisPath(before: { hits: number; misses: number }, after: { hits: number; misses: number }): PathDelta {
+/** Redis's (or memcached's) GETs between two readings of its hit counters, as a path delta. */
+function counterPath(before: { hits: number; misses: number }, after: { hits: number; misses: number }): PathDelta {
   const hits = after.hits - before.hits;
   const misses = after.misses - before.misses;
   return { gets: hits + misses, mainHits: hits, hotHits: 0, peerLoads: 0, localLoads: 0, ownerServed: 0, misses };
@@ -830,7 +863,10 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       }
       if (id === "http-bare-map") add("bare", "http-bare");
       if (id === "http-bare-sockets") add("redis", "redis");
-      if (id === "http-gcache-tcp") add("redis", "redis-tcp");
+      if (id === "http-gcache-tcp") {
+        add("redis", "redis-tcp");
+        add("memcached", "memcached-tcp");
+      }
       if (id === "grpc-gcache") add("bare", "grpc-bare");
       if (id === "http-peer") add("local", "http-gcache");
       if (id === "grpc-peer") add("local", "grpc-gcache");
@@ -862,7 +898,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
     ),
   );
   console.log(
-    "\nserver = the process taking the requests (A, the bare server, redis-server; for mixed: A+B+C together, RSS = largest).\n" +
+    "\nserver = the process taking the requests (A, the bare server, redis-server, memcached; for mixed: A+B+C together, RSS = largest).\n" +
       "CPU columns are shares of one core over the measured window (/proc, 10 ms ticks); CPU us/req counts A+B+C for gcache\n" +
       "rows. gen = wrk / redis-benchmark / the Bun load generators; other = the rest of the machine meanwhile (above ~10 % the\n" +
       "run was disturbed). spread = (max - min) / median of req/s over rounds. Quiet rounds (goals below): both runs had\n" +
@@ -899,7 +935,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const runs = get(size, id).filter((m) => m.meanMs > 0 && m.rps > 0);
       return runs.length === 0 ? NaN : median(runs.map((m) => m.meanMs / ((concurrency / m.rps) * 1000)));
     };
-    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["bare sockets", "http-bare-sockets"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"]] as const)
+    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["bare sockets", "http-bare-sockets"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"], ["memcached", "memcached-tcp"]] as const)
       .map(([name, id]) => [name, coverage(id)] as const)
       .filter(([, c]) => !Number.isNaN(c));
     if (covered.length > 0) {
@@ -924,7 +960,9 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
     info("bare Bun.listen vs Redis (the floor on Bun's sockets)", "http-bare-sockets", "redis", "p99");
     info("gateway / bare Bun.listen (fixed bytes)", "http-gcache", "http-bare-sockets", "p99");
     info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
+    info("one client: gateway / memcached", "http-gcache-tcp", "memcached-tcp");
     info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate", "p99");
+    info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / memcached`, "http-gcache-rate", "memcached-rate", "p99");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
     goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), quietRounds(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
     goal(`${s}: gRPC peer hop calls/s / gRPC local hits calls/s`, perRound(size, "grpc-peer", "grpc-gcache"), quietRounds(size, "grpc-peer", "grpc-gcache"), (r) => r >= 0.5, ">= 0.5");
@@ -940,7 +978,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const gets = total((p) => p.gets);
       const share = (n: number) => (gets === 0 ? "-" : `${((n / gets) * 100).toFixed(1)}%`);
       let text: string;
-      if (isRedis(id)) {
+      if (isRedis(id) || isMemcached(id)) {
         text = `GETs ${fmtInt(gets)}, found ${share(total((p) => p.mainHits))}, missing ${share(total((p) => p.misses ?? 0))}`;
         if (total((p) => p.misses ?? 0) > 0) failures.push(`${sizeLabel(size)} ${LABELS[id]}: GETs of missing keys (the fill did not cover the keyspace)`);
       } else if (id === "mixed") {

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { runToEnd } from "./procs.ts";
 
 export interface TcpGetSpec {
-  protocol: "http" | "resp";
+  protocol: "http" | "resp" | "memcache";
   port: number;
   /** One key per line, as it goes on the wire. */
   keysFile: string;

@@ -21,6 +21,7 @@ export const NEEDED_COMMANDS: NeededCommand[] = [
   { command: "redis-server", pkg: "redis-server" },
   { command: "redis-benchmark", pkg: "redis-tools" },
   { command: "redis-cli", pkg: "redis-tools" },
+  { command: "memcached", pkg: "memcached" },
 ];
 
 /** Resolves every needed command to its path, installing the missing ones with apt-get if it can. */
