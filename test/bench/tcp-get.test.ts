@@ -1,7 +1,7 @@
 /**
  * The one-client load generator of bench:cluster (scripts/bench/_cluster/tcp-get.ts)
- * against real sockets: an in-process Bun.serve for HTTP/1.1 and a minimal RESP
- * server. Its counts feed the benchmark's like-for-like comparison, so it must
+ * against real sockets: an in-process Bun.serve for HTTP/1.1, a minimal RESP
+ * server and a minimal server of memcached's text protocol. Its counts feed the benchmark's like-for-like comparison, so it must
  * frame answers right (also when one spans several reads) and report bad ones.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -20,6 +20,9 @@ let dir: string;
 let keysFile: string;
 let http: Server<undefined>;
 let resp: TCPSocketListener<RespState>;
+let memcache: TCPSocketListener<RespState>;
+/** An HTTP server whose header names are not in lower case. */
+let titleCase: TCPSocketListener<undefined>;
 /** Per RESP connection, the commands in the order they came. */
 const respCommands: string[][] = [];
 
@@ -77,24 +80,54 @@ beforeAll(() => {
         const size = argument.startsWith("large") ? LARGE : SMALL;
         respWrite(socket, Buffer.concat([Buffer.from(`$${size}\r\n`), valueOf(size), Buffer.from("\r\n")]));
       },
-      drain(socket) {
-        const pending = socket.data.pending;
-        socket.data.pending = null;
-        if (pending !== null) respWrite(socket, pending);
+      drain: respDrain,
+    },
+  });
+  memcache = Bun.listen<RespState>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.data = { commands: [], pending: null };
+      },
+      data(socket, chunk) {
+        // "get <key>\r\n": one per read, as tcp-get.ts sends them.
+        const key = chunk.toString("latin1").trim().split(" ")[1] ?? "";
+        if (key === "missing") return void respWrite(socket, Buffer.from("END\r\n"));
+        const size = key.startsWith("large") ? LARGE : SMALL;
+        respWrite(socket, Buffer.concat([Buffer.from(`VALUE ${key} 0 ${size}\r\n`), valueOf(size), Buffer.from("\r\nEND\r\n")]));
+      },
+      drain: respDrain,
+    },
+  });
+  titleCase = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      data(socket) {
+        socket.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${SMALL}\r\n\r\n`), valueOf(SMALL)]));
       },
     },
   });
 });
 
+function respDrain(socket: Bun.Socket<RespState>): void {
+  const pending = socket.data.pending;
+  socket.data.pending = null;
+  if (pending !== null) respWrite(socket, pending);
+}
+
 afterAll(() => {
   void http.stop(true);
   resp.stop(true);
+  memcache.stop(true);
+  titleCase.stop(true);
   rmSync(dir, { recursive: true, force: true });
 });
 
 function run(spec: Partial<TcpGetSpec> & Pick<TcpGetSpec, "protocol">) {
   return runTcpGet({
-    port: spec.protocol === "http" ? http.port! : resp.port,
+    port: spec.protocol === "http" ? http.port! : spec.protocol === "resp" ? resp.port : memcache.port,
     keysFile,
     connections: 4,
     valueBytes: SMALL,
@@ -128,7 +161,15 @@ describe("tcp-get over HTTP/1.1", () => {
     expect(wrongSize.firstError).toBe(`value of ${SMALL} bytes, expected ${SMALL + 1}`);
     const notFound = await run({ protocol: "http", pathPrefix: "/nothing/", valueBytes: -1 });
     expect(notFound.errors).toBeGreaterThan(0);
-    expect(notFound.firstError).toBe("answer http/1.1 404");
+    expect(notFound.firstError).toBe("answer HTTP/1.1 404");
+  }, 20_000);
+
+  test("reads a Content-Length header in any case", async () => {
+    const r = await run({ protocol: "http", port: titleCase.port });
+    expect(r.firstError).toBeNull();
+    expect(r.requests).toBeGreaterThan(100);
+    const wrongSize = await run({ protocol: "http", port: titleCase.port, valueBytes: SMALL + 1 });
+    expect(wrongSize.firstError).toBe(`value of ${SMALL} bytes, expected ${SMALL + 1}`);
   }, 20_000);
 });
 
@@ -178,5 +219,29 @@ describe("tcp-get over RESP", () => {
     const r = await run({ protocol: "resp", keysFile: join(dir, "with-missing") });
     expect(r.errors).toBeGreaterThan(0);
     expect(r.firstError).toBe("key not found");
+  }, 20_000);
+});
+
+describe("tcp-get over memcached's text protocol", () => {
+  test("counts whole answers, VALUE line, value and END", async () => {
+    const r = await run({ protocol: "memcache" });
+    expect(r.firstError).toBeNull();
+    expect(r.errors).toBe(0);
+    expect(r.requests).toBeGreaterThan(100);
+  }, 20_000);
+
+  test("frames values that span several reads", async () => {
+    writeFileSync(join(dir, "large"), "large1\nlarge2\n");
+    const r = await run({ protocol: "memcache", keysFile: join(dir, "large"), valueBytes: LARGE });
+    expect(r.firstError).toBeNull();
+    expect(r.requests).toBeGreaterThan(100);
+  }, 20_000);
+
+  test("reports a missing key and a value of the wrong size", async () => {
+    const missing = await run({ protocol: "memcache", keysFile: join(dir, "with-missing") });
+    expect(missing.errors).toBeGreaterThan(0);
+    expect(missing.firstError).toBe("key not found");
+    const wrongSize = await run({ protocol: "memcache", valueBytes: SMALL + 1 });
+    expect(wrongSize.firstError).toBe(`value of ${SMALL} bytes, expected ${SMALL + 1}`);
   }, 20_000);
 });
