@@ -5,7 +5,7 @@
  * sockets (fixed bytes) and a bare grpc-js server; plus
  * the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 14 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 7 min
+ *   bun run bench:cluster             # 2 value sizes x 18 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 10 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
