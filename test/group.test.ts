@@ -161,7 +161,7 @@ describe("Group", () => {
 
   test("a peer-owned key is fetched from the owner once, kept hot with the owner's expiry", async () => {
     const peer = new FakePeer("B", async (key) => ({ value: bytes(`from-B:${key}`), expiresAt: 4_000_000_000_000 }));
-    const g = group({ loader: async () => bytes("local") });
+    const g = group({ loader: async () => bytes("local"), hotCacheAdmission: 1 });
     g._attach(routeAllTo(peer));
     const results = await Promise.all(Array.from({ length: 20 }, () => g.getEntry("k")));
     expect(new Set(results.map((r) => text(r.value)))).toEqual(new Set(["from-B:k"]));
@@ -172,6 +172,38 @@ describe("Group", () => {
     expect(g.stats()).toMatchObject({ peerLoads: 1, hotHits: 1, localLoads: 0 });
     expect(g.stats().caches.hot.items).toBe(1);
     expect(g.stats().caches.main.items).toBe(0);
+  });
+
+  test("a fetched value is copied into the hot cache by chance, drawn for each fetch", async () => {
+    const peer = new FakePeer("B", async (key) => ({ value: bytes(`from-B:${key}`), expiresAt: 0 }));
+    const draws = [0.5, 0.1, 0.099];
+    const g = group({ random: () => draws.shift()!, loader: async () => bytes("local") });
+    g._attach(routeAllTo(peer));
+    // The default admits a draw below 0.1: the first two fetches leave no copy, the third does.
+    for (const fetches of [1, 2, 3]) {
+      expect(text(await g.get("k"))).toBe("from-B:k");
+      expect(peer.gets).toBe(fetches);
+    }
+    expect(draws).toEqual([]);
+    expect(g.stats().caches.hot.items).toBe(1);
+    expect(text(await g.get("k"))).toBe("from-B:k");
+    expect(peer.gets).toBe(3);
+    expect(g.stats()).toMatchObject({ peerLoads: 3, hotHits: 1 });
+  });
+
+  test("hotCacheAdmission 0 copies nothing and draws nothing; it must be from 0 to 1", async () => {
+    const peer = new FakePeer("B", async (key) => ({ value: bytes(`from-B:${key}`), expiresAt: 0 }));
+    const g = group({
+      hotCacheAdmission: 0,
+      random: () => {
+        throw new Error("no draw expected");
+      },
+    });
+    g._attach(routeAllTo(peer));
+    for (let i = 0; i < 3; i++) expect(text(await g.get("k"))).toBe("from-B:k");
+    expect(peer.gets).toBe(3);
+    expect(g.stats().caches.hot.items).toBe(0);
+    for (const admission of [-0.1, 1.5, Number.NaN]) expect(() => group({ hotCacheAdmission: admission })).toThrow("hotCacheAdmission");
   });
 
   test("an unreachable owner means a local fallback load; a not-found or failed owner does not", async () => {

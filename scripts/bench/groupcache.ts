@@ -4,7 +4,7 @@
  * of each on loopback, loaded in turn by the same wrk (one thread) with the
  * same kind of Lua script over the same gateway route.
  *
- *   bun run bench:groupcache          # 2 sizes x 6 contenders x 3 rounds x (1 s warm-up + 3 s): about 4 min
+ *   bun run bench:groupcache          # 2 sizes x 8 contenders x 3 rounds x (1 s warm-up + 3 s): about 5 min
  *
  * Options:
  *   --rounds=N         rounds (default 3); medians over rounds are reported
@@ -14,6 +14,8 @@
  *   --sizes=B,B        value sizes in bytes (default 100,10240)
  *   --concurrency=N    wrk connections of the loaded runs (default 64)
  *   --gomaxprocs=N     GOMAXPROCS of the groupcache nodes (default: Go's own, one per CPU)
+ *   --only=LIST        workloads among hit,hop,hop-c1,zipf (default all)
+ *   --zipf-store=KIND  store of gcache's group zipf: lru2 (default, as a node's default) or lru, as groupcache's
  *   --build            rebuild dist/gcache-node first (it is built anyway when missing)
  *
  * Contenders, per value size and per system:
@@ -22,6 +24,14 @@
  *              crosses a hop (gcache: group cold with a hot-cache share of 0; groupcache: group cold with
  *              0 cache bytes on A, whose hot cache then stays empty, and 64 MiB on B and C)
  *   hop c1     the hop with one connection: its latency without load
+ *   zipf       read-through, what both are for: GET on A of Zipf(0.99)-ranked keys over a universe of 10 MB
+ *              (100,000 keys at 100 B, 1,000 at 10 KB), one trace of 500,000 requests for both systems; group
+ *              zipf holds a quarter of the universe's bytes per node (its hot cache included: an eighth in
+ *              both; gcache's main cache must hold two of its largest values, 1 MiB each) and loads a miss from
+ *              the origin (_cluster/origin.ts, 1 ms per answer; gcache-node --origin, groupcache's getter
+ *              an HTTP GET with kept connections); the caches start empty and stay warm across rounds, and
+ *              both systems get the same requests in the same order. Also reported: A's hit share and
+ *              origin loads per 1,000 requests.
  *
  * The groupcache node is _groupcache/main.go, built here with Debian's Go
  * (`go` from golang-go, groupcache from golang-github-golang-groupcache-dev,
@@ -43,6 +53,7 @@ import { parseArgs } from "node:util";
 import type { GroupStats } from "../../src/group.ts";
 import { sampleMachine, sampleProcess } from "./_node/commands.ts";
 import { keysOwnedBy } from "./_cluster/keys.ts";
+import { zipfTrace } from "./traces.ts";
 import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
 import { installCleanup, runToEnd, startWithReadyLine, stopAll } from "./_cluster/procs.ts";
 import { aptInstall, ensureBinary, ensureCommands } from "./_cluster/tools.ts";
@@ -58,6 +69,8 @@ const { values: flags } = parseArgs({
     sizes: { type: "string" },
     concurrency: { type: "string" },
     gomaxprocs: { type: "string" },
+    only: { type: "string" },
+    "zipf-store": { type: "string" },
     build: { type: "boolean", default: false },
   },
 });
@@ -76,8 +89,19 @@ const DEBIAN_GOPATH = "/usr/share/gocode";
 const GROUPCACHE_SOURCE = join(DEBIAN_GOPATH, "src/github.com/golang/groupcache");
 
 type SystemName = "gcache" | "groupcache";
-type Workload = "hit" | "hop" | "hop-c1";
-const WORKLOADS: readonly Workload[] = ["hit", "hop", "hop-c1"];
+type Workload = "hit" | "hop" | "hop-c1" | "zipf";
+const ALL_WORKLOADS: readonly Workload[] = ["hit", "hop", "hop-c1", "zipf"];
+const WORKLOADS: readonly Workload[] = (() => {
+  const names = (flags.only ?? ALL_WORKLOADS.join(",")).split(",").map((w) => w.trim());
+  for (const name of names) if (!(ALL_WORKLOADS as readonly string[]).includes(name)) throw new Error(`--only: unknown workload ${name} (expected ${ALL_WORKLOADS.join(", ")})`);
+  return ALL_WORKLOADS.filter((w) => names.includes(w));
+})();
+const zipfStore = flags["zipf-store"] ?? "lru2";
+if (zipfStore !== "lru2" && zipfStore !== "lru") throw new Error(`--zipf-store: expected lru2 or lru, got ${zipfStore}`);
+/** The read-through workload: Zipf exponent, requests in the trace both systems cycle through, universe and cache per node. */
+const ZIPF = { s: 0.99, requests: 500_000, universeBytes: 10_000_000, cacheShare: 0.25, originDelayMs: 1 } as const;
+const zipfUniverse = (size: number) => Math.max(1_000, Math.round(ZIPF.universeBytes / size / 1_000) * 1_000);
+const zipfCacheBytes = (size: number) => Math.round(zipfUniverse(size) * size * ZIPF.cacheShare);
 
 /** The counters both systems keep, by the names they share. */
 interface Counters {
@@ -96,7 +120,7 @@ interface System {
   pids: number[];
   /** Node A's counters of `group`. */
   countersOfA(group: string): Promise<Counters>;
-  scripts: Record<"hit" | "hop", string>;
+  scripts: Record<"hit" | "hop" | "zipf", string>;
   stop(): Promise<void>;
 }
 
@@ -106,6 +130,10 @@ interface Run {
   nodeCpuUs: number;
   /** Share of the machine's CPU not used by the nodes and wrk. */
   otherShare: number;
+  /** A's cache hits (main and hot) per get. */
+  hitShare: number;
+  /** Values the origin answered, per 1,000 requests. */
+  originLoadsPerK: number;
 }
 
 const note = (text: string) => console.error(`[bench:groupcache] ${text}`);
@@ -121,13 +149,16 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), "gcache-bench-groupcache-"));
   try {
     const goNode = await buildGroupcacheNode(tools.get("go")!, tmp);
+    const origin = (
+      await startWithReadyLine("origin", [process.execPath, join(root, "scripts/bench/_cluster/origin.ts"), `--delay-ms=${ZIPF.originDelayMs}`, "--delay-groups=zipf"])
+    ).address;
     console.log(
       `bench:groupcache: gcache-node against Go groupcache, 3 nodes each; values ${sizes.map(sizeLabel).join(" and ")}; ` +
         `${rounds} rounds x (${warmupS} s warm-up + ${durationS} s, first ${firstWarmupS} s); wrk -t1 -c${concurrency} (hop c1: -c1); ` +
         `groupcache GOMAXPROCS ${goMaxProcs === 0 ? "Go's default" : goMaxProcs}; ${navigator.hardwareConcurrency} CPUs, Bun ${Bun.version}`,
     );
     const failures: string[] = [];
-    for (const size of sizes) await benchSize(size, binary, goNode, tools.get("wrk")!, tmp, failures);
+    for (const size of sizes) await benchSize(size, binary, goNode, tools.get("wrk")!, tmp, origin, failures);
     for (const failure of failures) console.log(`ERROR ${failure}`);
     if (failures.length > 0) process.exitCode = 1;
   } finally {
@@ -145,11 +176,13 @@ async function buildGroupcacheNode(go: string, dir: string): Promise<string> {
   return out;
 }
 
-async function benchSize(size: number, binary: string, goNode: string, wrk: string, tmp: string, failures: string[]): Promise<void> {
+async function benchSize(size: number, binary: string, goNode: string, wrk: string, tmp: string, origin: string, failures: string[]): Promise<void> {
   // As bench:cluster: at most 10 MiB of values per key set.
   const keyCount = Math.max(100, Math.min(10_000, Math.floor((10 * 1024 * 1024) / (size + 16) / 100) * 100));
   note(`${sizeLabel(size)}: starting both clusters, ${fmtInt(keyCount)} hit keys and as many hop keys each …`);
-  const systems = [await startGcache(size, keyCount, binary, tmp), await startGroupcache(size, keyCount, goNode, tmp)];
+  // Keys the origin sizes by their name (`z<bytes>-<rank>`), the same trace for both systems.
+  const zipfKeys = Array.from(zipfTrace(zipfUniverse(size), ZIPF.s, ZIPF.requests, size).ids, (id) => `z${size}-${id}`);
+  const systems = [await startGcache(size, keyCount, binary, tmp, origin, zipfKeys), await startGroupcache(size, keyCount, goNode, tmp, origin, zipfKeys)];
   try {
     const runs = new Map<string, Run[]>();
     const warmedUp = new Set<string>();
@@ -158,7 +191,7 @@ async function benchSize(size: number, binary: string, goNode: string, wrk: stri
       for (const workload of WORKLOADS) {
         for (const system of order) {
           const id = `${system.name} ${workload}`;
-          const run = await measure(system, workload, wrk, warmedUp.has(id) ? warmupS : firstWarmupS, failures, size);
+          const run = await measure(system, workload, wrk, warmedUp.has(id) ? warmupS : firstWarmupS, failures, size, origin);
           warmedUp.add(id);
           runs.set(id, [...(runs.get(id) ?? []), run]);
         }
@@ -170,8 +203,13 @@ async function benchSize(size: number, binary: string, goNode: string, wrk: stri
   }
 }
 
-async function startGcache(size: number, keyCount: number, binary: string, tmp: string): Promise<System> {
-  const nodes = await startCluster({ binary, names: [...MEMBERS], groups: ["cold:64MiB:lru2:0"] });
+async function startGcache(size: number, keyCount: number, binary: string, tmp: string, origin: string, zipfKeys: string[]): Promise<System> {
+  const nodes = await startCluster({
+    binary,
+    names: [...MEMBERS],
+    groups: ["cold:64MiB:lru2:0", `zipf:${zipfCacheBytes(size)}B:${zipfStore}`],
+    origin: `http://${origin}/{group}/{key}`,
+  });
   const [A] = nodes as [NodeProcess];
   const hitKeys = keysOwnedBy(MEMBERS, ["A"], `h${size}-`, keyCount);
   const hopKeys = keysOwnedBy(MEMBERS, ["B", "C"], `c${size}-`, keyCount);
@@ -188,6 +226,7 @@ async function startGcache(size: number, keyCount: number, binary: string, tmp: 
     scripts: {
       hit: writeWrkScript(tmp, `gcache-hit${size}`, hitKeys, "/v1/groups/default/keys/", 1),
       hop: writeWrkScript(tmp, `gcache-hop${size}`, hopKeys, "/v1/groups/cold/keys/", 1),
+      zipf: writeWrkScript(tmp, `gcache-zipf${size}`, zipfKeys, "/v1/groups/zipf/keys/", 1),
     },
     stop: async () => {
       await Promise.all(nodes.map((n) => n.service.stop()));
@@ -199,11 +238,12 @@ function pickCounters(stats: GroupStats | Counters): Counters {
   return { gets: stats.gets, cacheHits: stats.cacheHits, peerLoads: stats.peerLoads, peerErrors: stats.peerErrors, localLoads: stats.localLoads };
 }
 
-async function startGroupcache(size: number, keyCount: number, goNode: string, tmp: string): Promise<System> {
+async function startGroupcache(size: number, keyCount: number, goNode: string, tmp: string, origin: string, zipfKeys: string[]): Promise<System> {
   const urls = freePorts(MEMBERS.length).map((port) => `http://127.0.0.1:${port}`);
   const services = await Promise.all(
     MEMBERS.map(async (name, i) => {
       const argv = [goNode, "-self", urls[i]!, "-peers", urls.join(","), "-value-bytes", String(size), "-gomaxprocs", String(goMaxProcs)];
+      argv.push("-origin", `http://${origin}`, "-zipf-bytes", String(zipfCacheBytes(size)));
       // A keeps no copies of the hop's keys: with no cache bytes, groupcache's hot cache stays empty.
       argv.push("-cold-bytes", name === "A" ? "0" : String(64 << 20));
       return (await startWithReadyLine(`groupcache ${name}`, argv)).service;
@@ -242,6 +282,7 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
     scripts: {
       hit: writeWrkScript(tmp, `groupcache-hit${size}`, hitKeys, "/v1/groups/default/keys/", 1),
       hop: writeWrkScript(tmp, `groupcache-hop${size}`, hopKeys, "/v1/groups/cold/keys/", 1),
+      zipf: writeWrkScript(tmp, `groupcache-zipf${size}`, zipfKeys, "/v1/groups/zipf/keys/", 1),
     },
     stop: async () => {
       await Promise.all(services.map((s) => s.stop()));
@@ -249,19 +290,32 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
   };
 }
 
-async function measure(system: System, workload: Workload, wrk: string, warmup: number, failures: string[], size: number): Promise<Run> {
-  const group = workload === "hit" ? "default" : "cold";
+/** Where each system's wrk stands in its zipf trace: every run continues it, so both see the same requests in order. */
+const zipfCursor = new Map<SystemName, number>();
+
+async function originAnswered(origin: string): Promise<number> {
+  const response = await fetch(`http://${origin}/_stats`);
+  if (!response.ok) throw new Error(`origin: GET /_stats answered ${response.status}`);
+  return ((await response.json()) as { answered: number }).answered;
+}
+
+async function measure(system: System, workload: Workload, wrk: string, warmup: number, failures: string[], size: number, origin: string): Promise<Run> {
+  const group = workload === "hit" ? "default" : workload === "zipf" ? "zipf" : "cold";
   const connections = workload === "hop-c1" ? 1 : concurrency;
-  const spec = { wrk, url: system.urls[0]!, script: system.scripts[workload === "hit" ? "hit" : "hop"], threads: 1, connections };
-  let cursor = 0;
-  if (warmup > 0) cursor = (await runWrk({ ...spec, seconds: warmup })).cursor;
+  const spec = { wrk, url: system.urls[0]!, script: system.scripts[workload === "hop-c1" ? "hop" : workload], threads: 1, connections };
+  const zipf = workload === "zipf";
+  let cursor = zipf ? (zipfCursor.get(system.name) ?? 0) : 0;
+  if (warmup > 0) cursor = (await runWrk({ ...spec, seconds: warmup, cursor })).cursor;
   const before = await system.countersOfA(group);
+  const originBefore = await originAnswered(origin);
   const cpuBefore = system.pids.map((pid) => sampleProcess(pid).cpuMs);
   const machineBefore = sampleMachine();
   const result = await runWrk({ ...spec, seconds: durationS, cursor });
   const machineAfter = sampleMachine();
   const nodeCpuMs = system.pids.reduce((sum, pid, i) => sum + sampleProcess(pid).cpuMs - cpuBefore[i]!, 0);
   const after = await system.countersOfA(group);
+  const originLoads = (await originAnswered(origin)) - originBefore;
+  if (zipf) zipfCursor.set(system.name, result.cursor);
 
   const label = `${sizeLabel(size)} ${system.name} ${workload}`;
   if (result.socketErrors + result.statusErrors > 0) failures.push(`${label}: ${result.socketErrors} socket errors, ${result.statusErrors} bad answers`);
@@ -271,7 +325,7 @@ async function measure(system: System, workload: Workload, wrk: string, warmup: 
   if (gets < result.requests * 0.99) failures.push(`${label}: A counted ${gets} gets for ${result.requests} requests`);
   if (workload === "hit" && hits < gets * 0.99) failures.push(`${label}: only ${hits} of ${gets} gets were cache hits on A`);
   // Concurrent gets of one key may share a fetch, so a few gets fewer than fetched is no fault.
-  if (workload !== "hit" && (hits > gets * 0.01 || fetched < gets * 0.95)) failures.push(
+  if ((workload === "hop" || workload === "hop-c1") && (hits > gets * 0.01 || fetched < gets * 0.95)) failures.push(
       `${label}: of ${gets} gets on A, ${hits} hits, ${fetched} fetched, ${after.peerErrors - before.peerErrors} failed fetches, ${after.localLoads - before.localLoads} loaded on A`,
     );
 
@@ -279,7 +333,14 @@ async function measure(system: System, workload: Workload, wrk: string, warmup: 
   const machineTicks = machineAfter.total - machineBefore.total;
   const busyShare = machineTicks > 0 ? (machineAfter.busy - machineBefore.busy) / machineTicks : 0;
   const otherShare = Math.max(0, busyShare - (nodeCpuMs + result.cpuMs) / (result.wallMs * navigator.hardwareConcurrency));
-  return { wrk: result, nodeCpuUs: (nodeCpuMs * 1000) / result.requests, otherShare };
+  if (!zipf && originLoads > 0) failures.push(`${label}: the origin answered ${originLoads} loads; this workload loads nothing`);
+  return {
+    wrk: result,
+    nodeCpuUs: (nodeCpuMs * 1000) / result.requests,
+    otherShare,
+    hitShare: gets > 0 ? hits / gets : 0,
+    originLoadsPerK: (originLoads * 1000) / Math.max(1, result.requests),
+  };
 }
 
 function report(size: number, runs: Map<string, Run[]>): void {
@@ -294,12 +355,14 @@ function report(size: number, runs: Map<string, Run[]>): void {
         fmtMs(median(r.map((x) => x.wrk.p50Ms))),
         fmtMs(median(r.map((x) => x.wrk.p99Ms))),
         median(r.map((x) => x.nodeCpuUs)).toFixed(1),
+        workload === "zipf" ? `${(median(r.map((x) => x.hitShare)) * 100).toFixed(1)}%` : "-",
+        workload === "zipf" ? median(r.map((x) => x.originLoadsPerK)).toFixed(1) : "-",
         `${Math.round(median(r.map((x) => x.otherShare)) * 100)}%`,
       ]);
     }
   }
   console.log(`\n${sizeLabel(size)} values (medians of ${rounds} rounds; CPU: the three nodes' user + system time per request)`);
-  console.log(table(["workload", "req/s", "p50 ms", "p99 ms", "node CPU µs/req", "other CPU"], rows));
+  console.log(table(["workload", "req/s", "p50 ms", "p99 ms", "node CPU µs/req", "A hits", "origin loads /1k req", "other CPU"], rows));
   console.log("\ngcache / groupcache, per round then median:");
   for (const workload of WORKLOADS) {
     const ours = list("gcache", workload);

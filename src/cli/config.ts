@@ -66,6 +66,11 @@ export const SERVE_FLAGS = {
     default: "0.125",
     valueHint: "FRACTION",
   },
+  "hot-cache-admission": {
+    description: "chance that a value fetched from its owner is copied into the hot cache (1 = every fetch)",
+    default: "0.1",
+    valueHint: "FRACTION",
+  },
   "max-value-bytes": { description: "largest value accepted", default: "1MiB", valueHint: "SIZE" },
   origin: {
     description: "loader for misses: HTTP GET of this URL with {group} and {key} placeholders; 404 = not found",
@@ -112,6 +117,7 @@ export interface ServeConfig {
   groups: GroupSpec[];
   ttlMs: number;
   hotCacheShare: number;
+  hotCacheAdmission: number;
   maxValueBytes: number;
   origin: string | undefined;
   originTimeoutMs: number;
@@ -196,6 +202,7 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     groups,
     ttlMs: duration("ttl", raw("ttl") ?? "0", "s"),
     hotCacheShare: fraction("hot-cache-share", raw("hot-cache-share") ?? "0.125", 0, 0.9),
+    hotCacheAdmission: fraction("hot-cache-admission", raw("hot-cache-admission") ?? "0.1", 0, 1),
     maxValueBytes: size("max-value-bytes", raw("max-value-bytes") ?? "1MiB"),
     origin,
     originTimeoutMs: duration("origin-timeout", raw("origin-timeout") ?? "5s", "s"),

@@ -39,6 +39,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
       store: group.store,
       ttlMs: config.ttlMs,
       hotCacheShare: group.hotCacheShare ?? config.hotCacheShare,
+      hotCacheAdmission: config.hotCacheAdmission,
       maxValueBytes: config.maxValueBytes,
       ...(loader === undefined ? {} : { loader }),
     })),

@@ -41,6 +41,10 @@ describe("serve configuration", () => {
     expect(resolve({}).hotCacheShare).toBe(0.125);
     expect(resolve({ "hot-cache-share": "0" }, { GCACHE_HOT_CACHE_SHARE: "0.5" }).hotCacheShare).toBe(0);
     expect(resolve({}, { GCACHE_HOT_CACHE_SHARE: "0.25" }).hotCacheShare).toBe(0.25);
+    expect(resolve({}).hotCacheAdmission).toBe(0.1);
+    expect(resolve({ "hot-cache-admission": "1" }, { GCACHE_HOT_CACHE_ADMISSION: "0.5" }).hotCacheAdmission).toBe(1);
+    expect(resolve({}, { GCACHE_HOT_CACHE_ADMISSION: "0" }).hotCacheAdmission).toBe(0);
+    expect(() => resolve({ "hot-cache-admission": "1.5" })).toThrow("--hot-cache-admission: expected a number from 0 to 1");
   });
 
   test("groups: repeatable and comma-separated NAME[:BYTES[:STORE[:HOT_SHARE]]]", () => {

@@ -66,12 +66,16 @@ describe("in-process cluster", () => {
 
   test("set and delete on any node leave no stale copy anywhere, hot copies included", async () => {
     const log = loadLog();
-    cluster = await startCluster(["A", "B", "C"], () => [{ name: "g", loader: log.loader }]);
+    // Every fetch is copied, so the non-owners hold the copies a write must drop.
+    cluster = await startCluster(["A", "B", "C"], () => [{ name: "g", loader: log.loader, hotCacheAdmission: 1 }]);
     const { nodes, clients } = cluster;
     for (const owner of ["A", "B", "C"]) {
       const key = keyOwnedBy(nodes[0]!, owner, `k-${owner}`);
       // Every node reads it first, so the non-owners hold hot copies.
+      const others = nodes.filter((n) => n.name !== owner);
+      const copiesBefore = others.map((n) => n.group("g")!.stats().caches.hot.items);
       for (const client of clients) expect(text(await client.get("g", key))).toBe(`origin:${key}`);
+      expect(others.map((n) => n.group("g")!.stats().caches.hot.items)).toEqual(copiesBefore.map((items) => items + 1));
       for (const [i, writer] of clients.entries()) {
         const result = await writer.set("g", key, bytes(`v${i}`));
         expect(result.unreachablePeers).toEqual([]);
@@ -171,7 +175,7 @@ describe("in-process cluster", () => {
 
   test("a copy on a non-owner expires no later than the owner's value", async () => {
     const clock = new FakeClock(Date.now());
-    cluster = await startCluster(["A", "B"], () => [{ name: "g", clock: clock.read }]);
+    cluster = await startCluster(["A", "B"], () => [{ name: "g", clock: clock.read, hotCacheAdmission: 1 }]);
     const key = keyOwnedBy(cluster.nodes[0]!, "A");
     const [toA, toB] = cluster.clients as [GCacheClient, GCacheClient];
     await toA.set("g", key, bytes("short-lived"), { ttlMs: 5_000 });

@@ -3,7 +3,8 @@
 // gcache-node in the same run. It serves the same gateway route as
 // gcache-node, so one wrk script loads both:
 //
-//	GET  /v1/groups/{group}/keys/{key}  the value (the getter makes it: value-bytes of 'c')
+//	GET  /v1/groups/{group}/keys/{key}  the value (groups default and cold: the getter makes it, value-bytes
+//	                                     of 'c'; group zipf: the getter fetches it from the origin)
 //	GET  /readyz                         200 once serving
 //	GET  /v1/stats?group=NAME            the group's counters (JSON)
 //	POST /v1/owners                      one key a line in, its owner's base URL a line out
@@ -26,6 +27,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -51,6 +53,8 @@ func main() {
 	valueBytes := flag.Int("value-bytes", 100, "bytes of every value the getter makes")
 	defaultBytes := flag.Int64("default-bytes", 64<<20, "cache bytes of group default")
 	coldBytes := flag.Int64("cold-bytes", 64<<20, "cache bytes of group cold; 0: no copies of keys other nodes own (nor of its own)")
+	zipfBytes := flag.Int64("zipf-bytes", 16<<20, "cache bytes of group zipf")
+	origin := flag.String("origin", "", "base URL of the origin that group zipf loads from: GET {origin}/zipf/{key}")
 	maxProcs := flag.Int("gomaxprocs", 0, "GOMAXPROCS; 0: Go's default, one per CPU")
 	flag.Parse()
 	if *maxProcs > 0 {
@@ -66,9 +70,37 @@ func main() {
 	getter := groupcache.GetterFunc(func(_ context.Context, _ string, dest groupcache.Sink) error {
 		return dest.SetBytes(value)
 	})
+	// A read-through load, as gcache-node's --origin makes it: one GET to the origin per miss, connections kept.
+	originClient := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
+	}
+	load := groupcache.GetterFunc(func(ctx context.Context, key string, dest groupcache.Sink) error {
+		if *origin == "" {
+			return fmt.Errorf("no -origin to load %q from", key)
+		}
+		request, err := http.NewRequestWithContext(ctx, http.MethodGet, *origin+"/zipf/"+url.PathEscape(key), nil)
+		if err != nil {
+			return err
+		}
+		response, err := originClient.Do(request)
+		if err != nil {
+			return err
+		}
+		defer response.Body.Close()
+		body, err := io.ReadAll(response.Body)
+		if err != nil {
+			return err
+		}
+		if response.StatusCode != http.StatusOK {
+			return fmt.Errorf("origin answered %d for %q", response.StatusCode, key)
+		}
+		return dest.SetBytes(body)
+	})
 	groups := map[string]*groupcache.Group{
 		"default": groupcache.NewGroup("default", *defaultBytes, getter),
 		"cold":    groupcache.NewGroup("cold", *coldBytes, getter),
+		"zipf":    groupcache.NewGroup("zipf", *zipfBytes, load),
 	}
 
 	transport := &http.Transport{
