@@ -290,8 +290,8 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
   };
 }
 
-/** Where each system's wrk stands in its zipf trace: every run continues it, so both see the same requests in order. */
-const zipfCursor = new Map<SystemName, number>();
+/** Per value size and system, where wrk stands in the zipf trace: every run continues it, so both see the same requests in order. */
+const zipfCursor = new Map<string, number>();
 
 async function originAnswered(origin: string): Promise<number> {
   const response = await fetch(`http://${origin}/_stats`);
@@ -304,7 +304,8 @@ async function measure(system: System, workload: Workload, wrk: string, warmup: 
   const connections = workload === "hop-c1" ? 1 : concurrency;
   const spec = { wrk, url: system.urls[0]!, script: system.scripts[workload === "hop-c1" ? "hop" : workload], threads: 1, connections };
   const zipf = workload === "zipf";
-  let cursor = zipf ? (zipfCursor.get(system.name) ?? 0) : 0;
+  const traceAt = `${size} ${system.name}`;
+  let cursor = zipf ? (zipfCursor.get(traceAt) ?? 0) : 0;
   if (warmup > 0) cursor = (await runWrk({ ...spec, seconds: warmup, cursor })).cursor;
   const before = await system.countersOfA(group);
   const originBefore = await originAnswered(origin);
@@ -315,7 +316,7 @@ async function measure(system: System, workload: Workload, wrk: string, warmup: 
   const nodeCpuMs = system.pids.reduce((sum, pid, i) => sum + sampleProcess(pid).cpuMs - cpuBefore[i]!, 0);
   const after = await system.countersOfA(group);
   const originLoads = (await originAnswered(origin)) - originBefore;
-  if (zipf) zipfCursor.set(system.name, result.cursor);
+  if (zipf) zipfCursor.set(traceAt, result.cursor);
 
   const label = `${sizeLabel(size)} ${system.name} ${workload}`;
   if (result.socketErrors + result.statusErrors > 0) failures.push(`${label}: ${result.socketErrors} socket errors, ${result.statusErrors} bad answers`);
