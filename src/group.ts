@@ -54,9 +54,8 @@ export interface GroupOptions {
    * cache, drawn for each fetch (0 to 1). A key fetched often is copied soon;
    * one fetched once rarely is, so keys read once do not churn out the hot
    * cache's popular copies (groupcache copies one fetch in ten for the same
-   * reason). In a read-through run over Zipf keys this raised the entry
-   * node's hit share from 52 to 61 % at 10 KB (docs/benchmarks.md). 1 copies
-   * every fetch. Default: 0.1.
+   * reason; docs/benchmarks.md has the figures). 1 copies every fetch.
+   * Default: 0.1.
    */
   hotCacheAdmission?: number;
   /** Source of the hot cache's admission draws, uniform in [0, 1). Default: `Math.random`. */
