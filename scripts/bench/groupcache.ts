@@ -182,7 +182,9 @@ async function benchSize(size: number, binary: string, goNode: string, wrk: stri
   note(`${sizeLabel(size)}: starting both clusters, ${fmtInt(keyCount)} hit keys and as many hop keys each …`);
   // Keys the origin sizes by their name (`z<bytes>-<rank>`), the same trace for both systems.
   const zipfKeys = Array.from(zipfTrace(zipfUniverse(size), ZIPF.s, ZIPF.requests, size).ids, (id) => `z${size}-${id}`);
-  const systems = [await startGcache(size, keyCount, binary, tmp, origin, zipfKeys), await startGroupcache(size, keyCount, goNode, tmp, origin, zipfKeys)];
+  // Both systems serve the same route, so one script (and one key file of the whole trace) serves both.
+  const zipfScript = writeWrkScript(tmp, `zipf${size}`, zipfKeys, "/v1/groups/zipf/keys/", 1);
+  const systems = [await startGcache(size, keyCount, binary, tmp, origin, zipfScript), await startGroupcache(size, keyCount, goNode, tmp, origin, zipfScript)];
   try {
     const runs = new Map<string, Run[]>();
     const warmedUp = new Set<string>();
@@ -203,7 +205,7 @@ async function benchSize(size: number, binary: string, goNode: string, wrk: stri
   }
 }
 
-async function startGcache(size: number, keyCount: number, binary: string, tmp: string, origin: string, zipfKeys: string[]): Promise<System> {
+async function startGcache(size: number, keyCount: number, binary: string, tmp: string, origin: string, zipfScript: string): Promise<System> {
   const nodes = await startCluster({
     binary,
     names: [...MEMBERS],
@@ -226,7 +228,7 @@ async function startGcache(size: number, keyCount: number, binary: string, tmp: 
     scripts: {
       hit: writeWrkScript(tmp, `gcache-hit${size}`, hitKeys, "/v1/groups/default/keys/", 1),
       hop: writeWrkScript(tmp, `gcache-hop${size}`, hopKeys, "/v1/groups/cold/keys/", 1),
-      zipf: writeWrkScript(tmp, `gcache-zipf${size}`, zipfKeys, "/v1/groups/zipf/keys/", 1),
+      zipf: zipfScript,
     },
     stop: async () => {
       await Promise.all(nodes.map((n) => n.service.stop()));
@@ -238,7 +240,7 @@ function pickCounters(stats: GroupStats | Counters): Counters {
   return { gets: stats.gets, cacheHits: stats.cacheHits, peerLoads: stats.peerLoads, peerErrors: stats.peerErrors, localLoads: stats.localLoads };
 }
 
-async function startGroupcache(size: number, keyCount: number, goNode: string, tmp: string, origin: string, zipfKeys: string[]): Promise<System> {
+async function startGroupcache(size: number, keyCount: number, goNode: string, tmp: string, origin: string, zipfScript: string): Promise<System> {
   const urls = freePorts(MEMBERS.length).map((port) => `http://127.0.0.1:${port}`);
   const services = await Promise.all(
     MEMBERS.map(async (name, i) => {
@@ -282,7 +284,7 @@ async function startGroupcache(size: number, keyCount: number, goNode: string, t
     scripts: {
       hit: writeWrkScript(tmp, `groupcache-hit${size}`, hitKeys, "/v1/groups/default/keys/", 1),
       hop: writeWrkScript(tmp, `groupcache-hop${size}`, hopKeys, "/v1/groups/cold/keys/", 1),
-      zipf: writeWrkScript(tmp, `groupcache-zipf${size}`, zipfKeys, "/v1/groups/zipf/keys/", 1),
+      zipf: zipfScript,
     },
     stop: async () => {
       await Promise.all(services.map((s) => s.stop()));

@@ -8,6 +8,7 @@
  */
 import { GCacheError, NotFoundError } from "../errors.ts";
 import type { Loader } from "../group.ts";
+import { _ByteSink } from "../server/http-request.ts";
 
 export function originLoader(template: string, timeoutMs: number): Loader {
   return async (key, { signal, group, maxValueBytes }) => {
@@ -56,24 +57,14 @@ async function bodyUpTo(response: Response, limit: number): Promise<Uint8Array |
   }
   if (response.body === null) return new Uint8Array(0);
   const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let length = 0;
+  const body = new _ByteSink(limit);
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) break;
-    length += value.byteLength;
-    if (length > limit) {
+    if (done) return body.bytes();
+    if (body.length + value.byteLength > limit) {
       await reader.cancel();
       return null;
     }
-    chunks.push(value);
+    body.append(value);
   }
-  if (chunks.length === 1 && chunks[0]!.byteOffset === 0 && chunks[0]!.buffer.byteLength === length) return chunks[0]!;
-  const joined = new Uint8Array(length);
-  let at = 0;
-  for (const chunk of chunks) {
-    joined.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return joined;
 }
