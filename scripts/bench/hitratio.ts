@@ -19,6 +19,9 @@
  * the universe, either over ids never seen again or walking the cold half of
  * the universe), and a loop over 10 % more items than the cache holds.
  * Cache sizes: 0.1 %, 1 % and 10 % of the Zipf universe (loop: per size).
+ * Caches that hold most of what is read: Zipf 0.99 over a universe a
+ * hundredth as large, with caches of 20 %, 50 % and 80 % of it (the regime of
+ * a cluster's owners whose share of the keys nearly fits).
  * Hit ratio counts every request, cold-start misses included.
  *
  * Checked goal: LRU-2 beats LRU on every scan-polluted row (PASS/FAIL per
@@ -196,7 +199,13 @@ function main(): void {
       scanPolluted: true,
     },
   ];
-  let maxUniverse = 0;
+  const smallUniverse = Math.max(100, Math.round(universe / 100));
+  const small = zipfTrace(smallUniverse, 0.99, length, seed + 4);
+  const nearlyFits = {
+    trace: { ...small, name: `zipf0.99 of ${fmtInt(smallUniverse)}` },
+    capacities: [0.2, 0.5, 0.8].map((f) => ({ capacity: Math.round(smallUniverse * f), label: `${f * 100} %` })),
+  };
+  let maxUniverse = small.universe;
   for (const { trace } of zipfTraces) maxUniverse = Math.max(maxUniverse, trace.universe);
   for (const { capacity } of capacities) maxUniverse = Math.max(maxUniverse, loopSize(capacity));
   const keys = buildKeys(maxUniverse);
@@ -243,6 +252,7 @@ function main(): void {
   for (const { trace, scanPolluted } of zipfTraces) {
     for (const { capacity, label } of capacities) run(trace, capacity, label, scanPolluted);
   }
+  for (const { capacity, label } of nearlyFits.capacities) run(nearlyFits.trace, capacity, label, false);
   for (const { capacity, label } of capacities) {
     run(loopTrace(loopSize(capacity), length), capacity, label, false);
   }

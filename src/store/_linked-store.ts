@@ -358,6 +358,25 @@ export abstract class _LinkedStore<V> implements Store<V> {
 
   /** Moves `key`, in slot `i`, from `list` to the head of `target`, then trims `target`. */
   protected moveToList(key: string, i: number, list: number, target: number): void {
+    this.relink(key, i, list, target);
+    this.trim(target);
+  }
+
+  /**
+   * `moveToList`, but what `target` then holds beyond its bounds moves on to
+   * the head of `spill` (trimmed in turn) instead of leaving the store; an
+   * entry too large for `spill` on its own leaves.
+   */
+  protected moveToListSpilling(key: string, i: number, list: number, target: number, spill: number): void {
+    this.relink(key, i, list, target);
+    while (this.counts[target]! > this.maxCounts[target]! || this.listBytes[target]! > this.maxListBytes[target]!) {
+      const tail = this.tails[target]!;
+      if (this.fitsList(tail, spill)) this.moveToList(this.keyAt(tail)!, tail, target, spill);
+      else this.removeSlot(tail, target, "capacity");
+    }
+  }
+
+  private relink(key: string, i: number, list: number, target: number): void {
     this.unlink(i, list);
     this.linkHead(i, target);
     if (this.listOf === null) this.replaceEntry(key, this.entryOf(i, target));
@@ -367,7 +386,6 @@ export abstract class _LinkedStore<V> implements Store<V> {
       this.listBytes[list] = this.listBytes[list]! - size;
       this.listBytes[target] = this.listBytes[target]! + size;
     }
-    this.trim(target);
   }
 
   /** Whether slot `i` fits the byte bound of `list` on its own. */

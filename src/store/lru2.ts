@@ -15,21 +15,32 @@ export interface LRU2StoreOptions<V = Uint8Array> extends StoreOptions<V> {
   buckets?: number;
   /** Fraction of each bucket's entries and bytes given to level 1 (probation). Default: 0.5. */
   level1Share?: number;
+  /**
+   * What becomes of the entry a promotion pushes out of level 2: `"demote"`
+   * moves it to the head of level 1, where it has to be read again to climb
+   * back; `"drop"` evicts it, the reference design's rule. Default:
+   * `"demote"`. Dropping leaves level 1's share to keys read once, so a
+   * cache that could hold most of what is read loads up to a quarter more
+   * than plain LRU; demoted, it loads less than LRU (docs/benchmarks.md).
+   */
+  level2Victims?: "demote" | "drop";
 }
 
 export const DEFAULT_LRU2_OPTIONS = {
   buckets: 1,
   level1Share: 0.5,
+  level2Victims: "demote",
 } as const;
 
 const MAX_BUCKETS = 1 << 15;
 
 /**
  * Two-level LRU ("LRU-2"): a new key enters level 1 (probation); a read hit
- * there promotes it to level 2 (protected). Each level evicts its own least
- * recently used entry when over its share of the bounds, and a level-2 victim
- * is dropped rather than demoted. A one-off scan therefore churns level 1 only
- * and cannot flush the keys that were read twice.
+ * there promotes it to level 2 (protected). Level 1 evicts its own least
+ * recently used entry when over its share of the bounds; level 2's goes back
+ * to the head of level 1 (or, with `level2Victims: "drop"`, is evicted). A
+ * one-off scan therefore churns level 1 only and cannot flush the keys that
+ * were read twice.
  *
  * Updating a key that is already stored keeps it in its level (moved to the
  * head): an overwritten hot key is still hot, and a key lives in exactly one
@@ -41,6 +52,7 @@ const MAX_BUCKETS = 1 << 15;
 export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   readonly buckets: number;
   private readonly bucketMask: number;
+  private readonly demote: boolean;
 
   constructor(options: LRU2StoreOptions<V>) {
     const maxEntries = _bound("maxEntries", options.maxEntries, true);
@@ -51,10 +63,15 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
     if (maxEntries < 2) throw invalidOption(`LRU2Store needs maxEntries >= 2 (one per level), got ${maxEntries}`);
     const share = options.level1Share ?? DEFAULT_LRU2_OPTIONS.level1Share;
     if (!(share > 0 && share < 1)) throw invalidOption(`level1Share must be between 0 and 1 (exclusive), got ${share}`);
+    const victims = options.level2Victims ?? DEFAULT_LRU2_OPTIONS.level2Victims;
+    if (victims !== "demote" && victims !== "drop") {
+      throw invalidOption(`level2Victims must be "demote" or "drop", got ${String(victims)}`);
+    }
     const buckets = bucketCount(options.buckets ?? DEFAULT_LRU2_OPTIONS.buckets, maxEntries);
     super(options, levelLimits(buckets, maxEntries, maxBytes, share));
     this.buckets = buckets;
     this.bucketMask = buckets - 1;
+    this.demote = victims === "demote";
   }
 
   /** 1 or 2 for a stored key, `undefined` otherwise. For tests and diagnostics; does not touch recency. */
@@ -96,8 +113,9 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
 
   /** A read hit in level 1 moves to level 2, unless it is too large for that level's byte share. */
   private promote(key: string, i: number, list: number): void {
-    if (this.fitsList(i, list + 1)) this.moveToList(key, i, list, list + 1);
-    else this.moveToHead(i, list);
+    if (!this.fitsList(i, list + 1)) this.moveToHead(i, list);
+    else if (this.demote) this.moveToListSpilling(key, i, list, list + 1, list);
+    else this.moveToList(key, i, list, list + 1);
   }
 }
 

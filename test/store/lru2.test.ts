@@ -43,8 +43,44 @@ describe("LRU2Store", () => {
     expect(store.size).toBe(3);
   });
 
-  test("level 2 drops its tail when full; the victim is gone, not demoted", () => {
+  test("level 2's victim goes back to the head of level 1, where level 1's own tail makes room for it", () => {
     const { store, evicted } = recorded({ maxEntries: 4 }); // 2 + 2
+    for (const key of ["a", "b"]) {
+      store.set(key, key);
+      store.get(key);
+    }
+    store.get("a"); // level 2 order (old→new): b a
+    store.set("c", "c");
+    store.get("c"); // promoting c pushes b down to level 1, which has room
+    expect(evicted).toEqual([]);
+    expect(store._levelOf("b")).toBe(1);
+    expect(store._levelOf("a")).toBe(2);
+    expect(store._levelOf("c")).toBe(2);
+    store.set("d", "d"); // level 1 order: b d
+    store.set("e", "e"); // b is level 1's least recent
+    expect(evicted).toEqual(["b:capacity"]);
+    expect(store.get("b")).toBeUndefined();
+    store.get("d"); // promoted; level 2's least recent (a) comes down
+    expect(store._levelOf("a")).toBe(1);
+    expect(store.get("a")).toBe("a"); // read again, it climbs back
+    expect(store._levelOf("a")).toBe(2);
+    expect(store.size).toBe(4);
+  });
+
+  test("reads alone never shrink a full store: level 1 and level 2 trade places", () => {
+    const { store, evicted } = recorded({ maxEntries: 100 }); // 50 + 50
+    for (let i = 0; i < 100; i++) store.set(`k${i}`, "v");
+    expect(store.size).toBe(50); // level 1 only: the first 50 were pushed out
+    for (let round = 0; round < 3; round++) for (let i = 50; i < 100; i++) expect(store.get(`k${i}`)).toBe("v");
+    for (let i = 100; i < 150; i++) store.set(`k${i}`, "v"); // refill level 1
+    for (let i = 100; i < 150; i++) store.get(`k${i}`); // each promotion demotes one
+    expect(store.size).toBe(100);
+    for (let i = 50; i < 150; i++) expect(store.has(`k${i}`)).toBe(true);
+    expect(evicted.length).toBe(50);
+  });
+
+  test('level2Victims "drop" keeps the reference design\'s rule: the victim is gone, not demoted', () => {
+    const { store, evicted } = recorded({ maxEntries: 4, level2Victims: "drop" }); // 2 + 2
     for (const key of ["a", "b"]) {
       store.set(key, key);
       store.get(key);
@@ -56,6 +92,24 @@ describe("LRU2Store", () => {
     expect(store.has("b")).toBe(false);
     expect(store._levelOf("a")).toBe(2);
     expect(store._levelOf("c")).toBe(2);
+  });
+
+  test("level2Victims other than demote or drop is refused", () => {
+    expect(() => new LRU2Store({ maxEntries: 4, level2Victims: "keep" as "drop" })).toThrow(/level2Victims/);
+  });
+
+  test("a demoted entry too large for level 1 leaves the store instead", () => {
+    const { store, evicted } = recorded({ maxBytes: 1000, level1Share: 0.25 }); // level 1 250 bytes, level 2 750
+    store.set("grown", "x".repeat(99)); // 100 bytes
+    store.get("grown");
+    store.set("grown", "x".repeat(399)); // 400 bytes, in level 2, now too large for level 1
+    for (const key of ["p", "q"]) {
+      store.set(key, "x".repeat(199));
+      store.get(key); // level 2: 400 + 200 + 200 = 800 > 750 on q: grown is the victim
+    }
+    expect(evicted).toEqual(["grown:replaced", "grown:capacity"]);
+    expect(store._levelOf("p")).toBe(2);
+    expect(store._levelOf("q")).toBe(2);
   });
 
   test("after evictions every key still maps to its own value (the original's wrong-slot bug)", () => {
@@ -151,11 +205,13 @@ describe("LRU2Store", () => {
     sized.set("e", new Uint8Array(199));
     sized.get("e"); // level 2 would hold 100 + 200 * 3 = 700: fits
     sized.set("f", new Uint8Array(199));
-    sized.get("f"); // 900 > 750: b (least recent) and then c go
+    // 900 > 750: b (least recent) and then c go down to level 1, whose 250
+    // bytes then hold c alone, so b leaves.
+    sized.get("f");
     expect(sized.has("b")).toBe(false);
-    expect(sized.has("c")).toBe(false);
-    expect(sized.has("f")).toBe(true);
-    expect(sized.bytes).toBe(600);
+    expect(sized._levelOf("c")).toBe(1);
+    expect(sized._levelOf("f")).toBe(2);
+    expect(sized.bytes).toBe(800);
   });
 
   test("list numbers packed into index entries and kept per slot behave alike, up to the highest slots", () => {

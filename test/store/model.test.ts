@@ -32,6 +32,8 @@ class Model {
     private readonly limits: Limits[],
     private readonly listFor: (key: string) => number,
     private readonly twoLevels: boolean,
+    /** LRU-2 only: a level-2 victim moves to level 1's head (or is dropped). */
+    private readonly demote: boolean,
     private readonly clock: FakeClock,
     private readonly events: string[],
   ) {
@@ -47,7 +49,8 @@ class Model {
     const target = promote ? list + 1 : list;
     this.lists[target]!.set(key, entry);
     this.where.set(key, target);
-    this.trim(target);
+    if (promote && this.demote) this.spill(target, list);
+    else this.trim(target);
     return entry.value;
   }
 
@@ -159,6 +162,22 @@ class Model {
     }
   }
 
+  /** Moves `from`'s oldest entries beyond its bounds to `to` (trimmed after each); one too large for `to` leaves. */
+  private spill(from: number, to: number): void {
+    const limit = this.limits[from]!;
+    while (this.lists[from]!.size > limit.maxEntries || this.bytesOf(from) > limit.maxBytes) {
+      const [key, entry] = this.lists[from]!.entries().next().value!;
+      if (entry.size > this.limits[to]!.maxBytes) {
+        this.remove(key, "capacity");
+        continue;
+      }
+      this.lists[from]!.delete(key);
+      this.lists[to]!.set(key, entry);
+      this.where.set(key, to);
+      this.trim(to);
+    }
+  }
+
   private remove(key: string, reason: string): void {
     const list = this.where.get(key)!;
     this.lists[list]!.delete(key);
@@ -177,6 +196,8 @@ interface Scenario {
   limits: Limits[];
   listFor(key: string): number;
   twoLevels: boolean;
+  /** LRU-2 scenarios built with `level2Victims: "drop"`. */
+  drop?: boolean;
 }
 
 function lru2Limits(buckets: number, level1: Limits, level2: Limits): Limits[] {
@@ -273,6 +294,28 @@ const scenarios: Scenario[] = [
     twoLevels: true,
   },
   {
+    name: "LRU2Store (4 buckets, even levels, level-2 victims dropped)",
+    operations: 300_000,
+    seed: 11,
+    keys: 300,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", {
+        maxEntries: 128,
+        maxBytes: 4000,
+        buckets: 4,
+        level2Victims: "drop",
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    limits: lru2Limits(4, { maxEntries: 16, maxBytes: 500 }, { maxEntries: 16, maxBytes: 500 }),
+    listFor: (key) => (hash32(key) & 3) * 2,
+    twoLevels: true,
+    drop: true,
+  },
+  {
+    // Level 2's byte share is three times level 1's: a value grown in level 2 may not fit level 1 when demoted.
     name: "LRU2Store (2 buckets, a quarter for level 1)",
     operations: 250_000,
     seed: 3,
@@ -366,7 +409,7 @@ for (const scenario of scenarios) {
     const storeEvents: string[] = [];
     const modelEvents: string[] = [];
     const store = scenario.build(clock, (key, reason) => storeEvents.push(`${key}:${reason}`));
-    const model = new Model(scenario.limits, scenario.listFor, scenario.twoLevels, clock, modelEvents);
+    const model = new Model(scenario.limits, scenario.listFor, scenario.twoLevels, scenario.drop !== true, clock, modelEvents);
     const random = seededRandom(scenario.seed);
     const keys = Array.from({ length: scenario.keys }, (_, i) => (i % 7 === 0 ? `ключ-${i}` : `key-${i}`));
     const totalMaxEntries = scenario.limits.reduce((s, l) => s + l.maxEntries, 0);
