@@ -254,6 +254,32 @@ function lru2BytesOnly(what: string, shape: { buckets: number; bytesPerBucket: n
   };
 }
 
+/** LRU-2 over 4 buckets of 32 entries and 1000 bytes each, split half and half. */
+function evenLevels(victims: "demoted" | "dropped", operations: number, seed: number): Scenario {
+  const drop = victims === "dropped";
+  return {
+    name: `LRU2Store (4 buckets, even levels, level-2 victims ${victims})`,
+    operations,
+    seed,
+    keys: 300,
+    largeValue: 600,
+    build: (clock, onEvict) =>
+      createStore("lru2", {
+        maxEntries: 128,
+        maxBytes: 4000,
+        buckets: 4,
+        level2Victims: drop ? "drop" : "demote",
+        clock: clock.read,
+        sweepIntervalMs: 0,
+        onEvict: (key, _v, reason) => onEvict(key, reason),
+      }),
+    limits: lru2Limits(4, { maxEntries: 16, maxBytes: 500 }, { maxEntries: 16, maxBytes: 500 }),
+    listFor: (key) => (hash32(key) & 3) * 2,
+    twoLevels: true,
+    drop,
+  };
+}
+
 const scenarios: Scenario[] = [
   {
     name: "LRUStore (entries and bytes bounded)",
@@ -273,47 +299,8 @@ const scenarios: Scenario[] = [
     listFor: () => 0,
     twoLevels: false,
   },
-  {
-    name: "LRU2Store (4 buckets, even levels)",
-    operations: 1_000_000,
-    seed: 2,
-    keys: 300,
-    largeValue: 600,
-    build: (clock, onEvict) =>
-      createStore("lru2", {
-        maxEntries: 128,
-        maxBytes: 4000,
-        buckets: 4,
-        clock: clock.read,
-        sweepIntervalMs: 0,
-        onEvict: (key, _v, reason) => onEvict(key, reason),
-      }),
-    // Per bucket: 32 entries and 1000 bytes, split half and half.
-    limits: lru2Limits(4, { maxEntries: 16, maxBytes: 500 }, { maxEntries: 16, maxBytes: 500 }),
-    listFor: (key) => (hash32(key) & 3) * 2,
-    twoLevels: true,
-  },
-  {
-    name: "LRU2Store (4 buckets, even levels, level-2 victims dropped)",
-    operations: 300_000,
-    seed: 11,
-    keys: 300,
-    largeValue: 600,
-    build: (clock, onEvict) =>
-      createStore("lru2", {
-        maxEntries: 128,
-        maxBytes: 4000,
-        buckets: 4,
-        level2Victims: "drop",
-        clock: clock.read,
-        sweepIntervalMs: 0,
-        onEvict: (key, _v, reason) => onEvict(key, reason),
-      }),
-    limits: lru2Limits(4, { maxEntries: 16, maxBytes: 500 }, { maxEntries: 16, maxBytes: 500 }),
-    listFor: (key) => (hash32(key) & 3) * 2,
-    twoLevels: true,
-    drop: true,
-  },
+  evenLevels("demoted", 1_000_000, 2),
+  evenLevels("dropped", 300_000, 11),
   {
     // Level 2's byte share is three times level 1's: a value grown in level 2 may not fit level 1 when demoted.
     name: "LRU2Store (2 buckets, a quarter for level 1)",
