@@ -1,6 +1,7 @@
 import { createStore, type StoreKind } from "./store/index.ts";
-import type { LRU2StoreOptions } from "./store/lru2.ts";
-import type { EvictReason, SetOptions, Store } from "./store/store.ts";
+import type { LRUStore } from "./store/lru.ts";
+import type { LRU2Store, LRU2StoreOptions } from "./store/lru2.ts";
+import type { EvictReason, SetOptions } from "./store/store.ts";
 
 export interface CacheOptions<V = Uint8Array> extends LRU2StoreOptions<V> {
   /** Store algorithm. Default: "lru2". (`buckets` and `level1Share` apply to "lru2" only.) */
@@ -33,7 +34,7 @@ export interface CacheStats {
  * began must not throw into callers that are being drained.
  */
 export class Cache<V = Uint8Array> {
-  private readonly store: Store<V>;
+  private readonly store: LRUStore<V> | LRU2Store<V>;
   private gets = 0;
   private hits = 0;
   private evictions = 0;
@@ -84,6 +85,11 @@ export class Cache<V = Uint8Array> {
 
   delete(key: string): boolean {
     return this.store.delete(key);
+  }
+
+  /** Moves the byte bound (see the store's `_setMaxBytes`); for a cache built with `maxBytes`. */
+  _setMaxBytes(maxBytes: number): void {
+    this.store._setMaxBytes(maxBytes);
   }
 
   has(key: string): boolean {

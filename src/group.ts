@@ -47,7 +47,11 @@ export interface GroupOptions {
   store?: StoreKind;
   /** Bytes for this group on this node, hot cache included. Default: 64 MiB. */
   maxBytes?: number;
-  /** Share of `maxBytes` for copies of values other nodes own (0 disables). Default: 0.125. */
+  /**
+   * The most of `maxBytes` that copies of values other nodes own may hold (0
+   * disables them). The main cache has the rest, and whatever of this share
+   * the copies leave unused. Default: 0.125.
+   */
   hotCacheShare?: number;
   /**
    * Chance that a value fetched from its owner is also copied into the hot
@@ -143,6 +147,8 @@ export class Group {
   private readonly loader: Loader | null;
   private readonly main: Cache;
   private readonly hot: Cache | null;
+  /** `maxBytes`: the main cache's bound is this less what the hot cache holds. */
+  private readonly budget: number;
   private readonly hotAdmission: number;
   private readonly random: () => number;
   private readonly ttlMs: number;
@@ -216,9 +222,35 @@ export class Group {
           `(maxValueBytes + maxKeyBytes = ${largestEntry}) in the main cache`,
       );
     }
-    this.main = new Cache({ store, maxBytes: mainBytes, clock: this.clock });
+    this.budget = maxBytes;
+    // Its bound moves between mainBytes and maxBytes as the hot cache fills and empties.
+    this.main = new Cache({ store, maxBytes, clock: this.clock });
     // The hot cache is small and sees peer-owned keys only: plain LRU.
-    this.hot = hotBytes > 0 ? new Cache({ store: "lru", maxBytes: hotBytes, clock: this.clock }) : null;
+    this.hot =
+      hotBytes > 0
+        ? new Cache({
+            store: "lru",
+            maxBytes: hotBytes,
+            clock: this.clock,
+            onEvict: (_key, _value, reason) => {
+              // Evictions make room for what it stores next, after which the main cache is fitted;
+              // a clear fits it once, after the last entry.
+              if (reason === "deleted" || reason === "expired") this.fitMainToBudget();
+            },
+          })
+        : null;
+    this.fitMainToBudget();
+  }
+
+  /** The main cache's bound: the group's bytes less what the hot cache holds. Call after the hot cache changed. */
+  private fitMainToBudget(): void {
+    this.main._setMaxBytes(this.budget - (this.hot?.bytes ?? 0));
+  }
+
+  /** Stores a copy of a value another node owns, then makes room for it in the main cache. */
+  private copyToHot(key: string, value: Uint8Array, expiresAt: number): void {
+    this.hot!.set(key, value, { expiresAt });
+    this.fitMainToBudget();
   }
 
   /**
@@ -415,6 +447,7 @@ export class Group {
       for (const load of this.pending.values()) load.stale = true;
       this.main.clear();
       this.hot?.clear();
+      this.fitMainToBudget();
     } else {
       this.dropLocal(key);
     }
@@ -436,6 +469,7 @@ export class Group {
   _membershipChanged(): void {
     for (const load of this.pending.values()) load.stale = true;
     this.hot?.clear();
+    this.fitMainToBudget();
     // Keys that moved to another owner: their new owner answers for them now, and a
     // copy left here would keep answering readers of this node with an older value.
     for (const key of this.main.keys()) if (this.ownerOf(key) !== null) this.main.delete(key);
@@ -568,7 +602,7 @@ export class Group {
       const fetched: FetchDone = (entry, error) => {
         if (entry !== null) {
           this.counters.peerLoads++;
-          if (!load.stale && !settled && this.hot !== null && this.admitsCopy()) this.hot.set(key, copyOf(entry.value), { expiresAt: entry.expiresAt });
+          if (!load.stale && !settled && this.hot !== null && this.admitsCopy()) this.copyToHot(key, copyOf(entry.value), entry.expiresAt);
           finish(entry, null);
           return;
         }
@@ -604,7 +638,7 @@ export class Group {
     const call = _startCall({ deadline }, this.timeoutMs);
     try {
       const entry = await this.loadLocally(key, deadline, call.signal);
-      if (!load.stale) this.hot?.set(key, entry.value, { expiresAt: entry.expiresAt });
+      if (!load.stale && this.hot !== null) this.copyToHot(key, entry.value, entry.expiresAt);
       return entry;
     } finally {
       call.dispose();

@@ -206,6 +206,42 @@ describe("Group", () => {
     for (const admission of [-0.1, 1.5, Number.NaN]) expect(() => group({ hotCacheAdmission: admission })).toThrow("hotCacheAdmission");
   });
 
+  test("the main cache uses whatever bytes the hot cache leaves, and makes room as copies arrive", async () => {
+    const maxBytes = 64 * 1024;
+    const peer = new FakePeer("B", async () => ({ value: new Uint8Array(1000), expiresAt: 0 }));
+    const g = group({ maxBytes, hotCacheShare: 0.25, hotCacheAdmission: 1, maxValueBytes: 1000, store: "lru" });
+    // Keys starting with "p" are B's; the rest are this node's own.
+    g._attach({ ownerOf: (key) => (key.startsWith("p") ? peer : null), peers: () => [peer], dropsDeadMembers: false });
+    const caches = () => g.stats().caches;
+    const withinBudget = () => expect(caches().main.bytes + caches().hot.bytes).toBeLessThanOrEqual(maxBytes);
+
+    for (let i = 0; i < 80; i++) await g.set(`m${i}`, new Uint8Array(1000));
+    withinBudget();
+    // No copies yet: the main cache holds more than its fixed three quarters would.
+    expect(caches().hot.items).toBe(0);
+    expect(caches().main.bytes).toBeGreaterThan(maxBytes - 1024);
+
+    for (let i = 0; i < 16; i++) {
+      await g.get(`p${i}`);
+      withinBudget();
+    }
+    expect(caches().hot.items).toBe(16);
+    const crowded = caches().main.items;
+    expect(crowded).toBeLessThanOrEqual(Math.floor((maxBytes - caches().hot.bytes) / 1003));
+    expect(g.stats().caches.main.evictions).toBeGreaterThan(0);
+
+    // Dropped copies give their bytes back.
+    for (let i = 0; i < 8; i++) g.invalidateLocal(`p${i}`);
+    expect(caches().hot.items).toBe(8);
+    for (let i = 80; i < 100; i++) await g.set(`m${i}`, new Uint8Array(1000));
+    withinBudget();
+    expect(caches().main.items).toBeGreaterThanOrEqual(crowded + 7);
+    g.invalidateLocal(null);
+    for (let i = 0; i < 80; i++) await g.set(`m${i}`, new Uint8Array(1000));
+    expect(caches().main.bytes).toBeGreaterThan(maxBytes - 1024);
+    withinBudget();
+  });
+
   test("an unreachable owner means a local fallback load; a not-found or failed owner does not", async () => {
     let loads = 0;
     const loader = async () => bytes(`local-${++loads}`);

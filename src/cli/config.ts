@@ -62,7 +62,7 @@ export const SERVE_FLAGS = {
   store: { description: `store algorithm: ${STORE_KINDS.join(" | ")}`, default: "lru2", valueHint: "KIND" },
   ttl: { description: "default time to live of values (e.g. 30s, 5m; 0 = never)", default: "0", valueHint: "DURATION" },
   "hot-cache-share": {
-    description: "share of each group's bytes kept for copies of values other nodes own (0 = no copies)",
+    description: "most of each group's bytes that copies of values other nodes own may hold; the main cache uses the rest and what the copies leave (0 = no copies)",
     default: "0.125",
     valueHint: "FRACTION",
   },

@@ -204,6 +204,22 @@ export abstract class _LinkedStore<V> implements Store<V> {
   /** What a read hit on `key` (index entry `entry`, slot `i`) does to recency (and level, for LRU-2). */
   protected abstract touch(key: string, entry: number, i: number): void;
 
+  /** Writes each list's byte bound, for a store bound to `maxBytes` in all, into `bounds`. */
+  protected abstract splitByteBound(maxBytes: number, bounds: Float64Array): void;
+
+  /**
+   * Moves the byte bound to `maxBytes`, each list keeping its share, and
+   * evicts least recently used entries until every list is within its new
+   * bound. For a cache that shares one budget with another: a group's main
+   * cache takes whatever its hot cache leaves. Only for a store built with a
+   * byte bound (it alone tracks entry sizes); `maxBytes` is not checked.
+   */
+  _setMaxBytes(maxBytes: number): void {
+    if (this.sizes === null) throw new Error("_setMaxBytes: this store was built without a byte bound");
+    this.splitByteBound(maxBytes, this.maxListBytes);
+    for (let list = 0; list < this.maxListBytes.length; list++) this.trim(list);
+  }
+
   get size(): number {
     this.purgeExpired();
     return this.entryCount();

@@ -1,7 +1,6 @@
 import { invalidOption } from "../errors.ts";
 import { LRUStore, type LRUStoreOptions } from "./lru.ts";
 import { LRU2Store, type LRU2StoreOptions } from "./lru2.ts";
-import type { Store } from "./store.ts";
 
 export { LRUStore, type LRUStoreOptions } from "./lru.ts";
 export { LRU2Store, DEFAULT_LRU2_OPTIONS, type LRU2StoreOptions } from "./lru2.ts";
@@ -21,8 +20,8 @@ export const STORE_KINDS: readonly StoreKind[] = ["lru", "lru2"];
 /** Builds a store by name, as configuration names it. An unknown kind is an error, never a silent fallback. */
 export function createStore<V = Uint8Array>(kind: "lru", options: LRUStoreOptions<V>): LRUStore<V>;
 export function createStore<V = Uint8Array>(kind: "lru2", options: LRU2StoreOptions<V>): LRU2Store<V>;
-export function createStore<V = Uint8Array>(kind: string, options: LRU2StoreOptions<V>): Store<V>;
-export function createStore<V = Uint8Array>(kind: string, options: LRU2StoreOptions<V>): Store<V> {
+export function createStore<V = Uint8Array>(kind: string, options: LRU2StoreOptions<V>): LRUStore<V> | LRU2Store<V>;
+export function createStore<V = Uint8Array>(kind: string, options: LRU2StoreOptions<V>): LRUStore<V> | LRU2Store<V> {
   switch (kind) {
     case "lru":
       return new LRUStore<V>(options);

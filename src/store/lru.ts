@@ -22,6 +22,10 @@ export class LRUStore<V = Uint8Array> extends _LinkedStore<V> {
     return 0;
   }
 
+  protected splitByteBound(maxBytes: number, bounds: Float64Array): void {
+    bounds[0] = maxBytes;
+  }
+
   protected touch(_key: string, _entry: number, i: number): void {
     this.moveToHead(i, 0);
   }

@@ -53,6 +53,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
   readonly buckets: number;
   private readonly bucketMask: number;
   private readonly demote: boolean;
+  private readonly level1Share: number;
 
   constructor(options: LRU2StoreOptions<V>) {
     const maxEntries = _bound("maxEntries", options.maxEntries, true);
@@ -72,6 +73,7 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
     this.buckets = buckets;
     this.bucketMask = buckets - 1;
     this.demote = victims === "demote";
+    this.level1Share = share;
   }
 
   /** 1 or 2 for a stored key, `undefined` otherwise. For tests and diagnostics; does not touch recency. */
@@ -102,6 +104,14 @@ export class LRU2Store<V = Uint8Array> extends _LinkedStore<V> {
     }
     this.touch(key, entry, i);
     return this.valueAt(i);
+  }
+
+  protected splitByteBound(maxBytes: number, bounds: Float64Array): void {
+    const [level1, level2] = split(maxBytes, this.buckets, this.level1Share, 0);
+    for (let list = 0; list < bounds.length; list += 2) {
+      bounds[list] = level1;
+      bounds[list + 1] = level2;
+    }
   }
 
   protected touch(key: string, entry: number, i: number): void {

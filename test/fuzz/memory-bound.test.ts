@@ -19,10 +19,12 @@ const RSS_GROWTH_LIMIT = MAX_BYTES + 200 * 1024 * 1024;
 /**
  * The same for a gcache-node process, which cannot be told to collect garbage:
  * request bodies and their copies wait for the collector, which lets them pile
- * up to a couple of hundred MiB before it runs (measured: 180-245 MiB above the
- * idle RSS, flat however much more is written).
+ * up to a few hundred MiB before it runs (measured above the idle RSS: 216-312
+ * MiB after 275 MiB written, up to 360 while other tests ran; 295-367 after
+ * 1 GiB). The test writes more than twice this, so a node that kept what it
+ * was sent would fail it.
  */
-const NODE_RSS_GROWTH_LIMIT = MAX_BYTES + 256 * 1024 * 1024;
+const NODE_RSS_GROWTH_LIMIT = MAX_BYTES + 384 * 1024 * 1024;
 const MiB = (n: number) => +(n / 2 ** 20).toFixed(1);
 
 /** Random sizes between 1 KB and 1 MB, biased towards small ones like real caches see, with the extremes included. */
@@ -133,7 +135,7 @@ describe("memory bound, gcache-node --cache-bytes 64MiB", () => {
   });
 
   test(
-    "800 PUTs of 1 KB-1 MB values: cached bytes stay within 64 MiB after every batch, RSS grows within the bound",
+    "3,000 PUTs of 1 KB-1 MB values: cached bytes stay within 64 MiB after every batch, RSS grows within the bound",
     async () => {
       const random = seededRandom(SEED + 7);
       const base = `http://${httpAddressOf(node)}`;
@@ -150,7 +152,7 @@ describe("memory bound, gcache-node --cache-bytes 64MiB", () => {
       let maxRss = 0;
       let written = 0;
       const failures: string[] = [];
-      for (let batch = 0; batch < 40; batch++) {
+      for (let batch = 0; batch < 150; batch++) {
         await Promise.all(
           Array.from({ length: 20 }, async (_, i) => {
             const size = sizeFrom(random);
@@ -176,7 +178,7 @@ describe("memory bound, gcache-node --cache-bytes 64MiB", () => {
         }),
       );
       expect(failures).toEqual([]);
-      expect(written).toBeGreaterThan(2 * MAX_BYTES);
+      expect(written).toBeGreaterThan(2 * NODE_RSS_GROWTH_LIMIT);
       expect(maxCached).toBeLessThanOrEqual(MAX_BYTES);
       expect(maxRss - rssBefore).toBeLessThan(NODE_RSS_GROWTH_LIMIT);
     },

@@ -177,4 +177,21 @@ describe("LRUStore", () => {
       }
     }
   });
+  test("a moved byte bound evicts least recently used entries down to it, and lets the store grow again", () => {
+    const { store, evicted } = recorded({ maxBytes: 100 });
+    for (let i = 0; i < 10; i++) store.set(`a${i}`, new Uint8Array(8)); // 10 bytes each
+    store.get("a0");
+    store._setMaxBytes(50);
+    expect(store.bytes).toBe(50);
+    expect(evicted).toEqual(["a1:capacity", "a2:capacity", "a3:capacity", "a4:capacity", "a5:capacity"]);
+    expect(store.has("a0")).toBe(true);
+    store.set("b0", new Uint8Array(8));
+    expect(store.bytes).toBe(50);
+    expect(store.has("a6")).toBe(false);
+    store._setMaxBytes(100);
+    for (let i = 1; i < 6; i++) store.set(`b${i}`, new Uint8Array(8));
+    expect(store.bytes).toBe(100);
+    expect(store.size).toBe(10);
+    expect(() => new LRUStore({ maxEntries: 4 })._setMaxBytes(10)).toThrow(/without a byte bound/);
+  });
 });

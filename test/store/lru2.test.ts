@@ -253,6 +253,22 @@ describe("LRU2Store", () => {
     }
   });
 
+  test("a moved byte bound keeps each level's share and evicts each level's least recently used entries", () => {
+    const { store, evicted } = recorded({ maxBytes: 200, level1Share: 0.25 }); // level 1 50 bytes, level 2 150
+    for (let i = 0; i < 10; i++) {
+      store.set(`p${i}`, "x".repeat(8)); // 10 bytes each
+      store.get(`p${i}`);
+    }
+    for (let i = 0; i < 5; i++) store.set(`n${i}`, "x".repeat(8));
+    expect(store.bytes).toBe(150);
+    store._setMaxBytes(100); // level 1 25 bytes, level 2 75
+    expect(evicted).toEqual(["n0:capacity", "n1:capacity", "n2:capacity", "p0:capacity", "p1:capacity", "p2:capacity"]);
+    expect(store.bytes).toBe(90);
+    store._setMaxBytes(200);
+    for (let i = 5; i < 10; i++) store.set(`n${i}`, "x".repeat(8));
+    expect(store.bytes).toBe(120); // level 1 back to 50 bytes; level 2 keeps its 70
+  });
+
   test("an entry too large for level 2 stays in level 1 instead of being lost on a read", () => {
     const sized = new LRU2Store<Uint8Array>({ maxBytes: 1000, buckets: 1, level1Share: 0.75, sweepIntervalMs: 0 });
     expect(sized.set("big", new Uint8Array(499))).toBe(true); // 500 bytes: fits level 1 (750), not level 2 (250)
