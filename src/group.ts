@@ -239,7 +239,6 @@ export class Group {
             },
           })
         : null;
-    this.fitMainToBudget();
   }
 
   /** The main cache's bound: the group's bytes less what the hot cache holds. Call after the hot cache changed. */

@@ -20,8 +20,8 @@ export interface LRU2StoreOptions<V = Uint8Array> extends StoreOptions<V> {
    * moves it to the head of level 1, where it has to be read again to climb
    * back; `"drop"` evicts it, the reference design's rule. Default:
    * `"demote"`. Dropping leaves level 1's share to keys read once, so a
-   * cache that could hold most of what is read loads up to a quarter more
-   * than plain LRU; demoted, it loads less than LRU (docs/benchmarks.md).
+   * cache that could hold most of what is read misses up to twice as often
+   * as plain LRU; demoting, it misses less than LRU (docs/benchmarks.md).
    */
   level2Victims?: "demote" | "drop";
 }
