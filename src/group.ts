@@ -233,8 +233,8 @@ export class Group {
             maxBytes: hotBytes,
             clock: this.clock,
             onEvict: (_key, _value, reason) => {
-              // Evictions make room for what it stores next, after which the main cache is fitted;
-              // a clear fits it once, after the last entry.
+              // Evictions make room for what it stores next, after which `copyToHot` fits the
+              // main cache; a clear fits it once, after the last entry (`dropCopies`).
               if (reason === "deleted" || reason === "expired") this.fitMainToBudget();
             },
           })
@@ -244,6 +244,12 @@ export class Group {
   /** The main cache's bound: the group's bytes less what the hot cache holds. Call after the hot cache changed. */
   private fitMainToBudget(): void {
     this.main._setMaxBytes(this.budget - (this.hot?.bytes ?? 0));
+  }
+
+  /** Drops every copy of a value another node owns; the main cache gets their bytes back. */
+  private dropCopies(): void {
+    this.hot?.clear();
+    this.fitMainToBudget();
   }
 
   /** Stores a copy of a value another node owns, then makes room for it in the main cache. */
@@ -445,8 +451,7 @@ export class Group {
     if (key === null) {
       for (const load of this.pending.values()) load.stale = true;
       this.main.clear();
-      this.hot?.clear();
-      this.fitMainToBudget();
+      this.dropCopies();
     } else {
       this.dropLocal(key);
     }
@@ -467,8 +472,7 @@ export class Group {
    */
   _membershipChanged(): void {
     for (const load of this.pending.values()) load.stale = true;
-    this.hot?.clear();
-    this.fitMainToBudget();
+    this.dropCopies();
     // Keys that moved to another owner: their new owner answers for them now, and a
     // copy left here would keep answering readers of this node with an older value.
     for (const key of this.main.keys()) if (this.ownerOf(key) !== null) this.main.delete(key);

@@ -26,8 +26,8 @@
  *   hop c1     the hop with one connection: its latency without load
  *   zipf       read-through, what both are for: GET on A of Zipf(0.99)-ranked keys over a universe of 10 MB
  *              (100,000 keys at 100 B, 1,000 at 10 KB), one trace of 500,000 requests for both systems; group
- *              zipf holds a quarter of the universe's bytes per node (its hot cache included: an eighth in
- *              both; gcache's main cache must hold two of its largest values, 1 MiB each) and loads a miss from
+ *              zipf holds a quarter of the universe's bytes per node (its hot cache included: at most an
+ *              eighth in both; gcache's main cache must hold two of its largest values, 1 MiB each) and loads a miss from
  *              the origin (_cluster/origin.ts, 1 ms per answer; gcache-node --origin, groupcache's getter
  *              an HTTP GET with kept connections); the caches start empty and stay warm across rounds, and
  *              both systems get the same requests in the same order. Also reported: A's hit share and

@@ -215,7 +215,7 @@ export abstract class _LinkedStore<V> implements Store<V> {
    * byte bound (it alone tracks entry sizes); `maxBytes` is not checked.
    */
   _setMaxBytes(maxBytes: number): void {
-    if (this.sizes === null) throw new Error("_setMaxBytes: this store was built without a byte bound");
+    if (this.sizes === null) throw invalidOption("_setMaxBytes: this store was built without a byte bound");
     this.splitByteBound(maxBytes, this.maxListBytes);
     for (let list = 0; list < this.maxListBytes.length; list++) this.trim(list);
   }
