@@ -19,7 +19,8 @@ import { Group, type GroupOptions, type GroupStats } from "./group.ts";
 import { _createGrpcServer } from "./server/grpc-server.ts";
 import { _peerCredentials, _serverCredentials, _TokenCheck, type AuthOptions, type TlsOptions } from "./auth.ts";
 import { HealthService } from "./server/health.ts";
-import { cacheServiceHandlers, InvalidMessage } from "./server/service.ts";
+import { cacheService, InvalidMessage } from "./server/service.ts";
+import { _LinkServer } from "./server/link-server.ts";
 import { GCACHE_SERVICE, HEALTH_SERVICE, ServingStatus } from "./wire/messages.ts";
 
 export interface NodeOptions {
@@ -50,6 +51,14 @@ export interface NodeOptions {
   serverCredentials?: ServerCredentials;
   /** Credentials for connections to peers; overrides `tls` for the peer side. */
   peerCredentials?: ChannelCredentials;
+  /**
+   * The peer link: peers' batches of gets and writes on plain TCP instead of
+   * gRPC streams (the same messages, without HTTP/2's framing; peers learn
+   * the port and a ticket over gRPC). Off with TLS or custom credentials,
+   * where every batch stays on gRPC. `false` turns it off.
+   * Default: on, on a free port of `host` (`{ port: 0 }`).
+   */
+  peerLink?: { port?: number } | false;
   /** Ring tuning (virtual nodes, hash). Must be the same on every node. */
   ring?: RingOptions;
   /** Builds the connection to a peer. Default: a gRPC peer. For tests. */
@@ -82,6 +91,8 @@ export const DEFAULT_NODE_OPTIONS = {
   drainTimeoutMs: 5_000,
 } as const;
 
+const NO_LINK = { port: 0, ticket: new Uint8Array(0) };
+
 /** Protobuf framing and the request's other fields around the largest value. */
 const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
@@ -92,6 +103,7 @@ export class CacheNode {
   private readonly groups = new Map<string, Group>();
   private readonly health = new HealthService();
   private server: Server | null = null;
+  private linkServer: _LinkServer | null = null;
   private picker: PeerPicker | null = null;
   private self: SelfAddress | null = null;
   private nodeName: string | null = null;
@@ -113,6 +125,8 @@ export class CacheNode {
     this.options = options;
     const port = options.port ?? DEFAULT_NODE_OPTIONS.port;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidOption(`port must be 0-65535, got ${port}`);
+    const linkPort = options.peerLink === false ? 0 : (options.peerLink?.port ?? 0);
+    if (!Number.isInteger(linkPort) || linkPort < 0 || linkPort > 65535) throw invalidOption(`peerLink.port must be 0-65535, got ${linkPort}`);
     if (options.etcd !== undefined && options.peers !== undefined) {
       throw invalidOption("peers and etcd are alternatives: give a static member list or etcd endpoints, not both");
     }
@@ -157,20 +171,19 @@ export class CacheNode {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     });
-    server.addService(
-      validatingService(GCACHE_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>),
-      cacheServiceHandlers((name) => this.groups.get(name), {
-        accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
-        maxResponseBytes: () => this.maxMessageSize,
-        auth: this.authCheck === null ? null : { check: this.authCheck, reads: this.options.auth?.reads === true },
-        begin: () => this.inFlight++,
-        end: () => this.callEnded(),
-        streamOpened: (end) => {
-          this.batchStreams.add(end);
-          return () => this.batchStreams.delete(end);
-        },
-      }),
-    );
+    const service = cacheService((name) => this.groups.get(name), {
+      accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
+      maxResponseBytes: () => this.maxMessageSize,
+      auth: this.authCheck === null ? null : { check: this.authCheck, reads: this.options.auth?.reads === true },
+      begin: () => this.inFlight++,
+      end: () => this.callEnded(),
+      streamOpened: (end) => {
+        this.batchStreams.add(end);
+        return () => this.batchStreams.delete(end);
+      },
+      peerLink: () => (this.linkServer === null ? NO_LINK : { port: this.linkServer.port, ticket: this.linkServer.ticket }),
+    });
+    server.addService(validatingService(GCACHE_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), service.handlers);
     server.addService(validatingService(HEALTH_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), this.health.handlers);
     const listen = formatAddress({ host, port: this.options.port ?? DEFAULT_NODE_OPTIONS.port });
     const port = await new Promise<number>((resolve, reject) => {
@@ -179,6 +192,15 @@ export class CacheNode {
       );
     });
     this.server = server;
+    if (this.linkWanted()) {
+      try {
+        this.linkServer = new _LinkServer({ host, port: this.options.peerLink === false ? 0 : (this.options.peerLink?.port ?? 0), maxMessageBytes: maxMessage, streams: service.linkStreams });
+      } catch (error) {
+        server.forceShutdown();
+        this.state = "closed";
+        throw new GCacheError("ERR_UNAVAILABLE", `cannot listen for peer links on ${host}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
     const advertise = this.options.advertise ?? formatAddress({ host: host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host, port });
     parseAddress(advertise);
     this.self = new SelfAddress({ host: parseAddress(listen).host, port }, advertise);
@@ -190,6 +212,7 @@ export class CacheNode {
       ((name: string, address: string) =>
         new GrpcPeer(name, address, {
           maxMessageBytes: maxMessage,
+          peerLink: this.options.peerLink !== false,
           ...(peerCredentials === undefined ? {} : { credentials: peerCredentials }),
           ...(token === undefined ? {} : { token }),
           ...(this.options.tls?.serverName === undefined ? {} : { tlsServerName: this.options.tls.serverName }),
@@ -370,11 +393,23 @@ export class CacheNode {
         });
       });
     }
+    this.linkServer?.close();
     await this.discovery?.close().catch(() => {});
     this.etcdClient?.close();
     this.picker?.close();
     for (const group of this.groups.values()) group.close();
     this.state = "closed";
+  }
+
+  /** The link carries no TLS: a node with TLS or its own credentials keeps its peers on gRPC. */
+  private linkWanted(): boolean {
+    const options = this.options;
+    return options.peerLink !== false && options.tls === undefined && options.serverCredentials === undefined && options.peerCredentials === undefined;
+  }
+
+  /** Port of the peer link (0: none). */
+  get peerLinkPort(): number {
+    return this.linkServer?.port ?? 0;
   }
 
   private callEnded(): void {

@@ -58,6 +58,11 @@ export const SERVE_FLAGS = {
     default: "gRPC port + 1000, or any free port when --port is 0",
     valueHint: "PORT",
   },
+  "peer-link-port": {
+    description: "TCP port for peers' batches (plain TCP, the gRPC port tells peers where it is; none with TLS); off disables",
+    default: "any free port",
+    valueHint: "PORT|off",
+  },
   "cache-bytes": { description: "bytes per group unless the group says otherwise", default: "64MiB", valueHint: "SIZE" },
   store: { description: `store algorithm: ${STORE_KINDS.join(" | ")}`, default: "lru2", valueHint: "KIND" },
   ttl: { description: "default time to live of values (e.g. 30s, 5m; 0 = never)", default: "0", valueHint: "DURATION" },
@@ -129,6 +134,8 @@ export interface ServeConfig {
   authReads: boolean;
   /** HTTP port; 0 picks a free one; null disables the gateway. */
   httpPort: number | null;
+  /** The peer link: a port (0 = any free one), or false for none. */
+  peerLink: { port: number } | false;
   weight: number;
   drainGraceMs: number;
   /** Young-generation collection beat while busy, in ms; 0 leaves collections to the runtime. */
@@ -210,6 +217,7 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     logLevel: logLevel as LogLevel,
     etcd: etcdText === undefined ? undefined : etcdConfig(etcdText, raw),
     httpPort: httpPort(raw("http-port"), port),
+    peerLink: peerLink(raw("peer-link-port")),
     tls: tlsConfig(raw),
     authToken: authToken(raw("auth-token"), raw("auth-token-file")),
     authReads: bool("auth-reads", raw("auth-reads") ?? "false"),
@@ -291,6 +299,12 @@ function httpPort(text: string | undefined, grpcPort: number): number | null {
   }
   const port = integerIn("http-port", text, 0, 65535);
   return port === 0 ? null : port;
+}
+
+function peerLink(text: string | undefined): ServeConfig["peerLink"] {
+  if (text === undefined) return { port: 0 };
+  if (text === "off") return false;
+  return { port: integerIn("peer-link-port", text, 0, 65535) };
 }
 
 function list(text: string | undefined): string[] {

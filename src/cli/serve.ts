@@ -31,6 +31,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
     ...(tls === undefined ? {} : { tls }),
     ...(auth === undefined ? {} : { auth }),
     drainGraceMs: config.drainGraceMs,
+    peerLink: config.peerLink,
     version,
     logger,
     groups: config.groups.map((group) => ({

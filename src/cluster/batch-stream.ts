@@ -20,7 +20,7 @@
  * keys the owner must load). Those parts are the sender's to finish when the
  * stream ends before they come; the rest of the batch was answered already.
  */
-import { status, type ClientDuplexStream, type MethodDefinition, type ServiceError } from "@grpc/grpc-js";
+import { status, type MethodDefinition } from "@grpc/grpc-js";
 import { _timerDelay } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
@@ -61,6 +61,23 @@ export interface LaterAnswers<Res> {
   lost(error: GCacheError | null): void;
 }
 
+/**
+ * What carries a stream's batches: a grpc-js stream, or a peer link's
+ * connection shaped like one (see peer-link.ts).
+ */
+export interface BatchDuplex<Req, Res> {
+  on(event: "data", listener: (response: Res) => void): unknown;
+  on(event: "error", listener: (error: { code: number }) => void): unknown;
+  on(event: "end", listener: () => void): unknown;
+  write(request: Req): unknown;
+  /** No more batches; the peer answers what it has and ends the stream. */
+  end(): unknown;
+  cancel(): void;
+}
+
+/** Opens the stream on another road than the connection's (a peer link), or returns null. */
+export type StreamRoute<Req, Res> = (deadline: number) => BatchDuplex<Req, Res> | null;
+
 /** The unary fallback: the batch as one call. */
 export type BatchCall<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
 
@@ -84,8 +101,8 @@ class OpenStream<Req, Res> {
   answered = false;
   ended = false;
   constructor(
-    readonly call: ClientDuplexStream<Req, Res>,
-    readonly openedAt: number,
+    readonly call: BatchDuplex<Req, Res>,
+    public openedAt: number,
   ) {}
 }
 
@@ -102,6 +119,7 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
     private readonly method: MethodDefinition<Req, Res>,
     private readonly call: BatchCall<Req, Res>,
     private readonly options: { maxAgeMs: number; retryAfterMs: number } = DEFAULT_BATCH_STREAM_OPTIONS,
+    private readonly route: StreamRoute<Req, Res> | null = null,
   ) {
     this.what = `${method.path} on ${connection.address}`;
   }
@@ -150,6 +168,11 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
     stream.call.cancel();
   }
 
+  /** New batches go on a new stream (the peer link became known): the current one is retired. */
+  reopen(): void {
+    if (this.stream !== null) this.stream.openedAt = -Infinity;
+  }
+
   private streamFor(now: number): OpenStream<Req, Res> | null {
     const current = this.stream;
     if (current !== null && now - current.openedAt < this.options.maxAgeMs / 2) return current;
@@ -158,11 +181,12 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
       this.stream = null;
       current.call.end();
     }
-    const call = this.connection.duplex(this.method, now + this.options.maxAgeMs);
+    const deadline = now + this.options.maxAgeMs;
+    const call: BatchDuplex<Req, Res> | null = this.route?.(deadline) ?? this.connection.duplex(this.method, deadline);
     if (call === null) return null;
     const stream = new OpenStream<Req, Res>(call, now);
     call.on("data", (response: Res) => this.answered(stream, response));
-    call.on("error", (error: ServiceError) => this.ended(stream, error));
+    call.on("error", (error: { code: number }) => this.ended(stream, error));
     call.on("end", () => this.ended(stream, null));
     this.stream = stream;
     return stream;
@@ -212,7 +236,7 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
   }
 
   /** The stream is over, cleanly or not: what it still carried goes as calls. */
-  private ended(stream: OpenStream<Req, Res>, error: ServiceError | null): void {
+  private ended(stream: OpenStream<Req, Res>, error: { code: number } | null): void {
     if (stream.ended) return;
     stream.ended = true;
     if (this.stream === stream) this.stream = null;

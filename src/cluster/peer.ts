@@ -3,7 +3,8 @@
  * node. `GrpcPeer` is the real one; tests may pass in-process fakes.
  */
 import { invalidArgument, type GCacheError } from "../errors.ts";
-import { _Connection, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
+import { _Connection, DEFAULT_CONNECTION_OPTIONS, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
+import { LinkStream } from "../wire/link.ts";
 import {
   GCACHE_SERVICE,
   WriteKind,
@@ -16,7 +17,8 @@ import {
   type WriteBatchResponse,
 } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
-import { _BatchStream, type LaterAnswers } from "./batch-stream.ts";
+import { _BatchStream, DEFAULT_BATCH_STREAM_OPTIONS, type LaterAnswers } from "./batch-stream.ts";
+import { _PeerLink } from "./peer-link.ts";
 import { _GetBatcher, type BatchResult } from "./batcher.ts";
 import { _CallBatcher } from "./call-batcher.ts";
 
@@ -127,10 +129,19 @@ class _LaterGets implements LaterAnswers<BatchGetResponse> {
   }
 }
 
+export interface GrpcPeerOptions extends ConnectionOptions {
+  /**
+   * Send batches over the peer's link (plain TCP) when it offers one. Never
+   * over TLS: a secure channel keeps every batch on it. Default: true.
+   */
+  peerLink?: boolean;
+}
+
 export class GrpcPeer implements Peer {
   readonly name: string;
   readonly address: string;
   private readonly connection: _Connection;
+  private readonly link: _PeerLink | null;
   private readonly batchStream: _BatchStream<BatchGetRequest, BatchGetResponse>;
   /** Batches of sets, deletes and drops of copies, one stream for every group. */
   private readonly writeStream: _BatchStream<WriteBatch, WriteBatchResponse>;
@@ -141,15 +152,36 @@ export class GrpcPeer implements Peer {
   private readonly setters = new Map<string, _CallBatcher<SetItem>>();
   private readonly deleters = new Map<string, _CallBatcher<string, boolean>>();
 
-  constructor(name: string, address: string, options: ConnectionOptions = {}) {
+  constructor(name: string, address: string, options: GrpcPeerOptions = {}) {
     if (name === "" || address === "") throw invalidArgument("a peer needs a name and an address");
     this.name = name;
     this.address = address;
-    this.connection = new _Connection(address, options);
-    this.batchStream = new _BatchStream(this.connection, GCACHE_SERVICE.BatchGetStream, (request, context) =>
-      this.connection.unary(GCACHE_SERVICE.BatchGet, request, context),
+    const connection = new _Connection(address, options);
+    this.connection = connection;
+    const secure = options.credentials?._isSecure() === true;
+    const link =
+      options.peerLink === false || secure
+        ? null
+        : new _PeerLink(connection, options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes);
+    this.link = link;
+    this.batchStream = new _BatchStream(
+      connection,
+      GCACHE_SERVICE.BatchGetStream,
+      (request, context) => connection.unary(GCACHE_SERVICE.BatchGet, request, context),
+      DEFAULT_BATCH_STREAM_OPTIONS,
+      link === null ? null : (deadline) => link.open(LinkStream.BATCH_GET, deadline),
     );
-    this.writeStream = new _BatchStream(this.connection, GCACHE_SERVICE.WriteStream, (batch, context) => _writeBatchCall(this.connection, batch, context));
+    this.writeStream = new _BatchStream(
+      connection,
+      GCACHE_SERVICE.WriteStream,
+      (batch, context) => _writeBatchCall(connection, batch, context),
+      DEFAULT_BATCH_STREAM_OPTIONS,
+      link === null ? null : (deadline) => link.open(LinkStream.WRITE, deadline),
+    );
+    link?.onReady(() => {
+      this.batchStream.reopen();
+      this.writeStream.reopen();
+    });
   }
 
   get(group: string, key: string, context: CallContext): Promise<Entry> {
@@ -274,6 +306,7 @@ export class GrpcPeer implements Peer {
   close(): void {
     this.batchStream.close();
     this.writeStream.close();
+    this.link?.close();
     this.connection.close();
   }
 }

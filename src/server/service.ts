@@ -19,6 +19,8 @@ import type {
   ItemResult,
   ItemResults,
   KeysRequest,
+  PeerLinkRequest,
+  PeerLinkResponse,
   Request,
   ResponseForDelete,
   ResponseForGet,
@@ -29,6 +31,7 @@ import type {
 } from "../wire/messages.ts";
 import { WriteKind } from "../wire/messages.ts";
 import { toStatus } from "../wire/status.ts";
+import { LinkStream } from "../wire/link.ts";
 import type { _TokenCheck } from "../auth.ts";
 
 export type GroupLookup = (name: string) => Group | undefined;
@@ -66,9 +69,11 @@ export interface CacheServiceHooks {
    * to make once the stream is over.
    */
   streamOpened(end: () => void): () => void;
+  /** Where peers may reach this node's peer link, and the ticket they show there. Default: no link. */
+  peerLink?(): PeerLinkResponse;
 }
 
-export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHooks) {
+export function cacheService(lookup: GroupLookup, hooks: CacheServiceHooks) {
   function groupOf(name: string): Group {
     const group = lookup(name);
     if (group === undefined) {
@@ -185,6 +190,66 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
    * unanswered. An answer may also promise later ones (`StreamLater`), which
    * hold the stream open the same way.
    */
+  function serveBatches<Req, Res>(call: _StreamCall<Req, Res>, answer: (request: Req, later: StreamLater<Res>) => Res | Promise<Res>): void {
+    let over = false;
+    let paused = false;
+    let unanswered = 0;
+    let ending = false;
+    const abandon = () => {
+      over = true;
+      untrack();
+    };
+    const finish = (error: GCacheError | null) => {
+      if (over) return;
+      abandon();
+      if (error !== null) call.fail(error);
+      else call.end();
+    };
+    const endOnceAnswered = () => {
+      ending = true;
+      if (unanswered === 0) finish(null);
+    };
+    const untrack = hooks.streamOpened(endOnceAnswered);
+    const resume = () => {
+      paused = false;
+      call.resume();
+    };
+    const send = (response: Res) => {
+      if (over || call.write(response) || paused) return;
+      // A caller that stops reading answers gets no more until it reads: answers
+      // must not pile up in memory (each may be megabytes).
+      paused = true;
+      call.pause();
+      call.onceDrained(resume);
+    };
+    const answered = (response: Res) => {
+      send(response);
+      if (--unanswered === 0 && ending) finish(null);
+    };
+    const failed = (error: unknown) => finish(error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error)));
+    const later: StreamLater<Res> = {
+      expect: () => void unanswered++,
+      deliver: answered,
+    };
+    call.onData((request: Req | InvalidMessage) => {
+      if (over) return;
+      if (request instanceof InvalidMessage) {
+        finish(request.error);
+        return;
+      }
+      const response = answer(request, later);
+      if (!(response instanceof Promise)) {
+        send(response);
+        return;
+      }
+      unanswered++;
+      response.then(answered, failed);
+    });
+    call.onEnd(endOnceAnswered);
+    call.onGone(abandon);
+  }
+
+  /** A batch stream over gRPC: checks the caller's token first. */
   function serveStream<Req, Res>(access: "read" | "write", answer: (request: Req, later: StreamLater<Res>) => Res | Promise<Res>) {
     return (call: ServerDuplexStream<Req | InvalidMessage, Res>): void => {
       const refused = refusal(access, call.metadata);
@@ -192,63 +257,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
         call.emit("error", toStatus(refused));
         return;
       }
-      let over = false;
-      let paused = false;
-      let unanswered = 0;
-      let ending = false;
-      const abandon = () => {
-        over = true;
-        untrack();
-      };
-      const finish = (error: GCacheError | null) => {
-        if (over) return;
-        abandon();
-        if (error !== null) call.emit("error", toStatus(error));
-        else call.end();
-      };
-      const endOnceAnswered = () => {
-        ending = true;
-        if (unanswered === 0) finish(null);
-      };
-      const untrack = hooks.streamOpened(endOnceAnswered);
-      const resume = () => {
-        paused = false;
-        call.resume();
-      };
-      const send = (response: Res) => {
-        if (over || call.write(response) || paused) return;
-        // A caller that stops reading answers gets no more until it reads: answers
-        // must not pile up in memory (each may be megabytes).
-        paused = true;
-        call.pause();
-        call.once("drain", resume);
-      };
-      const answered = (response: Res) => {
-        send(response);
-        if (--unanswered === 0 && ending) finish(null);
-      };
-      const failed = (error: unknown) => finish(error instanceof GCacheError ? error : new GCacheError("ERR_INTERNAL", String(error)));
-      const later: StreamLater<Res> = {
-        expect: () => void unanswered++,
-        deliver: answered,
-      };
-      call.on("data", (request: Req | InvalidMessage) => {
-        if (over) return;
-        if (request instanceof InvalidMessage) {
-          finish(request.error);
-          return;
-        }
-        const response = answer(request, later);
-        if (!(response instanceof Promise)) {
-          send(response);
-          return;
-        }
-        unanswered++;
-        response.then(answered, failed);
-      });
-      call.on("end", endOnceAnswered);
-      call.on("error", abandon);
-      call.on("cancelled", abandon);
+      serveBatches(new GrpcStreamCall(call), answer);
     };
   }
 
@@ -286,7 +295,7 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
     };
   }
 
-  return {
+  const handlers = {
     Get: serve<Request, ResponseForGet>("read", (request, options) => {
       const group = groupOf(request.group);
       return group.getEntry(request.key, options, request.fromPeer).then((entry) => ({
@@ -345,7 +354,73 @@ export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHoo
       dropCopies(group, keys);
       return {};
     }),
+    PeerLink: serve<PeerLinkRequest, PeerLinkResponse>("write", () => hooks.peerLink?.() ?? NO_LINK),
   };
+  /** The same batch streams on a peer link, whose caller showed its ticket instead of a token. */
+  const linkStreams = {
+    [LinkStream.BATCH_GET]: (call: _StreamCall<BatchGetRequest, BatchGetResponse>) => serveBatches(call, streamedAnswer),
+    [LinkStream.WRITE]: (call: _StreamCall<WriteBatch, WriteBatchResponse>) => serveBatches(call, writtenAnswer),
+  };
+  return { handlers, linkStreams };
+}
+
+/** The gRPC handlers alone (tests and benchmarks call them directly). */
+export function cacheServiceHandlers(lookup: GroupLookup, hooks: CacheServiceHooks) {
+  return cacheService(lookup, hooks).handlers;
+}
+
+/**
+ * A batch stream as the service serves it, whatever carries it (a gRPC call
+ * or a peer link).
+ */
+export interface _StreamCall<Req, Res> {
+  /** Sends one answer; false when the caller is not taking answers now (see `onceDrained`). */
+  write(response: Res): boolean;
+  /** Ends the stream with an error the caller receives as a status. */
+  fail(error: GCacheError): void;
+  /** Ends the stream cleanly. */
+  end(): void;
+  /** Stops taking batches until `resume`. */
+  pause(): void;
+  resume(): void;
+  onceDrained(listener: () => void): void;
+  onData(listener: (request: Req | InvalidMessage) => void): void;
+  /** The caller sends no more batches. */
+  onEnd(listener: () => void): void;
+  /** The caller went away, or cancelled: nothing more can reach it. */
+  onGone(listener: () => void): void;
+}
+
+class GrpcStreamCall<Req, Res> implements _StreamCall<Req, Res> {
+  constructor(private readonly call: ServerDuplexStream<Req | InvalidMessage, Res>) {}
+  write(response: Res): boolean {
+    return this.call.write(response);
+  }
+  fail(error: GCacheError): void {
+    this.call.emit("error", toStatus(error));
+  }
+  end(): void {
+    this.call.end();
+  }
+  pause(): void {
+    this.call.pause();
+  }
+  resume(): void {
+    this.call.resume();
+  }
+  onceDrained(listener: () => void): void {
+    this.call.once("drain", listener);
+  }
+  onData(listener: (request: Req | InvalidMessage) => void): void {
+    this.call.on("data", listener);
+  }
+  onEnd(listener: () => void): void {
+    this.call.on("end", listener);
+  }
+  onGone(listener: () => void): void {
+    this.call.on("error", listener);
+    this.call.on("cancelled", listener);
+  }
 }
 
 /** A peer's batch of stores (SetMany, WriteStream): each item as a peer's Set, stored here, never forwarded; one bad item fails only itself. */
@@ -403,6 +478,7 @@ function itemFailure(error: unknown): ItemResult {
 }
 
 const NO_ITEMS: BatchGetItem[] = [];
+const NO_LINK: PeerLinkResponse = { port: 0, ticket: EMPTY };
 const NO_RESULTS: ItemResult[] = [];
 /** An item done: a value stored, or a key the receiver did not hold. */
 const APPLIED: ItemResult = { errorCode: "", errorMessage: "", deleted: false };

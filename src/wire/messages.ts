@@ -126,6 +126,14 @@ export interface WriteBatchResponse {
   useCall?: boolean;
 }
 
+export type PeerLinkRequest = Record<string, never>;
+
+export interface PeerLinkResponse {
+  /** 0: no link. */
+  port: number;
+  ticket: Uint8Array;
+}
+
 export interface HealthCheckRequest {
   service: string;
 }
@@ -280,6 +288,11 @@ export const codecs = {
     id: m.id as number,
     useCall: m.useCall as boolean,
   })),
+  PeerLinkRequest: codec<PeerLinkRequest>("pb.PeerLinkRequest", () => ({})),
+  PeerLinkResponse: codec<PeerLinkResponse>("pb.PeerLinkResponse", (m) => ({
+    port: m.port as number,
+    ticket: (m.ticket as Uint8Array | undefined) ?? EMPTY,
+  })),
   HealthCheckRequest: codec<HealthCheckRequest>("grpc.health.v1.HealthCheckRequest", (m) => ({
     service: m.service as string,
   })),
@@ -321,6 +334,7 @@ export const GCACHE_SERVICE = {
     requestStream: true,
     responseStream: true,
   },
+  PeerLink: unary("/pb.GCache/PeerLink", codecs.PeerLinkRequest, codecs.PeerLinkResponse),
 } as const;
 
 export const HEALTH_SERVICE = {

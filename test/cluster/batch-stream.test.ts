@@ -432,9 +432,9 @@ function gatedLoader() {
   };
 }
 
-/** A GrpcPeer whose unary calls (by method) are recorded. */
+/** A GrpcPeer whose unary calls (by method) are recorded; its batches go on gRPC streams (peer-link.test.ts covers the link). */
 function recordedPeer(address: string): { peer: GrpcPeer; calls: string[] } {
-  const peer = new GrpcPeer("B", address);
+  const peer = new GrpcPeer("B", address, { peerLink: false });
   cleanups.push(() => peer.close());
   const connection = (peer as unknown as { connection: _Connection }).connection;
   const calls: string[] = [];

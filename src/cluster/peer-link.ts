@@ -1,0 +1,249 @@
+/**
+ * The sender's side of a peer link (see ../wire/link.ts): learns over gRPC
+ * where a peer takes links and which ticket to show, then opens each batch
+ * stream as a TCP connection of its own. Until the link is known, and for a
+ * while after one failed, batch streams go over gRPC as before: the link is
+ * only ever a faster road to the same answers.
+ */
+import { status } from "@grpc/grpc-js";
+import type { Socket } from "bun";
+import { parseAddress } from "./address.ts";
+import type { _Connection } from "../wire/connection.ts";
+import { codecs, GCACHE_SERVICE, type Codec } from "../wire/messages.ts";
+import { _FrameReader, _FrameWriter, _helloPayload, _parseError, LINK_FRAME_OVERHEAD_BYTES, LinkFrame, LinkStream } from "../wire/link.ts";
+import type { BatchDuplex } from "./batch-stream.ts";
+
+export const DEFAULT_PEER_LINK_OPTIONS = {
+  /** Deadline of the PeerLink call. */
+  askTimeoutMs: 2_000,
+  /** After a link failed before answering anything (or the call failed), gRPC streams for this long before asking again. */
+  retryAfterMs: 5_000,
+  /** A peer that offers no link is asked again after this long (it may have restarted with one). */
+  recheckMs: 60_000,
+} as const;
+
+const CODECS: Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }> = {
+  [LinkStream.BATCH_GET]: { request: codecs.BatchGetRequest, response: codecs.BatchGetResponse },
+  [LinkStream.WRITE]: { request: codecs.WriteBatch, response: codecs.WriteBatchResponse },
+} as Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }>;
+
+type LinkState = "unknown" | "asking" | "ready" | "none" | "closed";
+
+export class _PeerLink {
+  private state: LinkState = "unknown";
+  private port = 0;
+  private ticket: Uint8Array = new Uint8Array(0);
+  private retryAt = 0;
+  private readonly host: string;
+  private readonly readyListeners: (() => void)[] = [];
+  private readonly calls = new Set<LinkCall<unknown, unknown>>();
+
+  constructor(
+    private readonly connection: _Connection,
+    private readonly maxMessageBytes: number,
+    private readonly options: typeof DEFAULT_PEER_LINK_OPTIONS = DEFAULT_PEER_LINK_OPTIONS,
+  ) {
+    this.host = parseAddress(connection.address).host;
+  }
+
+  /** Called each time the link becomes usable, so streams opened over gRPC meanwhile can move to it. */
+  onReady(listener: () => void): void {
+    this.readyListeners.push(listener);
+  }
+
+  /** A batch stream on the link, or null for gRPC (the link is not known yet, or failed lately). */
+  open<Req, Res>(stream: LinkStream, deadline: number): BatchDuplex<Req, Res> | null {
+    if (this.state === "ready") {
+      const call = new LinkCall<Req, Res>(this, stream, deadline);
+      this.calls.add(call as LinkCall<unknown, unknown>);
+      return call;
+    }
+    if (this.state === "unknown" || (this.state === "none" && Date.now() >= this.retryAt)) this.ask();
+    return null;
+  }
+
+  close(): void {
+    this.state = "closed";
+    for (const call of [...this.calls]) call.cancel();
+  }
+
+  /** @internal for calls */
+  get target(): { host: string; port: number; ticket: Uint8Array; maxFrameBytes: number } {
+    return { host: this.host, port: this.port, ticket: this.ticket, maxFrameBytes: this.maxMessageBytes + LINK_FRAME_OVERHEAD_BYTES };
+  }
+
+  /** @internal for calls: a link stream failed before its first answer (the peer restarted, or its port is not reachable). */
+  failed(): void {
+    if (this.state !== "ready") return;
+    this.state = "none";
+    this.retryAt = Date.now() + this.options.retryAfterMs;
+  }
+
+  /** @internal for calls */
+  forget(call: LinkCall<unknown, unknown>): void {
+    this.calls.delete(call);
+  }
+
+  private ask(): void {
+    this.state = "asking";
+    const deadline = Date.now() + this.options.askTimeoutMs;
+    this.connection.unary(GCACHE_SERVICE.PeerLink, {}, { deadline }).then(
+      (answer) => {
+        if (this.state !== "asking") return;
+        if (answer.port === 0 || answer.ticket.byteLength === 0) {
+          this.state = "none";
+          this.retryAt = Date.now() + this.options.recheckMs;
+          return;
+        }
+        this.port = answer.port;
+        this.ticket = answer.ticket.slice();
+        this.state = "ready";
+        for (const listener of this.readyListeners) listener();
+      },
+      () => {
+        if (this.state !== "asking") return;
+        // A peer without the call (an older node), or one not reachable now.
+        this.state = "none";
+        this.retryAt = Date.now() + this.options.retryAfterMs;
+      },
+    );
+  }
+}
+
+type Listener<T> = ((value: T) => void) | null;
+
+/** One batch stream on its own TCP connection, shaped as the gRPC stream it stands in for. */
+class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
+  private socket: Socket<undefined> | null = null;
+  private writer: _FrameWriter | null = null;
+  private readonly reader: _FrameReader;
+  private readonly codec: { request: Codec<unknown>; response: Codec<unknown> };
+  /** Frames written before the connection opened. */
+  private queued: { type: number; payload: Uint8Array }[] = [];
+  private answered = false;
+  private done = false;
+  private readonly timer: ReturnType<typeof setTimeout>;
+  private onData: Listener<Res> = null;
+  private onError: Listener<{ code: number; details: string }> = null;
+  private onEnd: Listener<void> = null;
+
+  constructor(
+    private readonly link: _PeerLink,
+    stream: LinkStream,
+    deadline: number,
+  ) {
+    this.codec = CODECS[stream];
+    const target = link.target;
+    this.reader = new _FrameReader(target.maxFrameBytes, (type, payload) => this.frame(type, payload));
+    this.queued.push({ type: LinkFrame.HELLO, payload: _helloPayload(stream, target.ticket) });
+    this.timer = setTimeout(() => this.fail(status.DEADLINE_EXCEEDED, "peer link: the stream's deadline passed"), Math.max(0, deadline - Date.now()));
+    Bun.connect<undefined>({
+      hostname: target.host,
+      port: target.port,
+      socket: {
+        open: (socket) => this.opened(socket),
+        data: (_socket, chunk) => this.receive(chunk),
+        drain: () => void this.writer?.drain(),
+        end: () => this.fail(status.UNAVAILABLE, "peer link: the peer closed the connection"),
+        close: () => this.fail(status.UNAVAILABLE, "peer link: the connection closed"),
+        error: (_socket, error) => this.fail(status.UNAVAILABLE, `peer link: ${error.message}`),
+        connectError: (_socket, error) => this.fail(status.UNAVAILABLE, `peer link: cannot connect: ${error.message}`),
+      },
+    }).catch((error: unknown) => this.fail(status.UNAVAILABLE, `peer link: cannot connect: ${String(error)}`));
+  }
+
+  on(event: "data", listener: (response: Res) => void): this;
+  on(event: "error", listener: (error: { code: number; details: string }) => void): this;
+  on(event: "end", listener: () => void): this;
+  on(event: "data" | "error" | "end", listener: (value: never) => void): this {
+    if (event === "data") this.onData = listener as Listener<Res>;
+    else if (event === "error") this.onError = listener as Listener<{ code: number; details: string }>;
+    else this.onEnd = listener as Listener<void>;
+    return this;
+  }
+
+  write(request: Req): boolean {
+    if (this.done) return false;
+    return this.send(LinkFrame.MESSAGE, this.codec.request.encodeTransient(request));
+  }
+
+  /** No more batches: the peer answers what it has, then ends the stream. */
+  end(): void {
+    if (!this.done) this.send(LinkFrame.END, EMPTY);
+  }
+
+  cancel(): void {
+    this.finish();
+    this.socket?.terminate();
+  }
+
+  private send(type: number, payload: Uint8Array): boolean {
+    if (this.writer === null) {
+      this.queued.push({ type, payload: Buffer.from(payload) });
+      return true;
+    }
+    return this.writer.write(type, payload);
+  }
+
+  private opened(socket: Socket<undefined>): void {
+    if (this.done) {
+      socket.terminate();
+      return;
+    }
+    this.socket = socket;
+    const writer = new _FrameWriter(socket as Socket<unknown>);
+    this.writer = writer;
+    for (const { type, payload } of this.queued) writer.write(type, payload);
+    this.queued = [];
+  }
+
+  private receive(chunk: Buffer): void {
+    const problem = this.reader.push(chunk);
+    if (problem !== null) this.fail(status.INTERNAL, problem);
+  }
+
+  private frame(type: number, payload: Buffer): void {
+    if (this.done) return;
+    if (type === LinkFrame.MESSAGE) {
+      let response: Res;
+      try {
+        response = this.codec.response.decode(payload) as Res;
+      } catch (error) {
+        this.fail(status.INTERNAL, `peer link: malformed answer: ${error instanceof Error ? error.message : String(error)}`);
+        return;
+      }
+      this.answered = true;
+      this.onData?.(response);
+    } else if (type === LinkFrame.END) {
+      const onEnd = this.onEnd;
+      this.finish();
+      this.socket?.end();
+      onEnd?.();
+    } else if (type === LinkFrame.ERROR) {
+      const { code, details } = _parseError(payload);
+      this.fail(code, details);
+    } else {
+      this.fail(status.INTERNAL, `peer link: unexpected frame type ${type}`);
+    }
+  }
+
+  private fail(code: number, details: string): void {
+    if (this.done) return;
+    const onError = this.onError;
+    if (!this.answered) this.link.failed();
+    this.finish();
+    this.socket?.terminate();
+    onError?.({ code, details });
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.reader.stop();
+    this.writer?.close();
+    this.link.forget(this as LinkCall<unknown, unknown>);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
