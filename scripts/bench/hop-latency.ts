@@ -2,9 +2,10 @@
  * Latency of the peer hop at low load: one get at a time from this process to
  * a node that owns (and holds) the key, through the path a node uses for a key
  * another node owns (`GrpcPeer.get`: the batcher, a batch of one on the
- * BatchGetStream), against one plain Get call with `from_peer` on the same
- * kind of channel. The goal: batching adds no latency when there is nothing
- * to batch.
+ * peer link), against one plain Get call with `from_peer` on a gRPC channel.
+ * The goal: batching adds no latency when there is nothing to batch. A third
+ * contender, for information: the same batch of one on a gRPC BatchGetStream
+ * (a peer with the link off, as over TLS).
  *
  * Then the same for keys the node must load (a fresh key per get, from an
  * origin in this process that answers at once): the stream with later
@@ -107,14 +108,16 @@ async function main(): Promise<void> {
   const origin = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(value) });
   const { address } = await startFilledNode(KEYS, VALUE_BYTES, `http://127.0.0.1:${origin.port}/{group}/{key}`);
   const peer = new GrpcPeer("B", address);
+  const grpcPeer = new GrpcPeer("B", address, { peerLink: false });
   const connection = new _Connection(address);
   const within = () => ({ deadline: Date.now() + DEADLINE_MS });
   const plainGet = (key: string) =>
     connection.unary(GCACHE_SERVICE.Get, { group: "default", key, value: EMPTY, ttlMs: 0, expiresAtMs: 0, fromPeer: true }, within());
   try {
     await compare("hop latency", "goal (stream p50 <= plain call p50)", [
-      { name: "batch of one on the stream (GrpcPeer.get)", get: (key) => peer.get("default", key, within()) },
+      { name: "batch of one on the peer link (GrpcPeer.get)", get: (key) => peer.get("default", key, within()) },
       { name: "one plain Get call (from_peer)", get: plainGet },
+      { name: "(info) batch of one on a gRPC stream (link off)", get: (key) => grpcPeer.get("default", key, within()) },
     ]);
     // A batch stream of its own that does not ask for later answers: the way keys to load went before.
     const aloneStream = new _BatchStream<BatchGetRequest, BatchGetResponse>(connection, GCACHE_SERVICE.BatchGetStream, (request, context) =>
@@ -122,7 +125,7 @@ async function main(): Promise<void> {
     );
     let fresh = 0;
     await compare("loads through the hop", "later answer p50 / ask alone + Get p50", [
-      { name: "later answer on the stream (GrpcPeer.get)", get: () => peer.get("default", `load-${fresh++}`, within()) },
+      { name: "later answer on the peer link (GrpcPeer.get)", get: () => peer.get("default", `load-${fresh++}`, within()) },
       {
         name: "ask alone, then a plain Get call",
         get: async () => {
@@ -136,6 +139,7 @@ async function main(): Promise<void> {
     aloneStream.close();
   } finally {
     peer.close();
+    grpcPeer.close();
     connection.close();
     void origin.stop(true);
     await stopAll();
