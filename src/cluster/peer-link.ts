@@ -6,21 +6,42 @@
  * only ever a faster road to the same answers.
  */
 import { status } from "@grpc/grpc-js";
-import type { Socket } from "bun";
+import type { Socket, TCPSocketConnectOptions } from "bun";
 import { parseAddress } from "./address.ts";
 import type { _Connection } from "../wire/connection.ts";
 import { codecs, GCACHE_SERVICE, type Codec } from "../wire/messages.ts";
 import { _FrameReader, _FrameWriter, _helloPayload, _parseError, LINK_FRAME_OVERHEAD_BYTES, LinkFrame, LinkStream } from "../wire/link.ts";
 import type { BatchDuplex } from "./batch-stream.ts";
 
-export const DEFAULT_PEER_LINK_OPTIONS = {
+export interface PeerLinkOptions {
   /** Deadline of the PeerLink call. */
-  askTimeoutMs: 2_000,
-  /** After a link failed before answering anything (or the call failed), gRPC streams for this long before asking again. */
-  retryAfterMs: 5_000,
+  askTimeoutMs: number;
+  /**
+   * A link connection not open by then fails (a firewall that drops packets
+   * would otherwise hold its batches until their deadlines); they go as calls.
+   */
+  connectTimeoutMs: number;
+  /**
+   * After a link failed before answering anything (or the call failed), gRPC
+   * streams for this long before asking again; doubled after each failure in
+   * a row, up to `maxRetryAfterMs`.
+   */
+  retryAfterMs: number;
+  maxRetryAfterMs: number;
   /** A peer that offers no link is asked again after this long (it may have restarted with one). */
+  recheckMs: number;
+  /** Opens the TCP connection (tests stand in for an unreachable port). */
+  connect: (options: TCPSocketConnectOptions<undefined>) => Promise<Socket<undefined>>;
+}
+
+export const DEFAULT_PEER_LINK_OPTIONS: PeerLinkOptions = {
+  askTimeoutMs: 2_000,
+  connectTimeoutMs: 1_000,
+  retryAfterMs: 5_000,
+  maxRetryAfterMs: 5 * 60_000,
   recheckMs: 60_000,
-} as const;
+  connect: (options) => Bun.connect(options),
+};
 
 const CODECS: Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }> = {
   [LinkStream.BATCH_GET]: { request: codecs.BatchGetRequest, response: codecs.BatchGetResponse },
@@ -34,6 +55,8 @@ export class _PeerLink {
   private port = 0;
   private ticket: Uint8Array = new Uint8Array(0);
   private retryAt = 0;
+  /** Links that failed in a row before answering. */
+  private failures = 0;
   private readonly host: string;
   private readonly readyListeners: (() => void)[] = [];
   private readonly calls = new Set<LinkCall<unknown, unknown>>();
@@ -41,7 +64,8 @@ export class _PeerLink {
   constructor(
     private readonly connection: _Connection,
     private readonly maxMessageBytes: number,
-    private readonly options: typeof DEFAULT_PEER_LINK_OPTIONS = DEFAULT_PEER_LINK_OPTIONS,
+    /** @internal */
+    readonly options: PeerLinkOptions = DEFAULT_PEER_LINK_OPTIONS,
   ) {
     this.host = parseAddress(connection.address).host;
   }
@@ -76,7 +100,14 @@ export class _PeerLink {
   failed(): void {
     if (this.state !== "ready") return;
     this.state = "none";
-    this.retryAt = Date.now() + this.options.retryAfterMs;
+    this.failures++;
+    const wait = Math.min(this.options.retryAfterMs * 2 ** (this.failures - 1), this.options.maxRetryAfterMs);
+    this.retryAt = Date.now() + wait;
+  }
+
+  /** @internal for calls: a link stream answered. */
+  answered(): void {
+    this.failures = 0;
   }
 
   /** @internal for calls */
@@ -123,6 +154,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
   private answered = false;
   private done = false;
   private readonly timer: ReturnType<typeof setTimeout>;
+  private connectTimer: ReturnType<typeof setTimeout> | null;
   private onData: Listener<Res> = null;
   private onError: Listener<{ code: number; details: string }> = null;
   private onEnd: Listener<void> = null;
@@ -137,7 +169,10 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
     this.reader = new _FrameReader(target.maxFrameBytes, (type, payload) => this.frame(type, payload));
     this.queued.push({ type: LinkFrame.HELLO, payload: _helloPayload(stream, target.ticket) });
     this.timer = setTimeout(() => this.fail(status.DEADLINE_EXCEEDED, "peer link: the stream's deadline passed"), Math.max(0, deadline - Date.now()));
-    Bun.connect<undefined>({
+    const connectTimeoutMs = link.options.connectTimeoutMs;
+    this.connectTimer = setTimeout(() => this.fail(status.UNAVAILABLE, `peer link: no connection within ${connectTimeoutMs} ms`), connectTimeoutMs);
+    link.options.connect({
+      data: undefined,
       hostname: target.host,
       port: target.port,
       socket: {
@@ -190,6 +225,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
       socket.terminate();
       return;
     }
+    this.clearConnectTimer();
     this.socket = socket;
     const writer = new _FrameWriter(socket as Socket<unknown>);
     this.writer = writer;
@@ -212,7 +248,10 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
         this.fail(status.INTERNAL, `peer link: malformed answer: ${error instanceof Error ? error.message : String(error)}`);
         return;
       }
-      this.answered = true;
+      if (!this.answered) {
+        this.answered = true;
+        this.link.answered();
+      }
       this.onData?.(response);
     } else if (type === LinkFrame.END) {
       const onEnd = this.onEnd;
@@ -236,10 +275,17 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
     onError?.({ code, details });
   }
 
+  private clearConnectTimer(): void {
+    if (this.connectTimer === null) return;
+    clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+  }
+
   private finish(): void {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.timer);
+    this.clearConnectTimer();
     this.reader.stop();
     this.writer?.close();
     this.link.forget(this as LinkCall<unknown, unknown>);

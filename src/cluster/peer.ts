@@ -18,7 +18,7 @@ import {
 } from "../wire/messages.ts";
 import { remoteVerdict } from "../wire/status.ts";
 import { _BatchStream, DEFAULT_BATCH_STREAM_OPTIONS, type LaterAnswers } from "./batch-stream.ts";
-import { _PeerLink } from "./peer-link.ts";
+import { _PeerLink, DEFAULT_PEER_LINK_OPTIONS, type PeerLinkOptions } from "./peer-link.ts";
 import { _GetBatcher, type BatchResult } from "./batcher.ts";
 import { _CallBatcher } from "./call-batcher.ts";
 
@@ -135,6 +135,8 @@ export interface GrpcPeerOptions extends ConnectionOptions {
    * over TLS: a secure channel keeps every batch on it. Default: true.
    */
   peerLink?: boolean;
+  /** @internal Link tuning, for tests. */
+  _peerLinkOptions?: Partial<PeerLinkOptions>;
 }
 
 export class GrpcPeer implements Peer {
@@ -162,7 +164,10 @@ export class GrpcPeer implements Peer {
     const link =
       options.peerLink === false || secure
         ? null
-        : new _PeerLink(connection, options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes);
+        : new _PeerLink(connection, options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes, {
+            ...DEFAULT_PEER_LINK_OPTIONS,
+            ...options._peerLinkOptions,
+          });
     this.link = link;
     this.batchStream = new _BatchStream(
       connection,

@@ -230,6 +230,52 @@ describe("peer link", () => {
     expect(secure.peerLinkPort).toBe(0);
   });
 
+  test("a link whose connection never opens (a firewall dropping packets): its batch goes as a call, and the link is tried again after a growing wait", async () => {
+    const node = await startNode();
+    await node.group("g")!.set("k", bytes("v"));
+    const { peer, calls, linkState } = linkedPeer(node, {
+      _peerLinkOptions: { connect: () => new Promise(() => {}), connectTimeoutMs: 200, retryAfterMs: 300 },
+    });
+    const link = (peer as unknown as { link: { state: string; retryAt: number; failures: number } }).link;
+    const started = Date.now();
+    // Gets until the link is known and a batch waited on the connection that never opens.
+    await waitFor(
+      async () => {
+        expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
+        return link.failures === 1;
+      },
+      5_000,
+      "a failed link",
+    );
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(linkState()).toBe("none");
+    expect(calls).toContain("BatchGet");
+    const firstWait = link.retryAt - Date.now();
+    expect(firstWait).toBeGreaterThan(0);
+    expect(firstWait).toBeLessThanOrEqual(300);
+    await waitFor(
+      async () => {
+        expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
+        return link.failures === 2;
+      },
+      5_000,
+      "a second failed link",
+    );
+    expect(link.retryAt - Date.now()).toBeGreaterThan(300);
+  });
+
+  test("with an auth token, PeerLink needs it; peers that have it use the link", async () => {
+    const token = "link-test-token-0123456789";
+    const node = await startNode({ auth: { token } });
+    await node.group("g")!.set("k", bytes("v"));
+    await expect(new GrpcPeerProbe(node).ask()).rejects.toMatchObject({ code: "ERR_UNAUTHENTICATED" });
+    const { peer, carrier } = linkedPeer(node, { token });
+    await warmLink(peer, carrier);
+    expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
+    await peer.set("g", "w", bytes("x"), 0, within(5_000));
+    expect(text(node.group("g")!.cachedEntry("w", true)!.value)).toBe("x");
+  });
+
   test("a fixed link port is taken; a bad one is refused", async () => {
     expect(() => new CacheNode({ port: 0, peerLink: { port: 70_000 } })).toThrow("peerLink.port must be 0-65535");
     const first = await startNode();
