@@ -21,6 +21,7 @@ import { _peerCredentials, _serverCredentials, _TokenCheck, type AuthOptions, ty
 import { HealthService } from "./server/health.ts";
 import { cacheService, InvalidMessage } from "./server/service.ts";
 import { _LinkServer } from "./server/link-server.ts";
+import { _linkAvailable } from "./wire/link.ts";
 import { GCACHE_SERVICE, HEALTH_SERVICE, ServingStatus } from "./wire/messages.ts";
 
 export interface NodeOptions {
@@ -55,7 +56,7 @@ export interface NodeOptions {
    * The peer link: peers' batches of gets and writes on plain TCP instead of
    * gRPC streams (the same messages, without HTTP/2's framing; peers learn
    * the port and a ticket over gRPC). Off with TLS or custom credentials,
-   * where every batch stays on gRPC. `false` turns it off.
+   * and under Node.js, where every batch stays on gRPC. `false` turns it off.
    * Default: on, on a free port of `host` (`{ port: 0 }`).
    */
   peerLink?: { port?: number } | false;
@@ -91,8 +92,6 @@ export const DEFAULT_NODE_OPTIONS = {
   drainTimeoutMs: 5_000,
 } as const;
 
-const NO_LINK = { port: 0, ticket: new Uint8Array(0) };
-
 /** Protobuf framing and the request's other fields around the largest value. */
 const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
@@ -104,6 +103,8 @@ export class CacheNode {
   private readonly health = new HealthService();
   private server: Server | null = null;
   private linkServer: _LinkServer | null = null;
+  /** Where the peer link listens (0: any free port). */
+  private readonly linkPort: number;
   private picker: PeerPicker | null = null;
   private self: SelfAddress | null = null;
   private nodeName: string | null = null;
@@ -127,6 +128,7 @@ export class CacheNode {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidOption(`port must be 0-65535, got ${port}`);
     const linkPort = options.peerLink === false ? 0 : (options.peerLink?.port ?? 0);
     if (!Number.isInteger(linkPort) || linkPort < 0 || linkPort > 65535) throw invalidOption(`peerLink.port must be 0-65535, got ${linkPort}`);
+    this.linkPort = linkPort;
     if (options.etcd !== undefined && options.peers !== undefined) {
       throw invalidOption("peers and etcd are alternatives: give a static member list or etcd endpoints, not both");
     }
@@ -181,7 +183,7 @@ export class CacheNode {
         this.batchStreams.add(end);
         return () => this.batchStreams.delete(end);
       },
-      peerLink: () => (this.linkServer === null ? NO_LINK : { port: this.linkServer.port, ticket: this.linkServer.ticket }),
+      peerLink: () => (this.linkServer === null ? null : { port: this.linkServer.port, ticket: this.linkServer.ticket }),
     });
     server.addService(validatingService(GCACHE_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), service.handlers);
     server.addService(validatingService(HEALTH_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), this.health.handlers);
@@ -194,11 +196,11 @@ export class CacheNode {
     this.server = server;
     if (this.linkWanted()) {
       try {
-        this.linkServer = new _LinkServer({ host, port: this.options.peerLink === false ? 0 : (this.options.peerLink?.port ?? 0), maxMessageBytes: maxMessage, streams: service.linkStreams });
+        this.linkServer = new _LinkServer({ host, port: this.linkPort, maxMessageBytes: maxMessage, streams: service.linkStreams });
       } catch (error) {
-        server.forceShutdown();
-        this.state = "closed";
-        throw new GCacheError("ERR_UNAVAILABLE", `cannot listen for peer links on ${host}: ${error instanceof Error ? error.message : String(error)}`);
+        this.state = "serving";
+        await this.close();
+        throw new GCacheError("ERR_UNAVAILABLE", `cannot listen for peer links on ${formatAddress({ host, port: this.linkPort })}: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
     const advertise = this.options.advertise ?? formatAddress({ host: host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host, port });
@@ -401,10 +403,10 @@ export class CacheNode {
     this.state = "closed";
   }
 
-  /** The link carries no TLS: a node with TLS or its own credentials keeps its peers on gRPC. */
+  /** The link carries no TLS: a node with TLS or its own credentials keeps its peers on gRPC (as under Node.js). */
   private linkWanted(): boolean {
     const options = this.options;
-    return options.peerLink !== false && options.tls === undefined && options.serverCredentials === undefined && options.peerCredentials === undefined;
+    return _linkAvailable && options.peerLink !== false && options.tls === undefined && options.serverCredentials === undefined && options.peerCredentials === undefined;
   }
 
   /** Port of the peer link (0: none). */

@@ -96,9 +96,18 @@ export class _PeerLink {
     return { host: this.host, port: this.port, ticket: this.ticket, maxFrameBytes: this.maxMessageBytes + LINK_FRAME_OVERHEAD_BYTES };
   }
 
-  /** @internal for calls: a link stream failed before its first answer (the peer restarted, or its port is not reachable). */
-  failed(): void {
+  /**
+   * @internal for calls: a link stream failed. One that had answered lost
+   * its connection (the peer may have restarted, with a new port and ticket):
+   * the next stream asks again. One that never answered (the port is not
+   * reachable, the ticket is refused) sends the streams to gRPC for a while.
+   */
+  failed(hadAnswered: boolean): void {
     if (this.state !== "ready") return;
+    if (hadAnswered) {
+      this.state = "unknown";
+      return;
+    }
     this.state = "none";
     this.failures++;
     const wait = Math.min(this.options.retryAfterMs * 2 ** (this.failures - 1), this.options.maxRetryAfterMs);
@@ -151,6 +160,8 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
   private readonly codec: { request: Codec<unknown>; response: Codec<unknown> };
   /** Frames written before the connection opened. */
   private queued: { type: number; payload: Uint8Array }[] = [];
+  /** The peer took the ticket (its HELLO came back). */
+  private accepted = false;
   private answered = false;
   private done = false;
   private readonly timer: ReturnType<typeof setTimeout>;
@@ -170,7 +181,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
     this.queued.push({ type: LinkFrame.HELLO, payload: _helloPayload(stream, target.ticket) });
     this.timer = setTimeout(() => this.fail(status.DEADLINE_EXCEEDED, "peer link: the stream's deadline passed"), Math.max(0, deadline - Date.now()));
     const connectTimeoutMs = link.options.connectTimeoutMs;
-    this.connectTimer = setTimeout(() => this.fail(status.UNAVAILABLE, `peer link: no connection within ${connectTimeoutMs} ms`), connectTimeoutMs);
+    this.connectTimer = setTimeout(() => this.fail(status.UNAVAILABLE, `peer link: not accepted within ${connectTimeoutMs} ms`), connectTimeoutMs);
     link.options.connect({
       data: undefined,
       hostname: target.host,
@@ -225,7 +236,6 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
       socket.terminate();
       return;
     }
-    this.clearConnectTimer();
     this.socket = socket;
     const writer = new _FrameWriter(socket as Socket<unknown>);
     this.writer = writer;
@@ -240,6 +250,14 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
 
   private frame(type: number, payload: Buffer): void {
     if (this.done) return;
+    if (!this.accepted && type !== LinkFrame.ERROR) {
+      // Whatever listens there must first take the ticket: anything else is not a node's link.
+      if (type === LinkFrame.HELLO) {
+        this.accepted = true;
+        this.clearConnectTimer();
+      } else this.fail(status.UNAVAILABLE, `peer link: frame type ${type} before the peer accepted the link`);
+      return;
+    }
     if (type === LinkFrame.MESSAGE) {
       let response: Res;
       try {
@@ -269,7 +287,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
   private fail(code: number, details: string): void {
     if (this.done) return;
     const onError = this.onError;
-    if (!this.answered) this.link.failed();
+    this.link.failed(this.answered);
     this.finish();
     this.socket?.terminate();
     onError?.({ code, details });

@@ -4,7 +4,7 @@
  */
 import { invalidArgument, type GCacheError } from "../errors.ts";
 import { _Connection, DEFAULT_CONNECTION_OPTIONS, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
-import { LinkStream } from "../wire/link.ts";
+import { _linkAvailable, LinkStream } from "../wire/link.ts";
 import {
   GCACHE_SERVICE,
   WriteKind,
@@ -132,7 +132,8 @@ class _LaterGets implements LaterAnswers<BatchGetResponse> {
 export interface GrpcPeerOptions extends ConnectionOptions {
   /**
    * Send batches over the peer's link (plain TCP) when it offers one. Never
-   * over TLS: a secure channel keeps every batch on it. Default: true.
+   * over TLS (a secure channel keeps every batch on it), nor under Node.js.
+   * Default: true.
    */
   peerLink?: boolean;
   /** @internal Link tuning, for tests. */
@@ -162,7 +163,7 @@ export class GrpcPeer implements Peer {
     this.connection = connection;
     const secure = options.credentials?._isSecure() === true;
     const link =
-      options.peerLink === false || secure
+      options.peerLink === false || secure || !_linkAvailable
         ? null
         : new _PeerLink(connection, options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes, {
             ...DEFAULT_PEER_LINK_OPTIONS,

@@ -165,6 +165,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
     }
     this.socket.timeout(0);
     this.codec = CODECS[stream];
+    this.writer.write(LinkFrame.HELLO, HELLO_ACCEPTED);
     this.server.serve(stream, this);
   }
 
@@ -294,3 +295,5 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The HELLO a node answers a ticket it takes with. */
+const HELLO_ACCEPTED = new Uint8Array([LINK_VERSION]);

@@ -69,8 +69,8 @@ export interface CacheServiceHooks {
    * to make once the stream is over.
    */
   streamOpened(end: () => void): () => void;
-  /** Where peers may reach this node's peer link, and the ticket they show there. Default: no link. */
-  peerLink?(): PeerLinkResponse;
+  /** Where peers may reach this node's peer link, and the ticket they show there; null (or no hook): no link. */
+  peerLink?(): PeerLinkResponse | null;
 }
 
 export function cacheService(lookup: GroupLookup, hooks: CacheServiceHooks) {

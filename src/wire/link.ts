@@ -10,9 +10,14 @@
  * counting the type byte and the payload. The first frame a connection
  * carries is the sender's HELLO: the stream it opens and the ticket the
  * owner handed out over gRPC (`PeerLink`), so only a node that passed the
- * gRPC server's checks can use the link.
+ * gRPC server's checks can use the link. The owner answers a ticket it
+ * takes with a HELLO of its own (`[u8 version]`), and one it refuses with
+ * an ERROR; a sender gives up on a link that does neither within a second.
  */
 import type { Socket } from "bun";
+
+/** The link is built on Bun's sockets: under Node.js a node offers none and its peers keep to gRPC. */
+export const _linkAvailable = typeof Bun !== "undefined";
 
 export const LinkFrame = {
   /** One protobuf message of the stream. */
@@ -21,7 +26,7 @@ export const LinkFrame = {
   END: 1,
   /** The stream failed: `[u32 gRPC status code][UTF-8 message]`; the connection closes after it. */
   ERROR: 2,
-  /** The first frame: `[u8 version][u8 stream][ticket]`. */
+  /** The first frame: `[u8 version][u8 stream][ticket]` from the sender, `[u8 version]` back from the owner. */
   HELLO: 3,
 } as const;
 

@@ -190,13 +190,14 @@ describe("peer link", () => {
     await node.group("g")!.set("k", bytes("v"));
     good.send(LinkFrame.HELLO, _helloPayload(LinkStream.BATCH_GET, ticket));
     good.send(LinkFrame.MESSAGE, codecs.BatchGetRequest.encode({ group: "g", keys: ["k"], id: 7, timeoutMs: 1000 }));
-    await waitFor(() => good.frames.length > 0, 5_000, "the answer");
-    const answer = codecs.BatchGetResponse.decode(good.frames[0]!.payload);
+    await waitFor(() => good.frames.length > 1, 5_000, "the answer");
+    expect([...good.frames[0]!.payload]).toEqual([1]);
+    const answer = codecs.BatchGetResponse.decode(good.frames[1]!.payload);
     expect(answer.id).toBe(7);
     expect(text(answer.items[0]!.value)).toBe("v");
     good.send(LinkFrame.END, new Uint8Array(0));
     await waitFor(() => good.closed(), 5_000, "the ended stream to close");
-    expect(good.frames.map((f) => f.type)).toEqual([LinkFrame.MESSAGE, LinkFrame.END]);
+    expect(good.frames.map((f) => f.type)).toEqual([LinkFrame.HELLO, LinkFrame.MESSAGE, LinkFrame.END]);
   });
 
   test("when the link goes away, batches finish on gRPC and every get is answered", async () => {
@@ -262,6 +263,29 @@ describe("peer link", () => {
       "a second failed link",
     );
     expect(link.retryAt - Date.now()).toBeGreaterThan(300);
+  });
+
+  test("a port where something else listens and never takes the ticket: the batch goes as a call within the connect timeout", async () => {
+    const node = await startNode();
+    await node.group("g")!.set("k", bytes("v"));
+    const silent = Bun.listen<undefined>({ hostname: "127.0.0.1", port: 0, socket: { data: () => {} } });
+    cleanups.push(() => silent.stop(true));
+    const { peer, calls, linkState } = linkedPeer(node, {
+      _peerLinkOptions: { connect: (options) => Bun.connect({ ...options, port: silent.port }), connectTimeoutMs: 200 },
+    });
+    const link = (peer as unknown as { link: { failures: number } }).link;
+    const started = Date.now();
+    await waitFor(
+      async () => {
+        expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
+        return link.failures === 1;
+      },
+      5_000,
+      "the link to be given up",
+    );
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(linkState()).toBe("none");
+    expect(calls).toContain("BatchGet");
   });
 
   test("with an auth token, PeerLink needs it; peers that have it use the link", async () => {
