@@ -23,6 +23,7 @@ import {
   type WriteBatchResponse,
 } from "../../src/wire/messages.ts";
 import { bytes, text } from "../_support/cluster.ts";
+import { recordUnaryCalls } from "../_support/recorded-calls.ts";
 import { waitFor } from "../_support/wait.ts";
 
 /** Records every stream `connection` opens, with the statuses it ends with. */
@@ -436,14 +437,7 @@ function gatedLoader() {
 function recordedPeer(address: string): { peer: GrpcPeer; calls: string[] } {
   const peer = new GrpcPeer("B", address, { peerLink: false });
   cleanups.push(() => peer.close());
-  const connection = (peer as unknown as { connection: _Connection }).connection;
-  const calls: string[] = [];
-  const unary = connection.unary.bind(connection);
-  connection.unary = ((method: { path: string }, request: unknown, context: unknown) => {
-    calls.push(method.path.slice("/pb.GCache/".length));
-    return unary(method as never, request as never, context as never);
-  }) as typeof connection.unary;
-  return { peer, calls };
+  return { peer, calls: recordUnaryCalls(peer) };
 }
 
 /** A node whose loader waits at a gate (see `gatedLoader`), and a stream client of it. */

@@ -9,6 +9,7 @@ import { _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from 
 import { codecs, GCACHE_SERVICE } from "../../src/wire/messages.ts";
 import { makeCertificates } from "../_support/certs.ts";
 import { bytes, text } from "../_support/cluster.ts";
+import { recordUnaryCalls } from "../_support/recorded-calls.ts";
 import { waitFor } from "../_support/wait.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -52,13 +53,7 @@ function linkedPeer(node: CacheNode, options: ConstructorParameters<typeof GrpcP
   const peer = new GrpcPeer("B", node.address, options);
   cleanups.push(() => peer.close());
   const internals = peer as unknown as PeerInternals;
-  const connection = internals.connection;
-  const calls: string[] = [];
-  const unary = connection.unary.bind(connection);
-  connection.unary = ((method: { path: string }, request: unknown, context: unknown) => {
-    calls.push(method.path.slice("/pb.GCache/".length));
-    return unary(method as never, request as never, context as never);
-  }) as typeof connection.unary;
+  const calls = recordUnaryCalls(peer);
   const carrier = (which: "batchStream" | "writeStream") => internals[which].stream?.call.constructor.name ?? "none";
   return { peer, calls, linkState: () => internals.link?.state ?? "off", carrier };
 }
@@ -72,6 +67,19 @@ async function warmLink(peer: GrpcPeer, carrier: (which: "batchStream") => strin
     },
     5_000,
     "the peer link",
+  );
+}
+
+/** Gets of "k" (which holds "v") until the peer's link has failed `count` times in a row. */
+async function getUntilLinkFailures(peer: GrpcPeer, count: number) {
+  const link = (peer as unknown as { link: { failures: number } }).link;
+  await waitFor(
+    async () => {
+      expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
+      return link.failures === count;
+    },
+    5_000,
+    `${count} failed link(s)`,
   );
 }
 
@@ -237,31 +245,17 @@ describe("peer link", () => {
     const { peer, calls, linkState } = linkedPeer(node, {
       _peerLinkOptions: { connect: () => new Promise(() => {}), connectTimeoutMs: 200, retryAfterMs: 300 },
     });
-    const link = (peer as unknown as { link: { state: string; retryAt: number; failures: number } }).link;
+    const link = (peer as unknown as { link: { retryAt: number } }).link;
     const started = Date.now();
-    // Gets until the link is known and a batch waited on the connection that never opens.
-    await waitFor(
-      async () => {
-        expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
-        return link.failures === 1;
-      },
-      5_000,
-      "a failed link",
-    );
+    // Until the link is known and a batch waited on the connection that never opens.
+    await getUntilLinkFailures(peer, 1);
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(linkState()).toBe("none");
     expect(calls).toContain("BatchGet");
     const firstWait = link.retryAt - Date.now();
     expect(firstWait).toBeGreaterThan(0);
     expect(firstWait).toBeLessThanOrEqual(300);
-    await waitFor(
-      async () => {
-        expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
-        return link.failures === 2;
-      },
-      5_000,
-      "a second failed link",
-    );
+    await getUntilLinkFailures(peer, 2);
     expect(link.retryAt - Date.now()).toBeGreaterThan(300);
   });
 
@@ -273,16 +267,8 @@ describe("peer link", () => {
     const { peer, calls, linkState } = linkedPeer(node, {
       _peerLinkOptions: { connect: (options) => Bun.connect({ ...options, port: silent.port }), connectTimeoutMs: 200 },
     });
-    const link = (peer as unknown as { link: { failures: number } }).link;
     const started = Date.now();
-    await waitFor(
-      async () => {
-        expect(text((await peer.get("g", "k", within(5_000))).value)).toBe("v");
-        return link.failures === 1;
-      },
-      5_000,
-      "the link to be given up",
-    );
+    await getUntilLinkFailures(peer, 1);
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(linkState()).toBe("none");
     expect(calls).toContain("BatchGet");
