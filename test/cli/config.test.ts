@@ -94,6 +94,14 @@ describe("serve configuration", () => {
     expect(resolve({ "http-port": "0" }).httpPort).toBeNull();
     expect(usageError(() => resolve({ port: "65000" }))).toContain("--http-port");
   });
+
+  test("peer link port: any free port by default, a fixed one, or off; anything else is a usage error", () => {
+    expect(resolve({}).peerLink).toEqual({ port: 0 });
+    expect(resolve({ "peer-link-port": "8101" }).peerLink).toEqual({ port: 8101 });
+    expect(resolve({}, { GCACHE_PEER_LINK_PORT: "off" }).peerLink).toBe(false);
+    expect(usageError(() => resolve({ "peer-link-port": "70000" }))).toContain("--peer-link-port: expected an integer from 0 to 65535");
+    expect(usageError(() => resolve({ "peer-link-port": "no" }))).toContain("--peer-link-port");
+  });
 });
 
 describe("units", () => {
