@@ -215,6 +215,7 @@ export class CacheNode {
         new GrpcPeer(name, address, {
           maxMessageBytes: maxMessage,
           peerLink: this.options.peerLink !== false,
+          ...(this.options.logger === undefined ? {} : { logger: this.options.logger }),
           ...(peerCredentials === undefined ? {} : { credentials: peerCredentials }),
           ...(token === undefined ? {} : { token }),
           ...(this.options.tls?.serverName === undefined ? {} : { tlsServerName: this.options.tls.serverName }),

@@ -12,6 +12,7 @@ import type { _Connection } from "../wire/connection.ts";
 import { codecs, GCACHE_SERVICE, type Codec } from "../wire/messages.ts";
 import { _FrameReader, _FrameWriter, _helloPayload, _parseError, LINK_FRAME_OVERHEAD_BYTES, LinkFrame, LinkStream } from "../wire/link.ts";
 import type { BatchDuplex } from "./batch-stream.ts";
+import { SILENT_LOGGER, type Logger } from "../log.ts";
 
 export interface PeerLinkOptions {
   /** Deadline of the PeerLink call. */
@@ -32,6 +33,8 @@ export interface PeerLinkOptions {
   recheckMs: number;
   /** Opens the TCP connection (tests stand in for an unreachable port). */
   connect: (options: TCPSocketConnectOptions<undefined>) => Promise<Socket<undefined>>;
+  /** Told when a link is given up for a while (a firewalled port is slower, not broken: operators should hear of it). */
+  logger: Logger;
 }
 
 export const DEFAULT_PEER_LINK_OPTIONS: PeerLinkOptions = {
@@ -41,6 +44,7 @@ export const DEFAULT_PEER_LINK_OPTIONS: PeerLinkOptions = {
   maxRetryAfterMs: 5 * 60_000,
   recheckMs: 60_000,
   connect: (options) => Bun.connect(options),
+  logger: SILENT_LOGGER,
 };
 
 const CODECS: Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }> = {
@@ -102,7 +106,7 @@ export class _PeerLink {
    * the next stream asks again. One that never answered (the port is not
    * reachable, the ticket is refused) sends the streams to gRPC for a while.
    */
-  failed(hadAnswered: boolean): void {
+  failed(hadAnswered: boolean, why: string): void {
     if (this.state !== "ready") return;
     if (hadAnswered) {
       this.state = "unknown";
@@ -112,6 +116,12 @@ export class _PeerLink {
     this.failures++;
     const wait = Math.min(this.options.retryAfterMs * 2 ** (this.failures - 1), this.options.maxRetryAfterMs);
     this.retryAt = Date.now() + wait;
+    this.options.logger.warn("peer link unusable: batches go on gRPC streams meanwhile", {
+      peer: this.connection.address,
+      linkPort: this.port,
+      error: why,
+      retryInMs: wait,
+    });
   }
 
   /** @internal for calls: a link stream answered. */
@@ -287,7 +297,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
   private fail(code: number, details: string): void {
     if (this.done) return;
     const onError = this.onError;
-    this.link.failed(this.answered);
+    this.link.failed(this.answered, details);
     this.finish();
     this.socket?.terminate();
     onError?.({ code, details });

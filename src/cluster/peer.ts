@@ -3,6 +3,7 @@
  * node. `GrpcPeer` is the real one; tests may pass in-process fakes.
  */
 import { invalidArgument, type GCacheError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { _Connection, DEFAULT_CONNECTION_OPTIONS, type CallContext, type ConnectionOptions } from "../wire/connection.ts";
 import { _linkAvailable, LinkStream } from "../wire/link.ts";
 import {
@@ -136,6 +137,8 @@ export interface GrpcPeerOptions extends ConnectionOptions {
    * Default: true.
    */
   peerLink?: boolean;
+  /** Hears when the link is given up for a while. Default: silent. */
+  logger?: Logger;
   /** @internal Link tuning, for tests. */
   _peerLinkOptions?: Partial<PeerLinkOptions>;
 }
@@ -167,6 +170,7 @@ export class GrpcPeer implements Peer {
         ? null
         : new _PeerLink(connection, options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes, {
             ...DEFAULT_PEER_LINK_OPTIONS,
+            ...(options.logger === undefined ? {} : { logger: options.logger }),
             ...options._peerLinkOptions,
           });
     this.link = link;

@@ -3,6 +3,7 @@ import { status } from "@grpc/grpc-js";
 import type { Socket } from "bun";
 import { GrpcPeer } from "../../src/cluster/peer.ts";
 import type { GCacheError } from "../../src/errors.ts";
+import { SILENT_LOGGER } from "../../src/log.ts";
 import { CacheNode, type NodeOptions } from "../../src/node.ts";
 import type { _Connection } from "../../src/wire/connection.ts";
 import { _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
@@ -242,7 +243,10 @@ describe("peer link", () => {
   test("a link whose connection never opens (a firewall dropping packets): its batch goes as a call, and the link is tried again after a growing wait", async () => {
     const node = await startNode();
     await node.group("g")!.set("k", bytes("v"));
+    const warnings: { message: string; fields: Record<string, unknown> | undefined }[] = [];
+    const logger = { ...SILENT_LOGGER, warn: (message: string, fields?: Record<string, unknown>) => void warnings.push({ message, fields }) };
     const { peer, calls, linkState } = linkedPeer(node, {
+      logger,
       _peerLinkOptions: { connect: () => new Promise(() => {}), connectTimeoutMs: 200, retryAfterMs: 300 },
     });
     const link = (peer as unknown as { link: { retryAt: number } }).link;
@@ -257,6 +261,11 @@ describe("peer link", () => {
     expect(firstWait).toBeLessThanOrEqual(300);
     await getUntilLinkFailures(peer, 2);
     expect(link.retryAt - Date.now()).toBeGreaterThan(300);
+    // Each time the link is given up, operators hear why and for how long.
+    expect(warnings.map((w) => [w.message, w.fields?.error, w.fields?.retryInMs])).toEqual([
+      ["peer link unusable: batches go on gRPC streams meanwhile", "peer link: not accepted within 200 ms", 300],
+      ["peer link unusable: batches go on gRPC streams meanwhile", "peer link: not accepted within 200 ms", 600],
+    ]);
   });
 
   test("a port where something else listens and never takes the ticket: the batch goes as a call within the connect timeout", async () => {
