@@ -9,8 +9,8 @@ import { status } from "@grpc/grpc-js";
 import type { Socket, TCPSocketConnectOptions } from "bun";
 import { parseAddress } from "./address.ts";
 import type { _Connection } from "../wire/connection.ts";
-import { codecs, GCACHE_SERVICE, type Codec } from "../wire/messages.ts";
-import { _FrameReader, _FrameWriter, _helloPayload, _parseError, LINK_FRAME_OVERHEAD_BYTES, LinkFrame, LinkStream } from "../wire/link.ts";
+import { GCACHE_SERVICE, type Codec } from "../wire/messages.ts";
+import { _FrameReader, _FrameWriter, _helloPayload, _LINK_CODECS, _parseError, LINK_FRAME_OVERHEAD_BYTES, LinkFrame, LinkStream } from "../wire/link.ts";
 import type { BatchDuplex } from "./batch-stream.ts";
 import { SILENT_LOGGER, type Logger } from "../log.ts";
 
@@ -47,10 +47,6 @@ export const DEFAULT_PEER_LINK_OPTIONS: PeerLinkOptions = {
   logger: SILENT_LOGGER,
 };
 
-const CODECS: Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }> = {
-  [LinkStream.BATCH_GET]: { request: codecs.BatchGetRequest, response: codecs.BatchGetResponse },
-  [LinkStream.WRITE]: { request: codecs.WriteBatch, response: codecs.WriteBatchResponse },
-} as Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }>;
 
 type LinkState = "unknown" | "asking" | "ready" | "none" | "closed";
 
@@ -185,7 +181,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
     stream: LinkStream,
     deadline: number,
   ) {
-    this.codec = CODECS[stream];
+    this.codec = _LINK_CODECS[stream];
     const target = link.target;
     this.reader = new _FrameReader(target.maxFrameBytes, (type, payload) => this.frame(type, payload));
     this.queued.push({ type: LinkFrame.HELLO, payload: _helloPayload(stream, target.ticket) });

@@ -7,15 +7,8 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { GCacheError } from "../errors.ts";
-import {
-  codecs,
-  type BatchGetRequest,
-  type BatchGetResponse,
-  type Codec,
-  type WriteBatch,
-  type WriteBatchResponse,
-} from "../wire/messages.ts";
-import { _errorPayload, _FrameReader, _FrameWriter, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
+import type { BatchGetRequest, BatchGetResponse, Codec, WriteBatch, WriteBatchResponse } from "../wire/messages.ts";
+import { _errorPayload, _FrameReader, _FrameWriter, _LINK_CODECS, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
 import { toStatus } from "../wire/status.ts";
 import { InvalidMessage, type _StreamCall } from "./service.ts";
 
@@ -42,10 +35,6 @@ const HELLO_TIMEOUT_SECONDS = 10;
  */
 const MAX_HELD_BYTES = 64 * 1024 * 1024;
 
-const CODECS: Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }> = {
-  [LinkStream.BATCH_GET]: { request: codecs.BatchGetRequest, response: codecs.BatchGetResponse },
-  [LinkStream.WRITE]: { request: codecs.WriteBatch, response: codecs.WriteBatchResponse },
-} as Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }>;
 
 export class _LinkServer {
   /** What a sender must show in its HELLO; handed out by the PeerLink call. */
@@ -155,7 +144,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
 
   private hello(type: number, payload: Buffer): void {
     const stream = payload[1] as LinkStream;
-    if (type !== LinkFrame.HELLO || payload.byteLength < 2 || payload[0] !== LINK_VERSION || CODECS[stream] === undefined) {
+    if (type !== LinkFrame.HELLO || payload.byteLength < 2 || payload[0] !== LINK_VERSION || _LINK_CODECS[stream] === undefined) {
       this.refuse(new GCacheError("ERR_INVALID_ARGUMENT", "peer link: the first frame must be a HELLO this node speaks"));
       return;
     }
@@ -164,7 +153,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
       return;
     }
     this.socket.timeout(0);
-    this.codec = CODECS[stream];
+    this.codec = _LINK_CODECS[stream];
     this.writer.write(LinkFrame.HELLO, HELLO_ACCEPTED);
     this.server.serve(stream, this);
   }
@@ -185,7 +174,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
     if (this.heldBytes > MAX_HELD_BYTES) this.fail(new GCacheError("ERR_UNAVAILABLE", "peer link: batches pile up unanswered"));
   }
 
-  /** An answer to the caller, or a refusal before any stream began, then the connection ends. */
+  /** Refuses what came (no HELLO it takes, or bytes that are no frames): an ERROR, then the connection ends. */
   private refuse(error: GCacheError): void {
     this.reader.stop();
     this.writeError(error);

@@ -15,6 +15,7 @@
  * an ERROR; a sender gives up on a link that does neither within a second.
  */
 import type { Socket } from "bun";
+import { codecs, type Codec } from "./messages.ts";
 
 /** The link is built on Bun's sockets: under Node.js a node offers none and its peers keep to gRPC. */
 export const _linkAvailable = typeof Bun !== "undefined";
@@ -33,6 +34,12 @@ export const LinkFrame = {
 /** The streams a link can carry, as HELLO names them. */
 export const LinkStream = { BATCH_GET: 1, WRITE: 2 } as const;
 export type LinkStream = (typeof LinkStream)[keyof typeof LinkStream];
+
+/** What each stream's frames carry: the gRPC stream's request and response messages. */
+export const _LINK_CODECS: Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }> = {
+  [LinkStream.BATCH_GET]: { request: codecs.BatchGetRequest, response: codecs.BatchGetResponse },
+  [LinkStream.WRITE]: { request: codecs.WriteBatch, response: codecs.WriteBatchResponse },
+} as Record<LinkStream, { request: Codec<unknown>; response: Codec<unknown> }>;
 
 export const LINK_VERSION = 1;
 /** Bytes of random ticket a node hands out. */
