@@ -410,6 +410,11 @@ export class CacheNode {
     return _linkAvailable && options.peerLink !== false && options.tls === undefined && options.serverCredentials === undefined && options.peerCredentials === undefined;
   }
 
+  /** Of the streams peers hold open to this node, those on the peer link (for metrics). */
+  get _openLinkStreams(): number {
+    return this.linkServer?.openStreams ?? 0;
+  }
+
   /** Port of the peer link (0: none). */
   get peerLinkPort(): number {
     return this.linkServer?.port ?? 0;

@@ -67,6 +67,13 @@ export class _LinkServer {
     return this.listener.port;
   }
 
+  /** Connections that showed the ticket and carry a stream now. */
+  get openStreams(): number {
+    let open = 0;
+    for (const connection of this.connections) if (connection.streaming) open++;
+    return open;
+  }
+
   /** @internal for connections */
   get maxFrameBytes(): number {
     return this.options.maxMessageBytes + 1;
@@ -118,6 +125,11 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
   ) {
     this.reader = new _FrameReader(server.maxFrameBytes, (type, payload) => this.frame(type, payload));
     this.writer = new _FrameWriter(socket as Socket<unknown>);
+  }
+
+  /** It showed the ticket, and its stream is not over. */
+  get streaming(): boolean {
+    return this.codec !== null && !this.over;
   }
 
   receive(chunk: Buffer): void {

@@ -58,8 +58,10 @@ export function renderMetrics(node: CacheNode): string {
   lines.push(`gcache_ring_members ${members.length}`);
   header("gcache_ring_member", "gauge", "1 for each member on this node's ring.");
   for (const member of members) lines.push(`gcache_ring_member{member="${label(member.name)}"} 1`);
-  header("gcache_peer_streams_open", "gauge", "BatchGetStreams and WriteStreams other nodes hold open to this one (peers batch their gets and writes on them).");
+  header("gcache_peer_streams_open", "gauge", "BatchGetStreams and WriteStreams other nodes hold open to this one, on gRPC or the peer link (peers batch their gets and writes on them).");
   lines.push(`gcache_peer_streams_open ${node._openBatchStreams}`);
+  header("gcache_peer_link_streams_open", "gauge", "Of those, the ones on the peer link; fewer than all while peers cannot reach the link port (see the warning they log).");
+  lines.push(`gcache_peer_link_streams_open ${node._openLinkStreams}`);
   header("gcache_serving", "gauge", "1 while the node serves, 0 while it drains.");
   lines.push(`gcache_serving ${node.serving ? 1 : 0}`);
   return `${lines.join("\n")}\n`;

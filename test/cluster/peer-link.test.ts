@@ -4,6 +4,7 @@ import type { Socket } from "bun";
 import { GrpcPeer } from "../../src/cluster/peer.ts";
 import type { GCacheError } from "../../src/errors.ts";
 import { SILENT_LOGGER } from "../../src/log.ts";
+import { renderMetrics } from "../../src/server/metrics.ts";
 import { CacheNode, type NodeOptions } from "../../src/node.ts";
 import type { _Connection } from "../../src/wire/connection.ts";
 import { _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
@@ -128,6 +129,11 @@ describe("peer link", () => {
     expect(got).toEqual([...keys.map((key) => `loaded:${key}`), "v1", "v9", "ERR_LOAD_FAILED"]);
     expect(carrier("batchStream")).toBe("LinkCall");
     expect(calls.filter((call) => call !== "PeerLink")).toEqual([]);
+    // Operators see the stream on the link in the node's metrics.
+    await waitFor(() => node._openLinkStreams === 1 && node._openBatchStreams === 1, 5_000, "the gRPC stream to be retired");
+    const metrics = renderMetrics(node);
+    expect(metrics).toContain("gcache_peer_link_streams_open 1\n");
+    expect(metrics).toContain("gcache_peer_streams_open 1\n");
   });
 
   test("large values cross the link whole, in frames that span many reads", async () => {
