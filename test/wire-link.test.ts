@@ -1,14 +1,8 @@
 import { describe, expect, test } from "bun:test";
+import { linkFrame } from "./_support/link-frames.ts";
 import { _FrameReader } from "../src/wire/link.ts";
 import { seededRandom } from "./_support/random.ts";
 
-function frame(type: number, payload: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + payload.byteLength);
-  out.writeUInt32BE(payload.byteLength + 1, 0);
-  out[4] = type;
-  out.set(payload, 5);
-  return out;
-}
 
 describe("peer link frames", () => {
   test("frames cut at any byte boundaries come out whole and in order", () => {
@@ -19,7 +13,7 @@ describe("peer link frames", () => {
       for (let j = 0; j < size; j++) payload[j] = (i + j) & 0xff;
       return { type: i % 4, payload };
     });
-    const stream = Buffer.concat(sent.map((f) => frame(f.type, f.payload)));
+    const stream = Buffer.concat(sent.map((f) => linkFrame(f.type, f.payload)));
     for (let trial = 0; trial < 20; trial++) {
       const got: { type: number; payload: Buffer }[] = [];
       const reader = new _FrameReader(1 << 20, (type, payload) => got.push({ type, payload: Buffer.from(payload) }));

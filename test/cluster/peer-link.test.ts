@@ -10,6 +10,7 @@ import type { _Connection } from "../../src/wire/connection.ts";
 import { _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
 import { codecs, GCACHE_SERVICE } from "../../src/wire/messages.ts";
 import { makeCertificates } from "../_support/certs.ts";
+import { linkFrame } from "../_support/link-frames.ts";
 import { bytes, text } from "../_support/cluster.ts";
 import { recordUnaryCalls } from "../_support/recorded-calls.ts";
 import { waitFor } from "../_support/wait.ts";
@@ -100,17 +101,10 @@ async function rawLink(port: number) {
     },
   });
   cleanups.push(() => socket.terminate());
-  const frame = (type: number, payload: Uint8Array) => {
-    const out = Buffer.allocUnsafe(5 + payload.byteLength);
-    out.writeUInt32BE(payload.byteLength + 1, 0);
-    out[4] = type;
-    out.set(payload, 5);
-    return out;
-  };
   return {
     frames,
     closed: () => closed,
-    send: (type: number, payload: Uint8Array) => void socket.write(frame(type, payload)),
+    send: (type: number, payload: Uint8Array) => void socket.write(linkFrame(type, payload)),
     sendRaw: (raw: Uint8Array) => void socket.write(raw),
     socket: socket as Socket<undefined>,
   };

@@ -9,6 +9,7 @@
  * connections are tried.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { linkFrame } from "../_support/link-frames.ts";
 import { status } from "@grpc/grpc-js";
 import { GCacheClient } from "../../src/client.ts";
 import { _Connection } from "../../src/wire/connection.ts";
@@ -34,13 +35,6 @@ afterAll(async () => {
   await node?.stop();
 });
 
-function frame(type: number, payload: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + payload.byteLength);
-  out.writeUInt32BE(payload.byteLength + 1, 0);
-  out[4] = type;
-  out.set(payload, 5);
-  return out;
-}
 
 class Fuzz extends RandomSource {
   bytes(max: number): Uint8Array {
@@ -102,17 +96,17 @@ async function oneConnection(port: number, ticket: Uint8Array, fuzz: Fuzz): Prom
       out.push(Buffer.from(fuzz.bytes(2000)));
       break;
     case 1: // a HELLO with a wrong ticket, version or stream
-      out.push(frame(LinkFrame.HELLO, fuzz.chance(0.5) ? _helloPayload(stream, fuzz.bytes(20)) : fuzz.bytes(20)));
+      out.push(linkFrame(LinkFrame.HELLO, fuzz.chance(0.5) ? _helloPayload(stream, fuzz.bytes(20)) : fuzz.bytes(20)));
       break;
     default: // the right HELLO, then frames of any type: random payloads and mutated messages
-      out.push(frame(LinkFrame.HELLO, _helloPayload(stream, ticket)));
+      out.push(linkFrame(LinkFrame.HELLO, _helloPayload(stream, ticket)));
       for (let i = 0; i < 1 + fuzz.int(6); i++) {
         const type = fuzz.chance(0.7) ? LinkFrame.MESSAGE : fuzz.int(8);
-        out.push(frame(type, type === LinkFrame.MESSAGE && fuzz.chance(0.7) ? fuzz.message(stream) : fuzz.bytes(300)));
+        out.push(linkFrame(type, type === LinkFrame.MESSAGE && fuzz.chance(0.7) ? fuzz.message(stream) : fuzz.bytes(300)));
       }
   }
   // Whatever the node has not refused by now ends cleanly once it has answered.
-  out.push(frame(LinkFrame.END, new Uint8Array(0)));
+  out.push(linkFrame(LinkFrame.END, new Uint8Array(0)));
   socket.write(Buffer.concat(out));
   const timer = setTimeout(closedNow, CLOSE_DEADLINE_MS);
   await closed;
