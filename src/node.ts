@@ -124,11 +124,8 @@ export class CacheNode {
 
   constructor(options: NodeOptions = {}) {
     this.options = options;
-    const port = options.port ?? DEFAULT_NODE_OPTIONS.port;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidOption(`port must be 0-65535, got ${port}`);
-    const linkPort = options.peerLink === false ? 0 : (options.peerLink?.port ?? 0);
-    if (!Number.isInteger(linkPort) || linkPort < 0 || linkPort > 65535) throw invalidOption(`peerLink.port must be 0-65535, got ${linkPort}`);
-    this.linkPort = linkPort;
+    checkedPort("port", options.port ?? DEFAULT_NODE_OPTIONS.port);
+    this.linkPort = options.peerLink === false ? 0 : checkedPort("peerLink.port", options.peerLink?.port ?? 0);
     if (options.etcd !== undefined && options.peers !== undefined) {
       throw invalidOption("peers and etcd are alternatives: give a static member list or etcd endpoints, not both");
     }
@@ -443,6 +440,11 @@ export class CacheNode {
     if (this.self === null) throw invalidArgument("node is not started: it has no address yet");
     return this.self;
   }
+}
+
+function checkedPort(name: string, port: number): number {
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidOption(`${name} must be 0-65535, got ${port}`);
+  return port;
 }
 
 /** The cache service with decoders that turn garbage into INVALID_ARGUMENT instead of grpc-js's INTERNAL. */

@@ -10,7 +10,19 @@ import type { Socket, TCPSocketConnectOptions } from "bun";
 import { parseAddress } from "./address.ts";
 import type { _Connection } from "../wire/connection.ts";
 import { GCACHE_SERVICE, type Codec } from "../wire/messages.ts";
-import { _FrameReader, _FrameWriter, _helloPayload, _LINK_CODECS, _parseError, LINK_FRAME_OVERHEAD_BYTES, LinkFrame, LinkStream } from "../wire/link.ts";
+import {
+  _frame,
+  _FrameReader,
+  _FrameWriter,
+  _helloPayload,
+  _LINK_CODECS,
+  _messageFrame,
+  _parseError,
+  LINK_FRAME_OVERHEAD_BYTES,
+  LINK_HEADER_BYTES,
+  LinkFrame,
+  LinkStream,
+} from "../wire/link.ts";
 import type { BatchDuplex } from "./batch-stream.ts";
 import { SILENT_LOGGER, type Logger } from "../log.ts";
 
@@ -164,8 +176,8 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
   private writer: _FrameWriter | null = null;
   private readonly reader: _FrameReader;
   private readonly codec: { request: Codec<unknown>; response: Codec<unknown> };
-  /** Frames written before the connection opened. */
-  private queued: { type: number; payload: Uint8Array }[] = [];
+  /** Frames written before the connection opened, each in bytes of its own. */
+  private queued: Uint8Array[] = [];
   /** The peer took the ticket (its HELLO came back). */
   private accepted = false;
   private answered = false;
@@ -184,7 +196,7 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
     this.codec = _LINK_CODECS[stream];
     const target = link.target;
     this.reader = new _FrameReader(target.maxFrameBytes, (type, payload) => this.frame(type, payload));
-    this.queued.push({ type: LinkFrame.HELLO, payload: _helloPayload(stream, target.ticket) });
+    this.queued.push(_frame(LinkFrame.HELLO, _helloPayload(stream, target.ticket)));
     this.timer = setTimeout(() => this.fail(status.DEADLINE_EXCEEDED, "peer link: the stream's deadline passed"), Math.max(0, deadline - Date.now()));
     const connectTimeoutMs = link.options.connectTimeoutMs;
     this.connectTimer = setTimeout(() => this.fail(status.UNAVAILABLE, `peer link: not accepted within ${connectTimeoutMs} ms`), connectTimeoutMs);
@@ -216,25 +228,22 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
 
   write(request: Req): boolean {
     if (this.done) return false;
-    return this.send(LinkFrame.MESSAGE, this.codec.request.encodeTransient(request));
+    const encoded = this.codec.request.encodeTransient(request, LINK_HEADER_BYTES);
+    if (this.writer !== null) return this.writer.message(encoded);
+    this.queued.push(_messageFrame(encoded));
+    return true;
   }
 
   /** No more batches: the peer answers what it has, then ends the stream. */
   end(): void {
-    if (!this.done) this.send(LinkFrame.END, EMPTY);
+    if (this.done) return;
+    if (this.writer !== null) this.writer.frame(LinkFrame.END, EMPTY);
+    else this.queued.push(_frame(LinkFrame.END, EMPTY));
   }
 
   cancel(): void {
     this.finish();
     this.socket?.terminate();
-  }
-
-  private send(type: number, payload: Uint8Array): boolean {
-    if (this.writer === null) {
-      this.queued.push({ type, payload: Buffer.from(payload) });
-      return true;
-    }
-    return this.writer.write(type, payload);
   }
 
   private opened(socket: Socket<undefined>): void {
@@ -243,9 +252,9 @@ class LinkCall<Req, Res> implements BatchDuplex<Req, Res> {
       return;
     }
     this.socket = socket;
-    const writer = new _FrameWriter(socket as Socket<unknown>);
+    const writer = new _FrameWriter(socket);
     this.writer = writer;
-    for (const { type, payload } of this.queued) writer.write(type, payload);
+    for (const frame of this.queued) writer.raw(frame);
     this.queued = [];
   }
 

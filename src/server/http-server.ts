@@ -10,6 +10,7 @@
  * response (later requests wait in the buffer, answered in order), no
  * upgrades, no response streaming.
  */
+import { _SocketWriter } from "../wire/socket-writer.ts";
 import type { Socket, TCPSocketListener } from "bun";
 import {
   _CHUNKED,
@@ -145,11 +146,6 @@ function writeDecimal(buffer: Buffer, at: number, value: number): number {
 
 /** One shared send buffer: a response is copied in and sent synchronously, and any unsent rest is copied out. */
 const sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
-
-/** A copy of bytes `from` to `to` (the Uint8Array constructor copies; a Buffer's slice would share). */
-function copyOf(bytes: Uint8Array, from: number, to: number): Uint8Array {
-  return new Uint8Array(bytes.subarray(from, to));
-}
 
 /** Writes the head of a response into the send buffer from byte 0, from bytes made beforehand; returns its length. */
 function writeHead(response: _HttpResponse, contentLength: number, close: boolean): number {
@@ -300,8 +296,8 @@ class _Connection {
   private partialBody: _ByteSink | null = null;
   /** The handler's answer is pending. */
   private answering = false;
-  /** Output the socket did not take yet, in order; null when all was sent. */
-  private unsent: Uint8Array[] | null = null;
+  /** Output, with what the socket did not take yet. */
+  private readonly writer: _SocketWriter;
   /** Close once the current response is out. */
   private closeAfterResponse = false;
   private ended = false;
@@ -313,11 +309,12 @@ class _Connection {
     private readonly idleTimeoutSeconds: number,
   ) {
     socket.timeout(idleTimeoutSeconds);
+    this.writer = new _SocketWriter(socket);
   }
 
   receive(chunk: Buffer): void {
     if (this.ended) return;
-    if (this.answering || this.unsent !== null) {
+    if (this.answering || this.writer.backedUp) {
       this.hold(chunk);
       this.limitBuffered();
       return;
@@ -329,26 +326,18 @@ class _Connection {
   }
 
   drain(): void {
-    const unsent = this.unsent;
-    if (unsent === null) return;
-    while (unsent.length > 0) {
-      const bytes = unsent[0]!;
-      const written = this.socket.write(bytes);
-      if (written < 0) return this.closed();
-      if (written < bytes.length) {
-        unsent[0] = bytes.subarray(written);
-        return;
-      }
-      unsent.shift();
+    if (!this.writer.backedUp) return;
+    if (!this.writer.drain()) {
+      if (this.writer.closed) this.closed();
+      return;
     }
-    this.unsent = null;
     if (this.closeAfterResponse) this.end();
     else if (!this.answering) this.pump();
   }
 
   peerEnded(): void {
     this.peerHasEnded = true;
-    if (!this.answering && this.unsent === null) this.end();
+    if (!this.answering && !this.writer.backedUp) this.end();
   }
 
   timedOut(): void {
@@ -360,7 +349,7 @@ class _Connection {
   /** Closes at once when nothing is in progress, else after the current response. */
   endWhenIdle(): void {
     this.closeAfterResponse = true;
-    if (!this.answering && this.unsent === null && this.request === null) this.end();
+    if (!this.answering && !this.writer.backedUp && this.request === null) this.end();
   }
 
   terminate(): void {
@@ -372,14 +361,14 @@ class _Connection {
     this.ended = true;
     this.input = null;
     this.dropHeld();
-    this.unsent = null;
+    this.writer.close();
   }
 
   /** Reads and answers requests while whole ones are buffered and nothing is pending. */
   private pump(): void {
     if (this.held !== null) this.joinHeld();
     try {
-      while (!this.ended && !this.answering && this.unsent === null && this.input !== null) {
+      while (!this.ended && !this.answering && !this.writer.backedUp && this.input !== null) {
         const request = this.request ?? this.readHead();
         if (request === null) return;
         if (!this.readBody(request)) return;
@@ -391,7 +380,7 @@ class _Connection {
       // Anything but a refusal is a defect here; it must cost this connection, not the process.
       this.refuse(error instanceof _HttpError ? this.server.options.refusal(error.status, error.message) : this.server.options.internalError(error));
     }
-    if (this.peerHasEnded && !this.answering && this.unsent === null && !this.ended) this.end();
+    if (this.peerHasEnded && !this.answering && !this.writer.backedUp && !this.ended) this.end();
   }
 
   private readHead(): _HttpRequest | null {
@@ -504,7 +493,7 @@ class _Connection {
     if (this.ended) return;
     this.socket.timeout(this.idleTimeoutSeconds);
     this.respond(response, headOnly);
-    if (this.unsent === null && !this.ended) this.pump();
+    if (!this.writer.backedUp && !this.ended) this.pump();
   }
 
   /** Answers and closes: what follows in the input cannot be framed any more. */
@@ -533,7 +522,7 @@ class _Connection {
       this.send(sendBuffer, headBytes);
       this.send(body, body.length);
     }
-    if (this.unsent === null && this.closeAfterResponse) this.end();
+    if (!this.writer.backedUp && this.closeAfterResponse) this.end();
   }
 
   /**
@@ -544,14 +533,8 @@ class _Connection {
    */
   private send(bytes: Uint8Array, length: number): void {
     if (this.ended) return;
-    const shared = bytes === sendBuffer;
-    if (this.unsent !== null) {
-      this.unsent.push(shared ? copyOf(bytes, 0, length) : bytes.subarray(0, length));
-      return;
-    }
-    const written = this.socket.write(bytes, 0, length);
-    if (written < 0) return this.closed();
-    if (written < length) this.unsent = [shared ? copyOf(bytes, written, length) : bytes.subarray(written, length)];
+    this.writer.write(bytes, length, bytes === sendBuffer);
+    if (this.writer.closed) this.closed();
   }
 
   /** Keeps what a client pipelines behind a pending response bounded. */

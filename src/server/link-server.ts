@@ -8,7 +8,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { GCacheError } from "../errors.ts";
 import type { BatchGetRequest, BatchGetResponse, Codec, WriteBatch, WriteBatchResponse } from "../wire/messages.ts";
-import { _errorPayload, _FrameReader, _FrameWriter, _LINK_CODECS, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
+import { _errorPayload, _FrameReader, _FrameWriter, _LINK_CODECS, LINK_HEADER_BYTES, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
 import { toStatus } from "../wire/status.ts";
 import { InvalidMessage, type _StreamCall } from "./service.ts";
 
@@ -124,7 +124,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
     private readonly server: _LinkServer,
   ) {
     this.reader = new _FrameReader(server.maxFrameBytes, (type, payload) => this.frame(type, payload));
-    this.writer = new _FrameWriter(socket as Socket<unknown>);
+    this.writer = new _FrameWriter(socket);
   }
 
   /** It showed the ticket, and its stream is not over. */
@@ -166,7 +166,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
     }
     this.socket.timeout(0);
     this.codec = _LINK_CODECS[stream];
-    this.writer.write(LinkFrame.HELLO, HELLO_ACCEPTED);
+    this.writer.frame(LinkFrame.HELLO, HELLO_ACCEPTED);
     this.server.serve(stream, this);
   }
 
@@ -197,7 +197,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
 
   write(response: unknown): boolean {
     if (this.over) return true;
-    return this.writer.write(LinkFrame.MESSAGE, this.codec!.response.encodeTransient(response));
+    return this.writer.message(this.codec!.response.encodeTransient(response, LINK_HEADER_BYTES));
   }
 
   fail(error: GCacheError): void {
@@ -211,7 +211,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
   end(): void {
     if (this.over) return;
     this.over = true;
-    this.writer.write(LinkFrame.END, EMPTY);
+    this.writer.frame(LinkFrame.END, EMPTY);
     this.closeWhenSent();
   }
 
@@ -286,7 +286,7 @@ class LinkConnection implements _StreamCall<unknown, unknown> {
 
   private writeError(error: GCacheError): void {
     const status = toStatus(error);
-    this.writer.write(LinkFrame.ERROR, _errorPayload(status.code ?? 13, status.details ?? error.message));
+    this.writer.frame(LinkFrame.ERROR, _errorPayload(status.code ?? 13, status.details ?? error.message));
   }
 
   private closeWhenSent(): void {

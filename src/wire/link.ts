@@ -14,8 +14,8 @@
  * takes with a HELLO of its own (`[u8 version]`), and one it refuses with
  * an ERROR; a sender gives up on a link that does neither within a second.
  */
-import type { Socket } from "bun";
 import { codecs, type Codec } from "./messages.ts";
+import { _SocketWriter, type _WritableSocket } from "./socket-writer.ts";
 
 /** The link is built on Bun's sockets: under Node.js a node offers none and its peers keep to gRPC. */
 export const _linkAvailable = typeof Bun !== "undefined";
@@ -101,28 +101,44 @@ export class _FrameReader {
       at = this.fill(chunk);
       if (this.partial !== null) return null;
     }
-    let bytes = chunk;
     if (this.head !== null) {
-      bytes = Buffer.concat([this.head, chunk.subarray(at)]);
+      // Complete the cut header from this read's first bytes only; the frame is then gathered.
+      const taken = chunk.subarray(at, at + HEADER_BYTES - this.head.byteLength);
+      const head = Buffer.concat([this.head, taken]);
+      at += taken.byteLength;
       this.head = null;
-      at = 0;
-    }
-    while (!this.stopped && bytes.byteLength - at >= HEADER_BYTES) {
-      const length = bytes.readUInt32BE(at);
-      if (length < 1 || length > this.maxFrameBytes) return `peer link: a frame of ${length} bytes (at most ${this.maxFrameBytes})`;
-      const type = bytes[at + 4]!;
-      const end = at + 4 + length;
-      if (end > bytes.byteLength) {
-        this.partial = Buffer.allocUnsafe(length - 1);
-        this.partialType = type;
-        this.filled = 0;
-        this.fill(bytes.subarray(at + HEADER_BYTES));
+      if (head.byteLength < HEADER_BYTES) {
+        this.head = head;
         return null;
       }
-      this.onFrame(type, bytes.subarray(at + HEADER_BYTES, end));
+      const problem = this.gather(head, 0);
+      if (problem !== null) return problem;
+      at += this.fill(chunk.subarray(at));
+      if (this.partial !== null) return null;
+    }
+    while (!this.stopped && chunk.byteLength - at >= HEADER_BYTES) {
+      const length = chunk.readUInt32BE(at);
+      const end = at + 4 + length;
+      if (end > chunk.byteLength || length < 1 || length > this.maxFrameBytes) {
+        const problem = this.gather(chunk, at);
+        if (problem !== null) return problem;
+        this.fill(chunk.subarray(at + HEADER_BYTES));
+        return null;
+      }
+      this.onFrame(chunk[at + 4]!, chunk.subarray(at + HEADER_BYTES, end));
       at = end;
     }
-    if (!this.stopped && at < bytes.byteLength) this.head = Buffer.from(bytes.subarray(at));
+    if (!this.stopped && at < chunk.byteLength) this.head = Buffer.from(chunk.subarray(at));
+    return null;
+  }
+
+  /** Starts gathering the frame whose header is at `at` of `bytes`, or says what is wrong with it. */
+  private gather(bytes: Buffer, at: number): string | null {
+    const length = bytes.readUInt32BE(at);
+    if (length < 1 || length > this.maxFrameBytes) return `peer link: a frame of ${length} bytes (at most ${this.maxFrameBytes})`;
+    this.partial = Buffer.allocUnsafe(length - 1);
+    this.partialType = bytes[at + 4]!;
+    this.filled = 0;
     return null;
   }
 
@@ -140,80 +156,73 @@ export class _FrameReader {
   }
 }
 
+/** Bytes a frame's header takes; a message encoded with this much headroom becomes a frame in place (`_FrameWriter.message`). */
+export const LINK_HEADER_BYTES = HEADER_BYTES;
+
+/** A frame in a buffer of its own. */
+export function _frame(type: number, payload: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.byteLength);
+  frame.set(payload, HEADER_BYTES);
+  return seal(frame, type);
+}
+
+/** Writes the header of a frame whose payload already follows the header's room. */
+function seal<B extends Uint8Array>(frame: B, type: number): B {
+  const length = frame.byteLength - 4;
+  frame[0] = length >>> 24;
+  frame[1] = (length >>> 16) & 0xff;
+  frame[2] = (length >>> 8) & 0xff;
+  frame[3] = length & 0xff;
+  frame[4] = type;
+  return frame;
+}
+
 /**
- * Writes frames to a Bun socket, which takes what the kernel takes and no
- * more: the rest waits here, in order, until `drain`. Frames are built in
- * one reused buffer, so a frame the socket takes whole allocates nothing.
+ * Writes frames to a Bun socket. A message is encoded with the header's room
+ * ahead of it (`Codec.encodeTransient(message, LINK_HEADER_BYTES)`) and goes
+ * out from the encoder's buffer as it is: a frame the socket takes whole is
+ * neither copied nor allocated here.
  */
 export class _FrameWriter {
-  private unsent: Buffer[] | null = null;
-  private scratch = Buffer.allocUnsafe(64 * 1024);
-  private closed = false;
+  private readonly out: _SocketWriter;
 
-  constructor(private readonly socket: Socket<unknown>) {}
+  constructor(socket: _WritableSocket) {
+    this.out = new _SocketWriter(socket);
+  }
 
   /** Whether earlier frames still wait for the socket. */
   get backedUp(): boolean {
-    return this.unsent !== null;
+    return this.out.backedUp;
   }
 
-  /** Sends one frame; false when it, or frames before it, wait for `drain`. */
-  write(type: number, payload: Uint8Array): boolean {
-    if (this.closed) return false;
-    const length = HEADER_BYTES + payload.byteLength;
-    if (this.scratch.byteLength < length) this.scratch = Buffer.allocUnsafe(Math.max(length, this.scratch.byteLength * 2));
-    const frame = this.scratch;
-    frame.writeUInt32BE(length - 4, 0);
-    frame[4] = type;
-    frame.set(payload, HEADER_BYTES);
-    if (this.unsent !== null) {
-      this.unsent.push(Buffer.from(frame.subarray(0, length)));
-      this.shrinkScratch();
-      return false;
-    }
-    const written = this.socket.write(frame, 0, length);
-    if (written >= length) {
-      this.shrinkScratch();
-      return true;
-    }
-    if (written < 0) {
-      this.closed = true;
-      return false;
-    }
-    this.unsent = [Buffer.from(frame.subarray(written, length))];
-    this.shrinkScratch();
-    return false;
+  /** Sends a message encoded after `LINK_HEADER_BYTES` of headroom, in a buffer the encoder reuses; false when it waits for `drain`. */
+  message(encoded: Uint8Array): boolean {
+    return this.out.write(seal(encoded, LinkFrame.MESSAGE), encoded.byteLength, true);
+  }
+
+  /** Sends a frame of `type` around `payload` (HELLO, END, ERROR: small, and rare). */
+  frame(type: number, payload: Uint8Array): boolean {
+    const frame = _frame(type, payload);
+    return this.out.write(frame, frame.byteLength, false);
+  }
+
+  /** Sends a whole frame that stays as it is (one queued before the connection opened). */
+  raw(frame: Uint8Array): boolean {
+    return this.out.write(frame, frame.byteLength, false);
   }
 
   /** The socket can take more. Returns true once nothing waits. */
   drain(): boolean {
-    const unsent = this.unsent;
-    if (unsent === null) return true;
-    while (unsent.length > 0) {
-      const bytes = unsent[0]!;
-      const written = this.socket.write(bytes);
-      if (written < 0) {
-        this.closed = true;
-        return false;
-      }
-      if (written < bytes.byteLength) {
-        unsent[0] = bytes.subarray(written);
-        return false;
-      }
-      unsent.shift();
-    }
-    this.unsent = null;
-    return true;
+    return this.out.drain();
   }
 
   /** Drops what waits; nothing more is written. */
   close(): void {
-    this.closed = true;
-    this.unsent = null;
+    this.out.close();
   }
+}
 
-  /** A large message grows the scratch buffer once; it is not kept beyond 1 MiB. */
-  private shrinkScratch(): void {
-    if (this.scratch.byteLength > 1024 * 1024) this.scratch = Buffer.allocUnsafe(64 * 1024);
-  }
+/** `_FrameWriter.message`'s frame as bytes of their own (to hold until a connection opens). */
+export function _messageFrame(encoded: Uint8Array): Buffer {
+  return Buffer.from(seal(encoded, LinkFrame.MESSAGE));
 }

@@ -168,9 +168,10 @@ export interface Codec<T> {
    * Like `encode`, but the bytes live in a buffer the next call reuses: only
    * for a caller that copies them before encoding again. grpc-js's server
    * does (it copies every response into its frame at once); its client does
-   * not (it frames requests after an await).
+   * not (it frames requests after an await). `headroom` bytes (default 0)
+   * come first, left for the caller to fill (a peer link's frame header).
    */
-  encodeTransient(message: T): Buffer;
+  encodeTransient(message: T, headroom?: number): Buffer;
   decode(bytes: Uint8Array): T;
 }
 
@@ -187,10 +188,12 @@ function codec<T>(typeName: string, normalize: (decoded: Record<string, unknown>
   let kept: protobuf.Writer | null = null;
   return {
     encode: (message) => toBuffer(type.encode(message as object).finish()),
-    encodeTransient: (message) => {
+    encodeTransient: (message, headroom = 0) => {
       // Taken, not shared, while in use: a throw mid-encoding leaves it behind, half-written.
       const writer = kept?.reset() ?? protobuf.Writer.create();
       kept = null;
+      // Room for a frame header ahead of the message (see wire/link.ts): a zero varint is one byte.
+      for (let i = 0; i < headroom; i++) writer.uint32(0);
       const bytes = type.encode(message as object, writer).finish(true);
       if (bytes.byteLength <= KEPT_WRITER_BYTES) kept = writer;
       return toBuffer(bytes);

@@ -7,10 +7,9 @@ import { SILENT_LOGGER } from "../../src/log.ts";
 import { renderMetrics } from "../../src/server/metrics.ts";
 import { CacheNode, type NodeOptions } from "../../src/node.ts";
 import type { _Connection } from "../../src/wire/connection.ts";
-import { _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
+import { _frame, _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
 import { codecs, GCACHE_SERVICE } from "../../src/wire/messages.ts";
 import { makeCertificates } from "../_support/certs.ts";
-import { linkFrame } from "../_support/link-frames.ts";
 import { bytes, text } from "../_support/cluster.ts";
 import { recordUnaryCalls } from "../_support/recorded-calls.ts";
 import { waitFor } from "../_support/wait.ts";
@@ -104,7 +103,7 @@ async function rawLink(port: number) {
   return {
     frames,
     closed: () => closed,
-    send: (type: number, payload: Uint8Array) => void socket.write(linkFrame(type, payload)),
+    send: (type: number, payload: Uint8Array) => void socket.write(_frame(type, payload)),
     sendRaw: (raw: Uint8Array) => void socket.write(raw),
     socket: socket as Socket<undefined>,
   };

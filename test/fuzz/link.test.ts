@@ -9,11 +9,10 @@
  * connections are tried.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { linkFrame } from "../_support/link-frames.ts";
 import { status } from "@grpc/grpc-js";
 import { GCacheClient } from "../../src/client.ts";
 import { _Connection } from "../../src/wire/connection.ts";
-import { _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
+import { _frame, _FrameReader, _helloPayload, _parseError, LinkFrame, LinkStream } from "../../src/wire/link.ts";
 import { codecs, GCACHE_SERVICE, WriteKind } from "../../src/wire/messages.ts";
 import { CliNode } from "../_support/cli.ts";
 import { bytes, text } from "../_support/cluster.ts";
@@ -96,17 +95,17 @@ async function oneConnection(port: number, ticket: Uint8Array, fuzz: Fuzz): Prom
       out.push(Buffer.from(fuzz.bytes(2000)));
       break;
     case 1: // a HELLO with a wrong ticket, version or stream
-      out.push(linkFrame(LinkFrame.HELLO, fuzz.chance(0.5) ? _helloPayload(stream, fuzz.bytes(20)) : fuzz.bytes(20)));
+      out.push(_frame(LinkFrame.HELLO, fuzz.chance(0.5) ? _helloPayload(stream, fuzz.bytes(20)) : fuzz.bytes(20)));
       break;
     default: // the right HELLO, then frames of any type: random payloads and mutated messages
-      out.push(linkFrame(LinkFrame.HELLO, _helloPayload(stream, ticket)));
+      out.push(_frame(LinkFrame.HELLO, _helloPayload(stream, ticket)));
       for (let i = 0; i < 1 + fuzz.int(6); i++) {
         const type = fuzz.chance(0.7) ? LinkFrame.MESSAGE : fuzz.int(8);
-        out.push(linkFrame(type, type === LinkFrame.MESSAGE && fuzz.chance(0.7) ? fuzz.message(stream) : fuzz.bytes(300)));
+        out.push(_frame(type, type === LinkFrame.MESSAGE && fuzz.chance(0.7) ? fuzz.message(stream) : fuzz.bytes(300)));
       }
   }
   // Whatever the node has not refused by now ends cleanly once it has answered.
-  out.push(linkFrame(LinkFrame.END, new Uint8Array(0)));
+  out.push(_frame(LinkFrame.END, new Uint8Array(0)));
   socket.write(Buffer.concat(out));
   const timer = setTimeout(closedNow, CLOSE_DEADLINE_MS);
   await closed;
