@@ -101,6 +101,11 @@ export class Cache<V = Uint8Array> {
     return this.store.expiresAt(key);
   }
 
+  /** `expiresAt` of a key `get` has just found (see the store's `_expiresAtOfFound`). */
+  _expiresAtOfFound(key: string): number {
+    return this.store._expiresAtOfFound(key);
+  }
+
   clear(): void {
     this.store.clear();
   }

@@ -336,7 +336,7 @@ export class Group {
     let value = countMisses ? this.main.get(key) : this.main._getIfHit(key);
     if (value !== undefined) {
       c.cacheHits++;
-      this._foundExpiresAt = this.main.expiresAt(key) ?? 0;
+      this._foundExpiresAt = this.main._expiresAtOfFound(key);
       return value;
     }
     if (this.hot !== null) {
@@ -344,7 +344,7 @@ export class Group {
       if (value !== undefined) {
         c.cacheHits++;
         c.hotHits++;
-        this._foundExpiresAt = this.hot.expiresAt(key) ?? 0;
+        this._foundExpiresAt = this.hot._expiresAtOfFound(key);
         return value;
       }
     }

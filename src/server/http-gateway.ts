@@ -41,6 +41,8 @@ const TEXT_HEAD = new _ResponseHead(200, "content-type: text/plain; charset=utf-
 const NOT_READY_HEAD = new _ResponseHead(503, "content-type: text/plain; charset=utf-8\r\n");
 const METRICS_HEAD = new _ResponseHead(200, "content-type: text/plain; version=0.0.4; charset=utf-8\r\n");
 const NO_VALUE: Uint8Array = new Uint8Array(0);
+/** Longer group names are not remembered between requests. */
+const MAX_REMEMBERED_GROUP_BYTES = 128;
 /** JSON heads by status, made on first use. */
 const jsonHeads = new Map<number, _ResponseHead>();
 
@@ -73,6 +75,10 @@ export class _HttpGateway {
    * response before it asks again. It holds on to the last value answered.
    */
   private readonly hit = { head: VALUE_HEAD, extraHeaders: "", body: NO_VALUE };
+  /** The group named by the last key request without escapes: its bytes (the first `lastGroupLength`) and its name. */
+  private readonly lastGroupBytes = Buffer.alloc(MAX_REMEMBERED_GROUP_BYTES);
+  private lastGroupLength = -1;
+  private lastGroupName = "";
 
   constructor(
     private readonly node: CacheNode,
@@ -131,8 +137,13 @@ export class _HttpGateway {
     let key: string;
     try {
       if (keysAt < 0) throw new GCacheError("ERR_NOT_FOUND", `no route ${request.path}: expected /v1/groups/{group}/keys/{key}`);
-      groupName = decoded(request.pathPart(KEY_ROUTE.length, keysAt));
-      key = decoded(request.pathPart(keysAt + KEYS_SEGMENT.length));
+      if (request.pathEscaped) {
+        groupName = decoded(request.pathPart(KEY_ROUTE.length, keysAt));
+        key = decoded(request.pathPart(keysAt + KEYS_SEGMENT.length));
+      } else {
+        groupName = this.groupNameAt(request, keysAt);
+        key = request.pathPart(keysAt + KEYS_SEGMENT.length);
+      }
     } catch (error) {
       if (isGCacheError(error)) return errorResponse(error);
       return errorResponse(new GCacheError("ERR_INVALID_ARGUMENT", "malformed percent-encoding in the path"));
@@ -153,6 +164,23 @@ export class _HttpGateway {
       default:
         return methodNotAllowed("GET, PUT, DELETE");
     }
+  }
+
+  /**
+   * The group's name in a path without escapes. Most requests name the same
+   * group as the one before: its bytes are compared and its string reused,
+   * which also spares the group lookup hashing a new string.
+   */
+  private groupNameAt(request: _HttpRequest, keysAt: number): string {
+    const length = keysAt - KEY_ROUTE.length;
+    if (length === this.lastGroupLength && request.pathPartIs(KEY_ROUTE.length, keysAt, this.lastGroupBytes)) return this.lastGroupName;
+    const name = request.pathPart(KEY_ROUTE.length, keysAt);
+    if (length <= this.lastGroupBytes.length) {
+      this.lastGroupBytes.write(name, "latin1");
+      this.lastGroupLength = length;
+      this.lastGroupName = name;
+    }
+    return name;
   }
 
   private get(group: Group, key: string, request: _HttpRequest): _HttpResponse | Promise<_HttpResponse> {

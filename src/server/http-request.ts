@@ -53,6 +53,8 @@ export class _HttpRequest {
   private pathTo = 0;
   /** The path as a string, once asked for. */
   private pathText: string | null = null;
+  /** Whether the path holds a percent sign: without one, its parts need no decoding. */
+  pathEscaped = false;
   /** Query string without the "?", "" when none. */
   query = "";
   /** The bytes the head was read from; never written to, so headers are decoded only when asked for. */
@@ -89,10 +91,31 @@ export class _HttpRequest {
     return true;
   }
 
-  /** Where `needle` (ASCII bytes) first occurs in the path at or after `from`, -1 where it does not. */
+  /**
+   * Where `needle` (ASCII bytes) first occurs in the path at or after `from`,
+   * -1 where it does not. A loop here rather than Buffer's `indexOf`: paths
+   * are short, and the native call cost more than the search.
+   */
   pathIndexOf(needle: Uint8Array, from: number): number {
-    const at = this.pathBytes.indexOf(needle, this.pathFrom + from);
-    return at < 0 || at + needle.length > this.pathTo ? -1 : at - this.pathFrom;
+    const bytes = this.pathBytes;
+    const first = needle[0];
+    const last = this.pathTo - needle.length;
+    outer: for (let at = this.pathFrom + from; at <= last; at++) {
+      if (bytes[at] !== first) continue;
+      for (let i = 1; i < needle.length; i++) if (bytes[at + i] !== needle[i]) continue outer;
+      return at - this.pathFrom;
+    }
+    return -1;
+  }
+
+  /** Whether the path's bytes from `from` to `to` (offsets in the path) are the first `to - from` bytes of `bytes`. */
+  pathPartIs(from: number, to: number, bytes: Uint8Array): boolean {
+    const length = to - from;
+    if (length > bytes.length) return false;
+    const path = this.pathBytes;
+    const at = this.pathFrom + from;
+    for (let i = 0; i < length; i++) if (path[at + i] !== bytes[i]) return false;
+    return true;
   }
 
   /** Part of the path, `from` to `to` (offsets in the path), as a string of its own. */
@@ -105,7 +128,7 @@ export class _HttpRequest {
    * bytes, so that an idle connection keeps no body or received chunk alive.
    */
   _release(): void {
-    this._fill("", EMPTY_INPUT, 0, 0, "", EMPTY_INPUT, 0, 0, true, 0, false);
+    this._fill("", EMPTY_INPUT, 0, 0, false, "", EMPTY_INPUT, 0, 0, true, 0, false);
   }
 
   /** @internal for the parser: the fields of the head just read, the body emptied. */
@@ -114,6 +137,7 @@ export class _HttpRequest {
     pathBytes: Buffer,
     pathFrom: number,
     pathTo: number,
+    pathEscaped: boolean,
     query: string,
     input: Buffer,
     headersStart: number,
@@ -128,6 +152,7 @@ export class _HttpRequest {
     this.pathText = null;
     this.pathFrom = pathFrom;
     this.pathTo = pathTo;
+    this.pathEscaped = pathEscaped;
     this.query = query;
     this.input = input;
     this.headersStart = headersStart;
@@ -176,6 +201,7 @@ const SP = 32;
 const HTAB = 9;
 const COLON = 58;
 const QUESTION = 63;
+const PERCENT = 37;
 const SLASH = 47;
 const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
 const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
@@ -200,6 +226,12 @@ export function _readHead(input: Buffer, scanned: number, limits: _RequestLimits
   // Bounded, or a client sending nothing but empty lines would have them all kept (and searched again with every read).
   while (start + 1 < input.length && start <= limits.maxHeadBytes && input[start] === CR && input[start + 1] === LF) start += 2;
   if (start > limits.maxHeadBytes) throw new _HttpError(400, `more than ${limits.maxHeadBytes} bytes of empty lines before the request line`);
+  // Most heads come whole as the whole of one read, which then ends in the blank
+  // line: the parser finds where the head ends as it reads, with no search before.
+  const length = input.length;
+  if (scanned === 0 && length - 4 >= start && length - start <= limits.maxHeadBytes && endsInBlankLine(input, length)) {
+    return parseHead(input, start, length, limits, into ?? new _HttpRequest());
+  }
   // A blank line ending in the new bytes may have begun up to three bytes before them.
   const blankLine = input.indexOf(HEAD_END, Math.max(start, scanned - 3));
   if (blankLine >= 0) return parseHead(input, start, blankLine + 4, limits, into ?? new _HttpRequest());
@@ -210,6 +242,10 @@ export function _readHead(input: Buffer, scanned: number, limits: _RequestLimits
   return null;
 }
 
+function endsInBlankLine(input: Buffer, length: number): boolean {
+  return input[length - 1] === LF && input[length - 2] === CR && input[length - 3] === LF && input[length - 4] === CR;
+}
+
 function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _HttpError {
   const lineEnd = input.indexOf(LF, from);
   if (lineEnd < 0 || lineEnd - from > limits.maxHeadBytes) return new _HttpError(414, `request line longer than ${limits.maxHeadBytes} bytes`);
@@ -217,33 +253,38 @@ function headTooLong(input: Buffer, from: number, limits: _RequestLimits): _Http
 }
 
 /**
- * Parses the head in `input[from, end)`, `end` just past its blank line. Works
- * on the bytes: only the query and the values asked for become strings (the
- * path too, when asked for).
+ * Parses the head starting at `from`. `bound`: where a blank line is known to
+ * end (the first one at or after `from` may end sooner, and ends the head).
+ * Works on the bytes: only the query and the values asked for become strings
+ * (the path too, when asked for).
  */
-function parseHead(input: Buffer, from: number, end: number, limits: _RequestLimits, into: _HttpRequest): _HttpRequest {
-  if (end - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
+function parseHead(input: Buffer, from: number, bound: number, limits: _RequestLimits, into: _HttpRequest): _HttpRequest {
+  // A bound beyond the limit comes only from a search for the blank line, and is then where the head ends.
+  if (bound - from > limits.maxHeadBytes) throw headTooLong(input, from, limits);
   // Request line: METHOD SP TARGET SP HTTP/1.x CRLF
   let at = from;
-  while (at < end && isTokenByte(input[at]!)) at++;
+  while (at < bound && isTokenByte(input[at]!)) at++;
   if (at === from || input[at] !== SP) throw new _HttpError(400, "malformed request line: expected METHOD TARGET HTTP/1.1");
   const method = methodName(input, from, at);
   const targetStart = ++at;
   let queryAt = -1;
-  for (; at < end; at++) {
+  let percentAt = -1;
+  for (; at < bound; at++) {
     const byte = input[at]!;
     if (byte === SP) break;
     if (byte < 0x21 || byte > 0x7e) {
       if (byte === CR || byte === LF) break;
       throw new _HttpError(400, "the request target may hold only visible ASCII; percent-encode other bytes");
     }
-    if (byte === QUESTION && queryAt < 0) queryAt = at;
+    if (byte === QUESTION) {
+      if (queryAt < 0) queryAt = at;
+    } else if (byte === PERCENT && percentAt < 0) percentAt = at;
   }
   if (at === targetStart || input[at] !== SP) throw new _HttpError(400, "malformed request line: expected METHOD TARGET HTTP/1.1");
   const targetEnd = at++;
-  if (input.indexOf(HTTP_1, at) !== at || input[at + 8] !== CR || input[at + 9] !== LF) throw badVersion(input, at, end);
+  if (!bytesAt(input, at, HTTP_1) || input[at + 8] !== CR || input[at + 9] !== LF) throw badVersion(input, at, bound);
   const minor = input[at + 7];
-  if (minor !== 0x31 && minor !== 0x30) throw badVersion(input, at, end);
+  if (minor !== 0x31 && minor !== 0x30) throw badVersion(input, at, bound);
   const http10 = minor === 0x30;
   at += 10;
 
@@ -253,11 +294,11 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
   let chunked = false;
   let close = http10;
   let expectsContinue = false;
-  const headersEnd = end - 2;
-  while (at < headersEnd) {
+  // Every line ends in CRLF (or is refused), so the first blank line is met at the start of a line.
+  while (input[at] !== CR || input[at + 1] !== LF) {
     if (headerLines++ >= limits.maxHeaders) throw new _HttpError(431, `more than ${limits.maxHeaders} header lines`);
     const nameStart = at;
-    while (at < headersEnd && isTokenByte(input[at]!)) at++;
+    while (at < bound && isTokenByte(input[at]!)) at++;
     if (at === nameStart || input[at] !== COLON) {
       const byte = input[at];
       const why = byte === SP || byte === HTAB ? "folded lines and spaces before the colon are not accepted" : "expected NAME: VALUE";
@@ -306,6 +347,7 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
         break;
     }
   }
+  const end = at + 2;
   if (chunked && contentLength >= 0) throw new _HttpError(400, "content-length and transfer-encoding together");
   if (chunked && http10) throw new _HttpError(400, "transfer-encoding in an HTTP/1.0 request");
   const bodyLength = chunked ? _CHUNKED : Math.max(contentLength, 0);
@@ -319,6 +361,7 @@ function parseHead(input: Buffer, from: number, end: number, limits: _RequestLim
     constant ?? input,
     constant === null ? pathStart : 0,
     constant === null ? pathEnd : constant.length,
+    percentAt >= 0 && percentAt < pathEnd,
     queryAt < 0 ? "" : latin1(input, queryAt + 1, targetEnd),
     input,
     headersStart,
@@ -342,6 +385,12 @@ const COMMON_METHODS = ["GET", "PUT", "HEAD", "DELETE"];
 function methodName(input: Buffer, from: number, to: number): string {
   for (const method of COMMON_METHODS) if (bytesAre(input, from, to, method)) return method;
   return latin1(input, from, to);
+}
+
+/** Whether `input` holds `bytes` at `at`. */
+function bytesAt(input: Buffer, at: number, bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (input[at + i] !== bytes[i]) return false;
+  return true;
 }
 
 function bytesAre(input: Buffer, from: number, to: number, text: string): boolean {

@@ -109,6 +109,19 @@ export class _ResponseHead {
     if (headers.length > MAX_FIXED_HEADER_BYTES) throw new RangeError(`response headers longer than ${MAX_FIXED_HEADER_BYTES} bytes`);
     this.bytes = Buffer.from(`HTTP/1.1 ${status} ${REASONS[status] ?? "Unknown"}\r\n${headers}`, "latin1");
   }
+
+  /** `bytes` and the tail last asked for, as one: a response that adds no header lines is one copy. */
+  private lead: Buffer | null = null;
+  private leadTail: Buffer | null = null;
+
+  /** @internal `bytes` followed by `tail`; made again when the tail is (once a second). */
+  _withTail(tail: Buffer): Buffer {
+    if (this.leadTail !== tail) {
+      this.lead = Buffer.concat([this.bytes, tail]);
+      this.leadTail = tail;
+    }
+    return this.lead!;
+  }
 }
 
 /**
@@ -149,17 +162,25 @@ const sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
 
 /** Writes the head of a response into the send buffer from byte 0, from bytes made beforehand; returns its length. */
 function writeHead(response: _HttpResponse, contentLength: number, close: boolean): number {
-  const fixed = response.head.bytes;
-  sendBuffer.set(fixed, 0);
-  let at = fixed.length;
   const extra = response.extraHeaders;
-  if (extra !== "") {
-    if (extra.length > MAX_EXTRA_HEADER_BYTES) throw new RangeError(`response headers longer than ${MAX_EXTRA_HEADER_BYTES} bytes`);
-    at += sendBuffer.write(extra, at, "latin1");
-  }
   const tail = headTail(close);
-  sendBuffer.set(tail, at);
-  at = writeDecimal(sendBuffer, at + tail.length, contentLength);
+  let at: number;
+  if (extra === "" && !close) {
+    const lead = response.head._withTail(tail);
+    sendBuffer.set(lead, 0);
+    at = lead.length;
+  } else {
+    const fixed = response.head.bytes;
+    sendBuffer.set(fixed, 0);
+    at = fixed.length;
+    if (extra !== "") {
+      if (extra.length > MAX_EXTRA_HEADER_BYTES) throw new RangeError(`response headers longer than ${MAX_EXTRA_HEADER_BYTES} bytes`);
+      at += sendBuffer.write(extra, at, "latin1");
+    }
+    sendBuffer.set(tail, at);
+    at += tail.length;
+  }
+  at = writeDecimal(sendBuffer, at, contentLength);
   // The end of the content-length line and of the head, byte by byte: cheaper than one more copy.
   sendBuffer[at] = CR;
   sendBuffer[at + 1] = LF;

@@ -258,6 +258,14 @@ export abstract class _LinkedStore<V> implements Store<V> {
     return this.expires === null ? 0 : this.expires[i]!;
   }
 
+  /**
+   * `expiresAt` of a key just read with `get`, so known to be live: a store
+   * that never held an expiring value answers without a second lookup.
+   */
+  _expiresAtOfFound(key: string): number {
+    return this.expires === null ? 0 : (this.expiresAt(key) ?? 0);
+  }
+
   set(key: string, value: V, options?: SetOptions): boolean {
     if (typeof key !== "string") throw invalidArgument(`key must be a string, got ${typeof key}`);
     if (this.closed) return false;

@@ -106,6 +106,27 @@ describe("HTTP gateway keys", () => {
   });
 });
 
+test("requests naming different groups one after another each read their own group, escaped or not", async () => {
+  const long = "l".repeat(200);
+  const names = ["g", "h", "gg", long];
+  const node = new CacheNode({ port: 0, groups: names.map((name) => ({ name })) });
+  await node.start();
+  const gateway = new _HttpGateway(node, { host: "127.0.0.1", port: 0 });
+  try {
+    for (const name of names) await node.group(name)!.set("k", encoder.encode(`k in ${name}`));
+    const paths = ["g", "h", "g", "%67", "h", "gg", long, "g", long, "x", "h"];
+    const responses = await pipelined(gateway.address, paths.map((group) => `GET /v1/groups/${group}/keys/k HTTP/1.1\r\nhost: x\r\n\r\n`).join(""), paths.length);
+    expect(responses.map((r) => r.body)).toEqual([
+      ...["k in g", "k in h", "k in g", "k in g", "k in h", "k in gg", `k in ${long}`, "k in g", `k in ${long}`],
+      JSON.stringify({ error: "ERR_UNKNOWN_GROUP", message: 'unknown group "x"' }),
+      "k in h",
+    ]);
+  } finally {
+    await gateway.close();
+    await node.close();
+  }
+});
+
 test("with the token required on reads, gets are refused without it", async () => {
   const node = new CacheNode({ port: 0, groups: [{ name: "g" }] });
   await node.start();

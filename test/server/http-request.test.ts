@@ -20,6 +20,50 @@ test("a head cut at any byte is read once the rest arrives, and only then", () =
   expect(new Set(outcomes)).toEqual(new Set([`true PUT /k q=1 3 ${head.length}`]));
 });
 
+test("a head that ends its read is read as when its end is searched for: up to its own blank line, or refused alike", () => {
+  const heads = [
+    "GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /a HTTP/1.1\r\n\r\n",
+    "\r\n\r\nGET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    // Pipelined: the read ends in the second head's blank line.
+    "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: y\r\n\r\n",
+    // A body that is itself a blank line.
+    "PUT /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n",
+    "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    // Refused, each for what comes first in it.
+    "GET\r\n\r\n",
+    "GET /a\r\n\r\n",
+    "GET /a HTTP/1.1\r\nHost x\r\n\r\n",
+    "GET /a HTTP/1.1\r\nHost: x\ry\r\n\r\n",
+    "GET /a HTTP/1.1\r\n Host: x\r\n\r\n",
+    "GET /a HTTP/2.0\r\n\r\n",
+    "GET /a HTTP/1.1\r\r\n\r\n",
+    "GET /a HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "GET /a HTTP/1.1\r\n\r\nGET /b\r\n\r\n",
+    "\r\n\r\n",
+  ];
+  const outcome = (input: Buffer, scanned: number): string => {
+    try {
+      const r = _readHead(input, scanned, LIMITS);
+      return r === null ? "incomplete" : `${r.method} ${r.path} ${r.keepAlive} ${r.bodyLength} ${r.headLength} ${r.header("host")}`;
+    } catch (error) {
+      return error instanceof _HttpError ? `${error.status} ${error.message}` : `crash ${String(error)}`;
+    }
+  };
+  const compared = heads.map((head) => {
+    const input = Buffer.from(head, "latin1");
+    // scanned = 1: not the first look at this head, so its end is searched for.
+    return [outcome(input, 0), outcome(input, 1)];
+  });
+  for (const [whole, searched] of compared) expect(whole).toBe(searched!);
+  expect(compared.map(([whole]) => whole!.split(" ")[0])).toEqual([
+    ...["GET", "GET", "GET", "GET", "PUT", "POST"],
+    ...["400", "400", "400", "400", "400", "505", "505", "400", "GET", "incomplete"],
+  ]);
+  // Each pipelined head ends at its own blank line.
+  expect(outcome(Buffer.from(heads[3]!, "latin1"), 0)).toBe("GET /a true 0 28 x");
+});
+
 test("a bare LF is refused in whichever piece it arrives", () => {
   const request = Buffer.from("GET /k HTTP/1.1\r\nHost: x\nX-A: b\r\n", "latin1");
   const lf = request.indexOf("x\n") + 1;
@@ -96,11 +140,15 @@ test("the path is read from the bytes: a prefix, a part, where a segment is, and
   expect(request.pathIndexOf(bytes("/b?"), 0)).toBe(-1);
   expect(request.pathPart(11, keysAt)).toBe("g%20x");
   expect(request.pathPart(keysAt + 6)).toBe("a/b");
+  expect(request.pathEscaped).toBe(true);
+  expect([bytes("g%20x"), bytes("g%20xyz"), bytes("g%20"), bytes("h%20x")].map((b) => request.pathPartIs(11, keysAt, b))).toEqual([true, true, false, false]);
 
   // The same object, filled in again: absolute form, then the targets that are not in the bytes.
   const absolute = read("GET http://h:1/v1/groups/g/keys/k?q HTTP/1.1", request);
   expect(absolute).toBe(request);
   expect([absolute.path, absolute.pathPart(11, 12), absolute.pathIndexOf(bytes("/keys/"), 0)]).toEqual(["/v1/groups/g/keys/k", "g", 12]);
+  // A percent sign in the query only leaves the path without escapes.
+  expect([absolute.pathEscaped, read("GET /a?x=%20 HTTP/1.1", request).pathEscaped, read("GET /a%20?x HTTP/1.1", request).pathEscaped]).toEqual([false, false, true]);
   const asterisk = read("OPTIONS * HTTP/1.1", request);
   expect([asterisk.path, asterisk.pathStartsWith(bytes("/")), asterisk.pathStartsWith(bytes("*"))]).toEqual(["*", false, true]);
   const root = read("GET http://h HTTP/1.1", request);
