@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import type { BunPlugin } from "bun";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const ENTRY = `${ROOT}src/cli/main.ts`;
+const ENTRY = `${ROOT}src/cli/gcache-node.ts`;
 
 const RELEASE_TARGETS = [
   ["bun-linux-x64", "gcache-node-linux-x64"],

@@ -5,11 +5,12 @@
  * plain HTTP; origins are HTTP servers in this process.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import packageJson from "../../package.json" with { type: "json" };
 import { envName, SERVE_FLAGS, type ServeFlag } from "../../src/cli/config.ts";
+import { RUNTIME_TUNING } from "../../src/cli/runtime-tuning.ts";
 import { GCacheClient } from "../../src/client.ts";
 import { GCacheError } from "../../src/errors.ts";
 import { _Connection } from "../../src/wire/connection.ts";
@@ -701,6 +702,28 @@ describe.skipIf(binaryUnderTest() === undefined)("binary in an empty directory",
       await client.set("default", "k", bytes("v"));
       expect(text(await client.get("default", "k"))).toBe("v");
       expect(node.stderr).not.toContain("error");
+    },
+    20_000,
+  );
+
+  test(
+    "serves in the process it was started as, restarted once with the runtime's settings; an operator's own value or off wins",
+    async () => {
+      const environ = (pid: number) =>
+        Object.fromEntries(
+          readFileSync(`/proc/${pid}/environ`, "latin1")
+            .split("\0")
+            .filter((entry) => /^(BUN_JSC_largeHeapSize|MIMALLOC_PURGE_DELAY|GCACHE_RUNTIME_TUNED)=/.test(entry))
+            .map((entry) => entry.split("=") as [string, string]),
+        );
+      const tuned = await startNode("tuned", ["--port=0"]);
+      expect(await healthStatus(tuned.address)).toBe(ServingStatus.SERVING);
+      expect(environ(tuned.pid)).toEqual({ ...RUNTIME_TUNING, GCACHE_RUNTIME_TUNED: "1" });
+      const own = await startNode("own", ["--port=0"], { env: { BUN_JSC_largeHeapSize: "67108864" } });
+      expect(environ(own.pid)).toEqual({ ...RUNTIME_TUNING, BUN_JSC_largeHeapSize: "67108864", GCACHE_RUNTIME_TUNED: "1" });
+      const off = await startNode("off", ["--port=0"], { env: { GCACHE_RUNTIME_TUNING: "off" } });
+      expect(environ(off.pid)).toEqual({});
+      expect(await healthStatus(off.address)).toBe(ServingStatus.SERVING);
     },
     20_000,
   );
