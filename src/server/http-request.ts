@@ -53,7 +53,7 @@ export class _HttpRequest {
   private pathTo = 0;
   /** The path as a string, once asked for. */
   private pathText: string | null = null;
-  /** Whether the path holds a percent sign: without one, its parts need no decoding. */
+  /** False when the path holds no percent sign, so that its parts need no decoding (true may also mean one in an absolute form's authority). */
   pathEscaped = false;
   /** Query string without the "?", "" when none. */
   query = "";
