@@ -16,9 +16,9 @@ import {
   _FrameWriter,
   _helloPayload,
   _LINK_CODECS,
+  _maxFrameBytes,
   _messageFrame,
   _parseError,
-  LINK_FRAME_OVERHEAD_BYTES,
   LINK_HEADER_BYTES,
   LinkFrame,
   LinkStream,
@@ -105,7 +105,7 @@ export class _PeerLink {
 
   /** @internal for calls */
   get target(): { host: string; port: number; ticket: Uint8Array; maxFrameBytes: number } {
-    return { host: this.host, port: this.port, ticket: this.ticket, maxFrameBytes: this.maxMessageBytes + LINK_FRAME_OVERHEAD_BYTES };
+    return { host: this.host, port: this.port, ticket: this.ticket, maxFrameBytes: _maxFrameBytes(this.maxMessageBytes) };
   }
 
   /**

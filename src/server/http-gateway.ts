@@ -75,10 +75,9 @@ export class _HttpGateway {
    * response before it asks again. It holds on to the last value answered.
    */
   private readonly hit = { head: VALUE_HEAD, extraHeaders: "", body: NO_VALUE };
-  /** The group named by the last key request without escapes: its bytes (the first `lastGroupLength`) and its name. */
-  private readonly lastGroupBytes = Buffer.alloc(MAX_REMEMBERED_GROUP_BYTES);
-  private lastGroupLength = -1;
+  /** The group named by the last key request without escapes: its name, and its bytes (as many as the name has characters). */
   private lastGroupName = "";
+  private readonly lastGroupBytes = Buffer.alloc(MAX_REMEMBERED_GROUP_BYTES);
 
   constructor(
     private readonly node: CacheNode,
@@ -172,12 +171,13 @@ export class _HttpGateway {
    * which also spares the group lookup hashing a new string.
    */
   private groupNameAt(request: _HttpRequest, keysAt: number): string {
-    const length = keysAt - KEY_ROUTE.length;
-    if (length === this.lastGroupLength && request.pathPartIs(KEY_ROUTE.length, keysAt, this.lastGroupBytes)) return this.lastGroupName;
+    // Path bytes become characters one for one (latin1), so the name's length is its bytes'.
+    if (keysAt - KEY_ROUTE.length === this.lastGroupName.length && request.pathPartIs(KEY_ROUTE.length, keysAt, this.lastGroupBytes)) {
+      return this.lastGroupName;
+    }
     const name = request.pathPart(KEY_ROUTE.length, keysAt);
-    if (length <= this.lastGroupBytes.length) {
+    if (name.length <= this.lastGroupBytes.length) {
       this.lastGroupBytes.write(name, "latin1");
-      this.lastGroupLength = length;
       this.lastGroupName = name;
     }
     return name;

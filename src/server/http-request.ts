@@ -84,11 +84,7 @@ export class _HttpRequest {
 
   /** Whether the path starts with `prefix` (ASCII bytes). */
   pathStartsWith(prefix: Uint8Array): boolean {
-    if (this.pathTo - this.pathFrom < prefix.length) return false;
-    const bytes = this.pathBytes;
-    const from = this.pathFrom;
-    for (let i = 0; i < prefix.length; i++) if (bytes[from + i] !== prefix[i]) return false;
-    return true;
+    return this.pathTo - this.pathFrom >= prefix.length && bytesAt(this.pathBytes, this.pathFrom, prefix);
   }
 
   /**
@@ -100,22 +96,15 @@ export class _HttpRequest {
     const bytes = this.pathBytes;
     const first = needle[0];
     const last = this.pathTo - needle.length;
-    outer: for (let at = this.pathFrom + from; at <= last; at++) {
-      if (bytes[at] !== first) continue;
-      for (let i = 1; i < needle.length; i++) if (bytes[at + i] !== needle[i]) continue outer;
-      return at - this.pathFrom;
+    for (let at = this.pathFrom + from; at <= last; at++) {
+      if (bytes[at] === first && bytesAt(bytes, at, needle)) return at - this.pathFrom;
     }
     return -1;
   }
 
   /** Whether the path's bytes from `from` to `to` (offsets in the path) are the first `to - from` bytes of `bytes`. */
   pathPartIs(from: number, to: number, bytes: Uint8Array): boolean {
-    const length = to - from;
-    if (length > bytes.length) return false;
-    const path = this.pathBytes;
-    const at = this.pathFrom + from;
-    for (let i = 0; i < length; i++) if (path[at + i] !== bytes[i]) return false;
-    return true;
+    return to - from <= bytes.length && bytesAt(this.pathBytes, this.pathFrom + from, bytes, to - from);
   }
 
   /** Part of the path, `from` to `to` (offsets in the path), as a string of its own. */
@@ -387,9 +376,9 @@ function methodName(input: Buffer, from: number, to: number): string {
   return latin1(input, from, to);
 }
 
-/** Whether `input` holds `bytes` at `at`. */
-function bytesAt(input: Buffer, at: number, bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) if (input[at + i] !== bytes[i]) return false;
+/** Whether `input` holds the first `length` bytes of `bytes` at `at`. */
+function bytesAt(input: Buffer, at: number, bytes: Uint8Array, length = bytes.length): boolean {
+  for (let i = 0; i < length; i++) if (input[at + i] !== bytes[i]) return false;
   return true;
 }
 

@@ -164,15 +164,12 @@ const sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
 function writeHead(response: _HttpResponse, contentLength: number, close: boolean): number {
   const extra = response.extraHeaders;
   const tail = headTail(close);
-  let at: number;
-  if (extra === "" && !close) {
-    const lead = response.head._withTail(tail);
-    sendBuffer.set(lead, 0);
-    at = lead.length;
-  } else {
-    const fixed = response.head.bytes;
-    sendBuffer.set(fixed, 0);
-    at = fixed.length;
+  // Most responses add no header lines of their own and keep the connection: their head and tail are one copy.
+  const merged = extra === "" && !close;
+  const lead = merged ? response.head._withTail(tail) : response.head.bytes;
+  sendBuffer.set(lead, 0);
+  let at = lead.length;
+  if (!merged) {
     if (extra !== "") {
       if (extra.length > MAX_EXTRA_HEADER_BYTES) throw new RangeError(`response headers longer than ${MAX_EXTRA_HEADER_BYTES} bytes`);
       at += sendBuffer.write(extra, at, "latin1");

@@ -8,7 +8,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { GCacheError } from "../errors.ts";
 import type { BatchGetRequest, BatchGetResponse, Codec, WriteBatch, WriteBatchResponse } from "../wire/messages.ts";
-import { _errorPayload, _FrameReader, _FrameWriter, _LINK_CODECS, LINK_HEADER_BYTES, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
+import { _errorPayload, _FrameReader, _maxFrameBytes, _FrameWriter, _LINK_CODECS, LINK_HEADER_BYTES, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
 import { toStatus } from "../wire/status.ts";
 import { InvalidMessage, type _StreamCall } from "./service.ts";
 
@@ -76,7 +76,7 @@ export class _LinkServer {
 
   /** @internal for connections */
   get maxFrameBytes(): number {
-    return this.options.maxMessageBytes + 1;
+    return _maxFrameBytes(this.options.maxMessageBytes);
   }
 
   /** @internal for connections */

@@ -47,7 +47,12 @@ export const LINK_TICKET_BYTES = 16;
 const HEADER_BYTES = 5;
 
 /** Frame sizes are bounded by the largest message plus this. */
-export const LINK_FRAME_OVERHEAD_BYTES = 64;
+const LINK_FRAME_OVERHEAD_BYTES = 64;
+
+/** The largest frame either end takes when messages are at most `maxMessageBytes`. */
+export function _maxFrameBytes(maxMessageBytes: number): number {
+  return maxMessageBytes + LINK_FRAME_OVERHEAD_BYTES;
+}
 
 export function _helloPayload(stream: LinkStream, ticket: Uint8Array): Buffer {
   const payload = Buffer.allocUnsafe(2 + ticket.byteLength);
