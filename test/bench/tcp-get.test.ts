@@ -25,6 +25,8 @@ let memcache: TCPSocketListener<RespState>;
 let titleCase: TCPSocketListener<undefined>;
 /** Per RESP connection, the commands in the order they came. */
 const respCommands: string[][] = [];
+/** `/slow-at-first/` answers after SLOW_MS until then (performance.now()). */
+let slowUntil = 0;
 
 interface RespState {
   commands: string[];
@@ -59,6 +61,11 @@ beforeAll(() => {
       // A server slower than the open loop's rate: answers take SLOW_MS.
       "/slow/:key": async () => {
         await Bun.sleep(SLOW_MS);
+        return new Response(valueOf(SMALL));
+      },
+      // Slow until `slowUntil`, then fast: a client's warm-up that this covers must not show in its figures.
+      "/slow-at-first/:key": async () => {
+        if (performance.now() < slowUntil) await Bun.sleep(SLOW_MS);
         return new Response(valueOf(SMALL));
       },
     },
@@ -125,16 +132,19 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function run(spec: Partial<TcpGetSpec> & Pick<TcpGetSpec, "protocol">) {
-  return runTcpGet({
-    port: spec.protocol === "http" ? http.port! : spec.protocol === "resp" ? resp.port : memcache.port,
-    keysFile,
-    connections: 4,
-    valueBytes: SMALL,
-    db: 0,
-    seconds: 1,
-    ...spec,
-  });
+function run(spec: Partial<TcpGetSpec> & Pick<TcpGetSpec, "protocol">, onMeasuring?: () => void) {
+  return runTcpGet(
+    {
+      port: spec.protocol === "http" ? http.port! : spec.protocol === "resp" ? resp.port : memcache.port,
+      keysFile,
+      connections: 4,
+      valueBytes: SMALL,
+      db: 0,
+      seconds: 1,
+      ...spec,
+    },
+    onMeasuring,
+  );
 }
 
 describe("tcp-get over HTTP/1.1", () => {
@@ -192,6 +202,27 @@ describe("tcp-get in an open loop (--rate)", () => {
     expect(r.mostWaiting).toBeGreaterThan(10);
     // From the time a request fell due, not from when a connection was free to send it (about SLOW_MS).
     expect(r.p99Ms).toBeGreaterThan(4 * SLOW_MS);
+  }, 20_000);
+
+  test("counts nothing from the warm-up, and says when the measured seconds start", async () => {
+    // Answers take SLOW_MS for the first 600 ms, well inside a warm-up of 1 s (the client starts after this call).
+    slowUntil = performance.now() + 600;
+    let measuringAt = 0;
+    const calledAt = performance.now();
+    const r = await run({ protocol: "http", pathPrefix: "/slow-at-first/", connections: 32, rate: 200, warmupSeconds: 1 }, () => {
+      measuringAt = performance.now();
+    });
+    const doneAt = performance.now();
+    expect(r.firstError).toBeNull();
+    // One measured second at 200/s, not the two the client ran.
+    expect(r.requests).toBeGreaterThan(180);
+    expect(r.requests).toBeLessThanOrEqual(200);
+    expect(r.seconds).toBeGreaterThanOrEqual(1);
+    expect(r.seconds).toBeLessThan(1.5);
+    // The slow answers all fell in the warm-up.
+    expect(r.p99Ms).toBeLessThan(SLOW_MS / 2);
+    expect(measuringAt - calledAt).toBeGreaterThanOrEqual(1_000);
+    expect(doneAt - measuringAt).toBeGreaterThanOrEqual(1_000);
   }, 20_000);
 });
 

@@ -15,6 +15,8 @@ export interface TcpGetSpec {
   pathPrefix?: string;
   /** Open loop at this many requests per second. Default: 0, a closed loop. */
   rate?: number;
+  /** Seconds the loop runs before the measured ones, counted in nothing. Default: 0. */
+  warmupSeconds?: number;
 }
 
 export interface TcpGetResult {
@@ -33,10 +35,15 @@ export interface TcpGetResult {
 }
 
 const MARK = "RESULT ";
+const MEASURING = "MEASURING";
 const SCRIPT = fileURLToPath(new URL("./tcp-get.ts", import.meta.url));
 
-/** Runs tcp-get.ts under this process's Bun for `spec.seconds`. */
-export async function runTcpGet(spec: TcpGetSpec & { seconds: number }): Promise<TcpGetResult> {
+/**
+ * Runs tcp-get.ts under this process's Bun for `spec.warmupSeconds` and then
+ * `spec.seconds`; `onMeasuring` is called as the measured seconds start.
+ */
+export async function runTcpGet(spec: TcpGetSpec & { seconds: number }, onMeasuring?: () => void): Promise<TcpGetResult> {
+  const warmupSeconds = spec.warmupSeconds ?? 0;
   const argv = [
     process.execPath,
     SCRIPT,
@@ -48,9 +55,14 @@ export async function runTcpGet(spec: TcpGetSpec & { seconds: number }): Promise
     `--value-bytes=${spec.valueBytes}`,
     `--db=${spec.db}`,
     `--rate=${spec.rate ?? 0}`,
+    `--warmup=${warmupSeconds}`,
     ...(spec.pathPrefix === undefined ? [] : [`--path-prefix=${spec.pathPrefix}`]),
   ];
-  const { lines } = await runToEnd(`tcp-get ${spec.protocol}`, argv, spec.seconds * 1000 + 30_000);
+  const { lines } = await runToEnd(`tcp-get ${spec.protocol}`, argv, (warmupSeconds + spec.seconds) * 1000 + 30_000, {
+    onLine: (line) => {
+      if (line === MEASURING) onMeasuring?.();
+    },
+  });
   const line = lines.find((l) => l.startsWith(MARK));
   if (line === undefined) throw new Error(`tcp-get printed no result line:\n${lines.join("\n")}`);
   return JSON.parse(line.slice(MARK.length)) as TcpGetResult;

@@ -8,7 +8,7 @@
  *
  *   bun scripts/bench/_cluster/tcp-get.ts --protocol=http|resp|memcache --port=N --keys=FILE
  *       [--host=127.0.0.1] [--connections=64] [--seconds=3] [--value-bytes=N]
- *       [--path-prefix=/v1/groups/default/keys/] [--db=0] [--rate=N]
+ *       [--path-prefix=/v1/groups/default/keys/] [--db=0] [--rate=N] [--warmup=S]
  *
  * Keys come one per line from FILE, already as they go on the wire (URL-encoded
  * for HTTP). Each connection sends one request, waits for the whole answer,
@@ -22,6 +22,13 @@
  * servers loaded at the same rate are compared at the same load. The client
  * polls between events so requests leave on time; it keeps one core busy, as
  * the closed loop does.
+ *
+ * With `--warmup=S` the same loop runs S seconds (fractions allowed) before
+ * the measured ones, on the same connections, and nothing from then is
+ * counted: a fresh client compiles its own hot paths and grows its heap in
+ * its first second, and those pauses would otherwise land in the p99 of
+ * whichever server it measures. `MEASURING` is printed as the measured
+ * seconds start, so a parent can take the servers' CPU over just them.
  *
  * Prints one line `RESULT {json}`:
  * requests, seconds, latency mean/p50/p99 in ms, errors (non-200 or a value
@@ -41,6 +48,7 @@ const { values: flags } = parseArgs({
     "path-prefix": { type: "string", default: "/v1/groups/default/keys/" },
     db: { type: "string", default: "0" },
     rate: { type: "string", default: "0" },
+    warmup: { type: "string", default: "0" },
   },
 });
 
@@ -52,8 +60,9 @@ const seconds = Number(flags.seconds);
 const valueBytes = Number(flags["value-bytes"]);
 /** Requests per second in the open loop; 0: closed loop. */
 const rate = Number(flags.rate);
-if (!Number.isInteger(port) || !(connections >= 1) || !(seconds > 0) || !(rate >= 0) || flags.keys === undefined) {
-  throw new Error("usage: tcp-get.ts --protocol=http|resp|memcache --port=N --keys=FILE [--connections=N] [--seconds=S] [--rate=N]");
+const warmupSeconds = Number(flags.warmup);
+if (!Number.isInteger(port) || !(connections >= 1) || !(seconds > 0) || !(rate >= 0) || !(warmupSeconds >= 0) || flags.keys === undefined) {
+  throw new Error("usage: tcp-get.ts --protocol=http|resp|memcache --port=N --keys=FILE [--connections=N] [--seconds=S] [--rate=N] [--warmup=S]");
 }
 
 /** A request that gets no answer within this long fails the run rather than hang it. */
@@ -198,7 +207,7 @@ let dispatched = 0;
 let mostWaiting = 0;
 
 /** Open loop: requests that fall due within the run (its end timer may fire late; later ones are not sent). */
-const dueInRun = Math.ceil(rate * seconds);
+const dueInRun = Math.ceil(rate * (warmupSeconds + seconds));
 
 /** Sends every request that has fallen due while a connection is idle. */
 function dispatch(): void {
@@ -260,10 +269,13 @@ function onData(c: Connection, chunk: Buffer): void {
   }
   // Answers still on their way when the time is up are checked but not counted.
   if (!running) return c.idle();
-  const us = Math.round((performance.now() - c.sentAt) * 1000);
-  histogram[Math.min(us, histogram.length - 1)]!++;
-  latencySumUs += us;
-  completed++;
+  // Sent (or fallen due) in the warm-up: checked, not counted.
+  if (c.sentAt >= measuredFrom) {
+    const us = Math.round((performance.now() - c.sentAt) * 1000);
+    histogram[Math.min(us, histogram.length - 1)]!++;
+    latencySumUs += us;
+    completed++;
+  }
   if (rate === 0) {
     send(c, performance.now());
   } else {
@@ -314,8 +326,9 @@ function select(c: Connection): Promise<void> {
 const opened = await Promise.all(Array.from({ length: connections }, open));
 if (protocol === "resp" && flags.db !== "0") await Promise.all(opened.map(({ connection }) => select(connection)));
 
-const cpuBefore = process.cpuUsage();
 const startedAt = performance.now();
+/** Answers to requests sent (or fallen due) from here on are counted. */
+const measuredFrom = startedAt + warmupSeconds * 1000;
 if (rate === 0) {
   for (const { connection } of opened) send(connection, startedAt);
 } else {
@@ -331,9 +344,20 @@ const stall = setInterval(() => {
     }
   }
 }, 1_000);
-await Bun.sleep(seconds * 1000);
+/** Timers may fire a little early; the measured seconds are at least as long as asked. */
+async function sleepUntil(at: number): Promise<void> {
+  for (let now = performance.now(); now < at; now = performance.now()) await Bun.sleep(Math.max(1, at - now));
+}
+
+await sleepUntil(measuredFrom);
+// The warm-up's own pauses and queues are not the measured seconds'.
+longestPollGapMs = 0;
+mostWaiting = 0;
+const cpuBefore = process.cpuUsage();
+console.log("MEASURING");
+await sleepUntil(measuredFrom + seconds * 1000);
 running = false;
-const elapsedMs = performance.now() - startedAt;
+const elapsedMs = performance.now() - measuredFrom;
 // Connections with nothing out have nothing left to check.
 for (const connection of idleConnections) connection.idle();
 await Promise.all(opened.map(({ stopped }) => stopped));
