@@ -54,10 +54,11 @@
  *                 cost and in what their latency covers, so these are the like-for-like comparisons (memcached
  *                 runs its default 4 worker threads, as a user gets it; Debian has no load tool that measures it
  *                 as the others are measured)
- *   equal load    the same three again in an open loop: requests fall due at --equal-rate per second (default
- *                 50,000, below what either serves here), latency counted from when each fell due, so the two
- *                 are compared at the same load (a closed loop at full speed compares throughput: the faster
- *                 server also answers sooner)
+ *   equal load    the same three again in an open loop, and the bare sockets server: requests fall due at
+ *                 --equal-rate per second (default 50,000, below what any of them serves here), latency counted
+ *                 from when each fell due, so they are compared at the same load (a closed loop at full speed
+ *                 compares throughput: the faster server also answers sooner); the bare server's tail is what
+ *                 Bun's sockets and collector leave any server at that load
  *   http peer     wrk GET /v1/groups/cold/keys/<key> on A, keys B and C own: every request is one gRPC hop
  *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
  *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
@@ -178,6 +179,7 @@ type ContenderId =
   | "redis-tcp"
   | "memcached-tcp"
   | "http-gcache-rate"
+  | "http-bare-sockets-rate"
   | "redis-rate"
   | "memcached-rate"
   | "http-peer"
@@ -198,6 +200,7 @@ const LABELS: Record<ContenderId, string> = {
   "redis-tcp": "Redis GET, one client",
   "memcached-tcp": "memcached get, one client",
   "http-gcache-rate": "HTTP gateway hit, equal load",
+  "http-bare-sockets-rate": "HTTP bare Bun.listen, equal load",
   "redis-rate": "Redis GET, equal load",
   "memcached-rate": "memcached get, equal load",
   "http-peer": "HTTP gateway, peer hop",
@@ -220,6 +223,7 @@ const ORDER: ContenderId[] = [
   "http-gcache-tcp",
   "memcached-tcp",
   "memcached-rate",
+  "http-bare-sockets-rate",
   "http-gcache-rate",
   "redis-rate",
   "http-peer",
@@ -233,7 +237,7 @@ const ORDER: ContenderId[] = [
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) {
-  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "redis-rate", "memcached-rate"] as const) {
+  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "http-bare-sockets-rate", "redis-rate", "memcached-rate"] as const) {
     wanted.add(id);
   }
 }
@@ -523,16 +527,21 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "redis-tcp":
       case "memcached-tcp":
       case "http-gcache-rate":
+      case "http-bare-sockets-rate":
       case "redis-rate":
       case "memcached-rate": {
         const http = id === "http-gcache-tcp" || id === "http-gcache-rate";
+        // The bare socket server answers any request with the same bytes: the floor of a Bun server's tail at this load.
+        const bare = id === "http-bare-sockets-rate" ? setup.bareHttp.get("http-bare-sockets")! : null;
         const server = http
           ? null
-          : isRedis(id)
+          : bare !== null
+            ? { protocol: "http" as const, port: Number(new URL(bare.url).port), pid: bare.service.pid, keysFile: setup.hitKeysFile, db: 0 }
+            : isRedis(id)
             ? { protocol: "resp" as const, port: redis!.port, pid: redis!.service.pid, keysFile: setup.redisKeysFile, db: setup.redisDb }
             : { protocol: "memcache" as const, port: memcached!.port, pid: memcached!.service.pid, keysFile: setup.memcachedKeysFile, db: 0 };
         const spec: TcpGetSpec = {
-          rate: id === "http-gcache-rate" || id === "redis-rate" || id === "memcached-rate" ? equalRate : 0,
+          rate: id.endsWith("-rate") ? equalRate : 0,
           protocol: server?.protocol ?? "http",
           port: server?.port ?? Number(new URL(A.http).port),
           keysFile: server?.keysFile ?? setup.hitKeysFile,
@@ -543,13 +552,13 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         const pids = server === null ? nodePids : [server.pid];
         const counters = () => (isRedis(id) ? redisHitCounters(tools.get("redis-cli")!, redis!.port) : memcachedHitCounters(memcached!.port));
         const before = http ? await pathSnapshot(A, [B, C], "default") : null;
-        const counters0 = http ? null : await counters();
+        const counters0 = http || bare !== null ? null : await counters();
         // The client warms up in the same process (its own first second would otherwise be in the p99); the servers' CPU counts from the measured seconds.
         const measured: { window?: Window } = {};
         const r = await runTcpGet({ ...spec, seconds: durationS, warmupSeconds: warmup }, () => (measured.window = startWindow(pids)));
         if (measured.window === undefined) throw new Error("tcp-get did not say when its measured seconds started");
         const m = endWindow(measured.window, pids, r.seconds);
-        const path = http ? diffPath(before!, await pathSnapshot(A, [B, C], "default")) : counterPath(counters0!, await counters());
+        const path = http ? diffPath(before!, await pathSnapshot(A, [B, C], "default")) : bare !== null ? null : counterPath(counters0!, await counters());
         return {
           rps: r.requests / r.seconds,
           p50Ms: r.p50Ms,
@@ -966,6 +975,8 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
     info("one client: gateway / memcached", "http-gcache-tcp", "memcached-tcp");
     info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate", "p99");
     info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / memcached`, "http-gcache-rate", "memcached-rate", "p99");
+    info(`equal load: bare Bun.listen / Redis (a Bun server's floor)`, "http-bare-sockets-rate", "redis-rate", "p99");
+    info(`equal load: gateway / bare Bun.listen`, "http-gcache-rate", "http-bare-sockets-rate", "p99");
     goal(`${s}: gRPC hits calls/s / bare grpc-js calls/s`, perRound(size, "grpc-gcache", "grpc-bare"), quietRounds(size, "grpc-gcache", "grpc-bare"), (r) => r >= 0.9, ">= 0.9");
     goal(`${s}: HTTP peer hop req/s / HTTP local hits req/s`, perRound(size, "http-peer", "http-gcache"), quietRounds(size, "http-peer", "http-gcache"), (r) => r >= 0.5, ">= 0.5");
     goal(`${s}: gRPC peer hop calls/s / gRPC local hits calls/s`, perRound(size, "grpc-peer", "grpc-gcache"), quietRounds(size, "grpc-peer", "grpc-gcache"), (r) => r >= 0.5, ">= 0.5");
