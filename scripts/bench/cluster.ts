@@ -533,13 +533,12 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
         const http = id === "http-gcache-tcp" || id === "http-gcache-rate";
         // The bare socket server answers any request with the same bytes: the floor of a Bun server's tail at this load.
         const bare = id === "http-bare-sockets-rate" ? setup.bareHttp.get("http-bare-sockets")! : null;
-        const server = http
-          ? null
-          : bare !== null
-            ? { protocol: "http" as const, port: Number(new URL(bare.url).port), pid: bare.service.pid, keysFile: setup.hitKeysFile, db: 0 }
-            : isRedis(id)
-            ? { protocol: "resp" as const, port: redis!.port, pid: redis!.service.pid, keysFile: setup.redisKeysFile, db: setup.redisDb }
-            : { protocol: "memcache" as const, port: memcached!.port, pid: memcached!.service.pid, keysFile: setup.memcachedKeysFile, db: 0 };
+        const otherServer = () => {
+          if (bare !== null) return { protocol: "http" as const, port: Number(new URL(bare.url).port), pid: bare.service.pid, keysFile: setup.hitKeysFile, db: 0 };
+          if (isRedis(id)) return { protocol: "resp" as const, port: redis!.port, pid: redis!.service.pid, keysFile: setup.redisKeysFile, db: setup.redisDb };
+          return { protocol: "memcache" as const, port: memcached!.port, pid: memcached!.service.pid, keysFile: setup.memcachedKeysFile, db: 0 };
+        };
+        const server = http ? null : otherServer();
         const spec: TcpGetSpec = {
           rate: id.endsWith("-rate") ? equalRate : 0,
           protocol: server?.protocol ?? "http",
@@ -983,7 +982,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
   }
 
   // ---- path checks
-  console.log("\npath check (counters over all runs of a workload; gcache rows include warm-ups of gRPC and one-client runs):");
+  console.log("\npath check (counters over all runs of a workload, warm-ups of gRPC and one-client runs included):");
   for (const size of sizes) {
     for (const id of contenders) {
       const list = get(size, id);
