@@ -207,8 +207,7 @@ export class _FrameWriter {
 
   /** Sends a frame of `type` around `payload` (HELLO, END, ERROR: small, and rare). */
   frame(type: number, payload: Uint8Array): boolean {
-    const frame = _frame(type, payload);
-    return this.out.write(frame, frame.byteLength, false);
+    return this.raw(_frame(type, payload));
   }
 
   /** Sends a whole frame that stays as it is (one queued before the connection opened). */
