@@ -73,6 +73,10 @@ export interface CacheServiceHooks {
   peerLink?(): PeerLinkResponse | null;
 }
 
+function getResponse(entry: Entry): ResponseForGet {
+  return { value: entry.value, expiresAtMs: entry.expiresAt, unreachablePeers: NO_PEERS };
+}
+
 export function cacheService(lookup: GroupLookup, hooks: CacheServiceHooks) {
   function groupOf(name: string): Group {
     const group = lookup(name);
@@ -275,34 +279,39 @@ export function cacheService(lookup: GroupLookup, hooks: CacheServiceHooks) {
       }
       hooks.begin();
       const options = new ServerCallOptions(call);
-      const done = (error: unknown, response?: Res) => {
-        options.finished = true;
-        hooks.end();
-        if (error === null) callback(null, response);
-        else callback(toStatus(error));
-      };
       let result: Res | Promise<Res>;
       try {
         const request = call.request as Req | InvalidMessage;
         if (request instanceof InvalidMessage) throw request.error;
         result = work(request, options);
       } catch (error) {
-        done(error);
+        finish(options, callback, error);
         return;
       }
-      if (result instanceof Promise) result.then((response) => done(null, response), done);
-      else done(null, result);
+      // Answered in this turn (a hit), the call costs no closure.
+      if (result instanceof Promise) {
+        result.then(
+          (response) => finish(options, callback, null, response),
+          (error: unknown) => finish(options, callback, error),
+        );
+      } else finish(options, callback, null, result);
     };
+  }
+
+  function finish<Res>(options: ServerCallOptions, callback: sendUnaryData<Res>, error: unknown, response?: Res): void {
+    options.finished = true;
+    hooks.end();
+    if (error === null) callback(null, response);
+    else callback(toStatus(error));
   }
 
   const handlers = {
     Get: serve<Request, ResponseForGet>("read", (request, options) => {
       const group = groupOf(request.group);
-      return group.getEntry(request.key, options, request.fromPeer).then((entry) => ({
-        value: entry.value,
-        expiresAtMs: entry.expiresAt,
-        unreachablePeers: NO_PEERS,
-      }));
+      // A hit is answered in this turn: no promise, no microtask.
+      const hit = group.cachedEntry(request.key, request.fromPeer);
+      if (hit !== undefined) return getResponse(hit);
+      return group._loadMissed(request.key, options, request.fromPeer).then(getResponse);
     }),
     Set: serve<Request, ResponseForGet>("write", async (request, options) => {
       const group = groupOf(request.group);
@@ -504,14 +513,16 @@ export class InvalidMessage {
  * so a cancellation after the answer went out is ignored.
  */
 class ServerCallOptions implements CallOptions {
-  readonly deadline: number | undefined;
   finished = false;
   private controller: AbortController | null = null;
 
-  constructor(private readonly call: ServerUnaryCall<unknown, unknown>) {
-    const deadline = call.getDeadline();
+  constructor(private readonly call: ServerUnaryCall<unknown, unknown>) {}
+
+  /** Read only by calls that wait (loads, forwards), so a hit never asks. */
+  get deadline(): number | undefined {
+    const deadline = this.call.getDeadline();
     const given = typeof deadline === "number" ? deadline : deadline.getTime();
-    this.deadline = Number.isFinite(given) ? given : undefined;
+    return Number.isFinite(given) ? given : undefined;
   }
 
   get signal(): AbortSignal {
