@@ -288,7 +288,7 @@ export function cacheService(lookup: GroupLookup, hooks: CacheServiceHooks) {
         finish(options, callback, error);
         return;
       }
-      // Answered in this turn (a hit), the call costs no closure.
+      // A result in hand (a hit) is answered without a closure; only a promise needs them.
       if (result instanceof Promise) {
         result.then(
           (response) => finish(options, callback, null, response),
