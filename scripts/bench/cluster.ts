@@ -27,6 +27,9 @@
  *   --wrk-threads=N     wrk threads (default 1: like redis-benchmark, one load thread; on two cores a second
  *                       wrk thread takes CPU from the server it measures)
  *   --cold-group=SPEC   size[:store] of group `cold` used for the peer hop (default 64MiB, quick 4MiB:lru; see below)
+ *   --grpc-client=C     the gRPC generator's client: raw (default; HTTP/2 on a Bun socket, _node/raw-grpc.ts, a
+ *                       few µs per call, so the gRPC servers are what limits) or grpc-js (about as costly per call
+ *                       as the servers it loads: on two cores both contenders then wait on it)
  *   --build             rebuild dist/gcache-node first (it is built anyway when missing)
  *   --verbose           print every run as it ends
  *
@@ -120,6 +123,7 @@ const { values: flags } = parseArgs({
     "wrk-threads": { type: "string" },
     "cold-group": { type: "string" },
     "equal-rate": { type: "string" },
+    "grpc-client": { type: "string" },
     build: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
@@ -153,6 +157,9 @@ if (coldBytes === null || coldBytes <= 0 || !["lru", "lru2"].includes(coldStore)
 const verbose = flags.verbose;
 /** Requests per second of the equal-load pair (open loop). */
 const equalRate = wholeNumber(flags["equal-rate"], 50_000, 1, "equal-rate");
+/** The gRPC generator's client (_node/load.ts): raw HTTP/2, cheap enough that the servers are what limits, or grpc-js. */
+const grpcClient = flags["grpc-client"] ?? "raw";
+if (grpcClient !== "raw" && grpcClient !== "grpc-js") throw new Error(`--grpc-client: expected raw or grpc-js, got ${grpcClient}`);
 
 const MEMBERS = ["A", "B", "C"];
 /** A run during which the rest of the machine used less than this share of a core counts as quiet. */
@@ -383,7 +390,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
   const memcached: Memcached | null = wanted.has("memcached-tcp") ? await startMemcached(tools.get("memcached")!) : null;
   if (load) await within(load.ready, 30_000, "starting the gRPC load generator");
   if (mixedGen) await within(mixedGen.ready, 30_000, "starting the mixed load generator");
-  if (load) await load.call("connect", { target: "A", address: A.grpc });
+  if (load) await load.call("connect", { target: "A", address: A.grpc, client: grpcClient });
 
   // ---- key sets and prefill
   const setups: SizeSetup[] = [];
@@ -464,7 +471,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
     if (wanted.has("grpc-bare")) {
       setup.bareGrpc = spawnChild(`bare grpc ${size}`, [bun, here("./_node/bare.ts"), `--value-bytes=${size}`]);
       const address = await within(setup.bareGrpc.ready, 30_000, "starting the bare grpc-js server");
-      await load!.call("connect", { target: `bare${size}`, address });
+      await load!.call("connect", { target: `bare${size}`, address, client: grpcClient });
     }
     if (load && hitKeys.length > 0) await load.call("keys", { name: `hit${size}`, group: "default", keys: hitKeys }, 60_000);
     if (load && coldKeys.length > 0) await load.call("keys", { name: `cold${size}`, group: "cold", keys: coldKeys }, 60_000);

@@ -6,7 +6,9 @@
  *   bun scripts/bench/_node/load.ts
  *
  * Prints `READY -`, then takes commands on stdin (see commands.ts):
- *   { op: "connect", target, address }              -> opens the channel and waits until it is ready
+ *   { op: "connect", target, address, client? }     -> opens the channel and waits until it is ready;
+ *       client "grpc-js" (the default: a grpc-js Client, as the nodes use) or "raw"
+ *       (raw-grpc.ts: HTTP/2 on a Bun socket, a few µs per call, so the server is what limits)
  *   { op: "keys", name, group, keys }               -> stores a key set (requests are encoded once, here)
  *   { op: "run", target, keys, concurrency, warmupMs, durationMs, pids, valueBytes, rate? }
  *       -> runs `concurrency` closed loops (or, with `rate`, starts `rate`
@@ -25,18 +27,31 @@
 import { Client, credentials, type ServiceError } from "@grpc/grpc-js";
 import { codecs, GCACHE_SERVICE } from "../../../src/wire/messages.ts";
 import { sampleMachine, sampleProcess, serveCommands, type ProcSample } from "./commands.ts";
+import { RawUnaryChannel, type UnaryDone } from "./raw-grpc.ts";
 
 const GET_PATH = GCACHE_SERVICE.Get.path;
 const CALL_TIMEOUT_MS = 5_000;
 const EMPTY = new Uint8Array(0);
 
-const channels = new Map<string, Client>();
+/** One target's calls, whichever client makes them. */
+interface UnaryChannel {
+  call(request: Buffer, done: UnaryDone): void;
+  close(): void;
+}
+
+const channels = new Map<string, UnaryChannel>();
 const keySets = new Map<string, Buffer[]>();
 
 const passThrough = (bytes: Buffer): Buffer => bytes;
 
-function connect(target: string, address: string): Promise<void> {
+async function connect(target: string, address: string, kind: string): Promise<void> {
   channels.get(target)?.close();
+  channels.delete(target);
+  if (kind === "raw") {
+    channels.set(target, await RawUnaryChannel.connect({ address, path: GET_PATH, timeoutMs: CALL_TIMEOUT_MS }));
+    return;
+  }
+  if (kind !== "grpc-js") throw new Error(`client must be "grpc-js" or "raw", got ${JSON.stringify(kind)}`);
   const client = new Client(address, credentials.createInsecure(), {
     // The options every channel of the project carries, the flow-control window first.
     "grpc-node.flow_control_window": 16 * 1024 * 1024,
@@ -48,10 +63,26 @@ function connect(target: string, address: string): Promise<void> {
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 2_000,
   });
-  channels.set(target, client);
-  return new Promise((resolve, reject) =>
+  await new Promise<void>((resolve, reject) =>
     client.waitForReady(Date.now() + 10_000, (error) => (error ? reject(error) : resolve())),
   );
+  channels.set(target, {
+    call(request, done) {
+      client.makeUnaryRequest<Buffer, Buffer>(
+        GET_PATH,
+        passThrough,
+        passThrough,
+        request,
+        { deadline: Date.now() + CALL_TIMEOUT_MS },
+        (error: ServiceError | null, response?: Buffer) => {
+          if (error !== null) done(error.message);
+          else if (response === undefined) done("no response");
+          else done(null, response);
+        },
+      );
+    },
+    close: () => client.close(),
+  });
 }
 
 interface RunSpec {
@@ -89,8 +120,8 @@ export interface RunResult {
 }
 
 function run(spec: RunSpec): Promise<RunResult> {
-  const client = channels.get(spec.target);
-  if (client === undefined) throw new Error(`not connected to ${spec.target}`);
+  const channel = channels.get(spec.target);
+  if (channel === undefined) throw new Error(`not connected to ${spec.target}`);
   const requests = keySets.get(spec.keys);
   if (requests === undefined || requests.length === 0) throw new Error(`no key set ${spec.keys}`);
 
@@ -149,34 +180,27 @@ function run(spec: RunSpec): Promise<RunResult> {
       const request = requests[next++ % requests.length]!;
       const start = performance.now();
       inFlight++;
-      client.makeUnaryRequest<Buffer, Buffer>(
-        GET_PATH,
-        passThrough,
-        passThrough,
-        request,
-        { deadline: Date.now() + CALL_TIMEOUT_MS },
-        (error: ServiceError | null, response?: Buffer) => {
-          inFlight--;
-          const end = performance.now();
-          if (error !== null || response === undefined) {
-            if (measuring) errors++;
-            firstError ??= error?.message ?? "no response";
-          } else {
-            if (!plausible(response, spec.valueBytes) || ((++responses & 63) === 0 && !exact(response, spec.valueBytes))) badValues++;
-            if (measuring) {
-              if (count === latencies.length) {
-                const grown = new Float64Array(latencies.length * 2);
-                grown.set(latencies);
-                latencies = grown;
-              }
-              latencies[count++] = end - start;
+      channel.call(request, (error, response) => {
+        inFlight--;
+        const end = performance.now();
+        if (error !== null || response === undefined) {
+          if (measuring) errors++;
+          firstError ??= error ?? "no response";
+        } else {
+          if (!plausible(response, spec.valueBytes) || ((++responses & 63) === 0 && !exact(response, spec.valueBytes))) badValues++;
+          if (measuring) {
+            if (count === latencies.length) {
+              const grown = new Float64Array(latencies.length * 2);
+              grown.set(latencies);
+              latencies = grown;
             }
+            latencies[count++] = end - start;
           }
-          if (!stopping) {
-            if (!paced) issue();
-          } else if (inFlight === 0) finish();
-        },
-      );
+        }
+        if (!stopping) {
+          if (!paced) issue();
+        } else if (inFlight === 0) finish();
+      });
     };
 
     if (!paced) {
@@ -251,7 +275,7 @@ serveCommands(
   async (command) => {
     switch (command.op) {
       case "connect":
-        await connect(String(command.target), String(command.address));
+        await connect(String(command.target), String(command.address), String(command.client ?? "grpc-js"));
         return null;
       case "keys": {
         const group = String(command.group);
@@ -268,6 +292,6 @@ serveCommands(
     }
   },
   async () => {
-    for (const client of channels.values()) client.close();
+    for (const channel of channels.values()) channel.close();
   },
 );
