@@ -30,6 +30,8 @@
  *   --grpc-client=C     the gRPC generator's client: raw (default; HTTP/2 on a Bun socket, _node/raw-grpc.ts, a
  *                       few µs per call, so the gRPC servers are what limits) or grpc-js (about as costly per call
  *                       as the servers it loads: on two cores both contenders then wait on it)
+ *   --node-env=N=V,...  environment for the three nodes only (e.g. BUN_JSC_largeHeapSize=67108864 or
+ *                       GCACHE_RUNTIME_TUNING=off); the load generators and bare servers keep this process's
  *   --build             rebuild dist/gcache-node first (it is built anyway when missing)
  *   --verbose           print every run as it ends
  *
@@ -124,6 +126,7 @@ const { values: flags } = parseArgs({
     "cold-group": { type: "string" },
     "equal-rate": { type: "string" },
     "grpc-client": { type: "string" },
+    "node-env": { type: "string" },
     build: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
   },
@@ -160,6 +163,13 @@ const equalRate = wholeNumber(flags["equal-rate"], 50_000, 1, "equal-rate");
 /** The gRPC generator's client (_node/load.ts): raw HTTP/2, cheap enough that the servers are what limits, or grpc-js. */
 const grpcClient = flags["grpc-client"] ?? "raw";
 if (grpcClient !== "raw" && grpcClient !== "grpc-js") throw new Error(`--grpc-client: expected raw or grpc-js, got ${grpcClient}`);
+/** Environment for the three nodes only (`--node-env=NAME=VALUE,…`): their settings vary, the other Bun processes' do not. */
+const nodeEnv: Record<string, string> = {};
+for (const pair of (flags["node-env"] ?? "").split(",").filter((p) => p !== "")) {
+  const eq = pair.indexOf("=");
+  if (eq <= 0) throw new Error(`--node-env: expected NAME=VALUE[,NAME=VALUE…], got ${pair}`);
+  nodeEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+}
 
 const MEMBERS = ["A", "B", "C"];
 /** A run during which the rest of the machine used less than this share of a core counts as quiet. */
@@ -379,6 +389,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
     // No hot cache in group cold: every peer-hop get crosses the hop.
     groups: [`cold:${coldBytesText}:${coldStore}:0`, "mixed", "writes"],
     origin: `http://${origin.address}/{group}/{key}`,
+    env: nodeEnv,
   });
   const [A, B, C] = nodes as [NodeProcess, NodeProcess, NodeProcess];
   const nodePids = nodes.map((n) => n.service.pid);

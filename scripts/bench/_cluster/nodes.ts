@@ -25,6 +25,8 @@ export interface ClusterOptions {
   origin?: string;
   /** More flags for every node. */
   args?: readonly string[];
+  /** Environment variables for the nodes only, on top of this process's (the runtime's settings, say). */
+  env?: Readonly<Record<string, string>>;
 }
 
 export async function startCluster(options: ClusterOptions): Promise<NodeProcess[]> {
@@ -56,6 +58,7 @@ export async function startCluster(options: ClusterOptions): Promise<NodeProcess
     const service = new Service(`node ${name}`, argv, {
       // Only warnings and errors are logged: show them as they come.
       onLine: (line) => process.stderr.write(`[node ${name}] ${line}\n`),
+      ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
     });
     return { name, grpc: `127.0.0.1:${grpcPorts[i]}`, http: `http://127.0.0.1:${httpPorts[i]}`, service };
   });
