@@ -19,7 +19,7 @@
 
 /** The settings and their values; each can be overridden by setting it in the environment. */
 export const RUNTIME_TUNING: Readonly<Record<string, string>> = {
-  /** JavaScriptCore: the heap grows to this many bytes before collections come at the usual pace (default 32 MiB). */
+  /** JavaScriptCore: the heap grows to this many bytes before collections come at the usual pace (8 MiB in this runtime without it). */
   BUN_JSC_largeHeapSize: String(128 * 1024 * 1024),
   /** mimalloc: milliseconds freed memory stays mapped for reuse before it goes back to the kernel (default 10). */
   MIMALLOC_PURGE_DELAY: "10000",
