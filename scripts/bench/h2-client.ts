@@ -24,6 +24,7 @@ import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } f
 import { startFilledNode } from "./_cluster/one-node.ts";
 import { installCleanup, stopAll } from "./_cluster/procs.ts";
 import { fmtRatio, median, table, wholeNumber } from "./_cluster/util.ts";
+import { ACK, END_HEADERS, END_STREAM, FRAME_HEAD_BYTES, H2, h2Frame, indexedNameHeader, literalHeader, PADDED } from "./_node/h2-frames.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -180,33 +181,8 @@ async function bareHttp2Client(address: string): Promise<StreamClient> {
   };
 }
 
-/** HTTP/2 frame types and flags the raw client reads or writes (RFC 9113, section 6). */
-const H2 = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8 } as const;
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
-const FRAME_HEAD_BYTES = 9;
 /** The only stream the raw client opens. */
 const STREAM_ID = 1;
-
-function h2Frame(type: number, flags: number, streamId: number, payload: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(FRAME_HEAD_BYTES + payload.length);
-  frame.writeUIntBE(payload.length, 0, 3);
-  frame[3] = type;
-  frame[4] = flags;
-  frame.writeUInt32BE(streamId, 5);
-  frame.set(payload, FRAME_HEAD_BYTES);
-  return frame;
-}
-
-/** HPACK "literal header field without indexing", new name, no Huffman coding: enough to open one stream. */
-function literalHeader(name: string, value: string): Buffer {
-  const n = Buffer.from(name);
-  const v = Buffer.from(value);
-  if (n.length > 126 || v.length > 126) throw new Error(`header ${name} too long for a one-byte length`);
-  return Buffer.concat([Buffer.from([0x00, n.length]), n, Buffer.from([v.length]), v]);
-}
 
 /**
  * The least an HTTP/2 client can do on Bun's TCP sockets: one stream opened
@@ -307,10 +283,8 @@ async function rawSocketClient(address: string): Promise<StreamClient> {
   const path = GCACHE_SERVICE.BatchGetStream.path;
   const headers = Buffer.concat([
     Buffer.from([0x83, 0x86]), // static table: :method POST, :scheme http
-    Buffer.from([0x04, path.length]), // :path (static name), literal value
-    Buffer.from(path),
-    Buffer.from([0x01, address.length]), // :authority (static name), literal value
-    Buffer.from(address),
+    indexedNameHeader(4, path),
+    indexedNameHeader(1, address),
     literalHeader("content-type", "application/grpc"),
     literalHeader("te", "trailers"),
     literalHeader("grpc-timeout", `${STREAM_MS}m`),

@@ -20,15 +20,10 @@
  * call past it).
  */
 import type { Socket } from "bun";
+import { ACK, END_HEADERS, END_STREAM, FRAME_HEAD_BYTES, H2, h2Frame, indexedNameHeader, literalHeader, PADDED, writeFrameHead } from "./h2-frames.ts";
 
 export type UnaryDone = (error: string | null, response?: Buffer) => void;
 
-const FRAME_HEAD_BYTES = 9;
-const H2 = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8 } as const;
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
 const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
 const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
 const RECEIVE_WINDOW = 16 * 1024 * 1024;
@@ -50,34 +45,6 @@ interface Call {
 interface Waiting {
   frames: Buffer;
   dataBytes: number;
-}
-
-function frameHead(into: Buffer, at: number, length: number, type: number, flags: number, streamId: number): void {
-  into[at] = (length >>> 16) & 0xff;
-  into[at + 1] = (length >>> 8) & 0xff;
-  into[at + 2] = length & 0xff;
-  into[at + 3] = type;
-  into[at + 4] = flags;
-  into.writeUInt32BE(streamId, at + 5);
-}
-
-function frame(type: number, flags: number, streamId: number, payload: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEAD_BYTES + payload.byteLength);
-  frameHead(out, 0, payload.byteLength, type, flags, streamId);
-  out.set(payload, FRAME_HEAD_BYTES);
-  return out;
-}
-
-/** "Literal header field without indexing", with a literal name (RFC 7541 §6.2.2), no Huffman coding. */
-function literalHeader(name: string, value: string): Buffer {
-  if (name.length > 126 || value.length > 126) throw new RangeError("header too long for a one-byte length");
-  return Buffer.concat([Buffer.from([0x00, name.length]), Buffer.from(name, "latin1"), Buffer.from([value.length]), Buffer.from(value, "latin1")]);
-}
-
-/** The same with a name from the static table (`index`: 1 :authority, 4 :path). */
-function indexedNameHeader(index: number, value: string): Buffer {
-  if (value.length > 126) throw new RangeError("header too long for a one-byte length");
-  return Buffer.concat([Buffer.from([index, value.length]), Buffer.from(value, "latin1")]);
 }
 
 export interface RawUnaryOptions {
@@ -156,8 +123,8 @@ export class RawUnaryChannel {
     channel.send(
       Buffer.concat([
         Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"),
-        frame(H2.SETTINGS, 0, 0, settings),
-        frame(H2.WINDOW_UPDATE, 0, 0, connectionWindow),
+        h2Frame(H2.SETTINGS, 0, 0, settings),
+        h2Frame(H2.WINDOW_UPDATE, 0, 0, connectionWindow),
       ]),
     );
     const timer = setTimeout(() => channel.fail(`no HTTP/2 SETTINGS from ${options.address} within ${options.timeoutMs} ms`), options.timeoutMs);
@@ -194,10 +161,10 @@ export class RawUnaryChannel {
     this.calls.set(id, { start: performance.now(), done, data: null, dataBytes: 0 });
     const dataBytes = 5 + message.byteLength;
     const frames = Buffer.allocUnsafe(FRAME_HEAD_BYTES * 2 + this.headerBlock.byteLength + dataBytes);
-    frameHead(frames, 0, this.headerBlock.byteLength, H2.HEADERS, END_HEADERS, id);
+    writeFrameHead(frames, 0, this.headerBlock.byteLength, H2.HEADERS, END_HEADERS, id);
     this.headerBlock.copy(frames, FRAME_HEAD_BYTES);
     let at = FRAME_HEAD_BYTES + this.headerBlock.byteLength;
-    frameHead(frames, at, dataBytes, H2.DATA, END_STREAM, id);
+    writeFrameHead(frames, at, dataBytes, H2.DATA, END_STREAM, id);
     at += FRAME_HEAD_BYTES;
     frames[at] = 0; // not compressed
     frames.writeUInt32BE(message.byteLength, at + 1);
@@ -293,7 +260,7 @@ export class RawUnaryChannel {
       const increment = Buffer.allocUnsafe(4);
       increment.writeUInt32BE(this.unacknowledged);
       this.unacknowledged = 0;
-      this.send(frame(H2.WINDOW_UPDATE, 0, 0, increment));
+      this.send(h2Frame(H2.WINDOW_UPDATE, 0, 0, increment));
     }
   }
 
@@ -319,12 +286,12 @@ export class RawUnaryChannel {
       case H2.SETTINGS:
         if ((this.flags & ACK) !== 0) return;
         this.applySettings(payload);
-        this.send(frame(H2.SETTINGS, ACK, 0, new Uint8Array(0)));
+        this.send(h2Frame(H2.SETTINGS, ACK, 0, new Uint8Array(0)));
         this.ready?.(null);
         this.ready = null;
         return;
       case H2.PING:
-        if ((this.flags & ACK) === 0) this.send(frame(H2.PING, ACK, 0, payload));
+        if ((this.flags & ACK) === 0) this.send(h2Frame(H2.PING, ACK, 0, payload));
         return;
       case H2.GOAWAY:
         this.fail(`GOAWAY from the server (code ${payload.length >= 8 ? payload.readUInt32BE(4) : "?"})`);
@@ -385,7 +352,7 @@ export class RawUnaryChannel {
       if (now - call.start < this.options.timeoutMs) continue;
       const code = Buffer.allocUnsafe(4);
       code.writeUInt32BE(CANCEL);
-      this.send(frame(H2.RST_STREAM, 0, id, code));
+      this.send(h2Frame(H2.RST_STREAM, 0, id, code));
       this.finishCall(id, `deadline of ${this.options.timeoutMs} ms exceeded`);
     }
   }
