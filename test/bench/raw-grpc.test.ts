@@ -183,6 +183,20 @@ describe("raw gRPC unary client", () => {
     expect((await callOnce(channel, "a1")).error).toBe("channel closed");
   });
 
+  test("on a failed channel, a loop that starts a call each time one fails neither recurses nor starves the timers", async () => {
+    const channel = await RawUnaryChannel.connect({ address, path: GCACHE_SERVICE.Get.path, timeoutMs: 5_000 });
+    channel.close();
+    let failures = 0;
+    let stop = false;
+    const loop = () => {
+      if (!stop) channel.call(request("a1"), () => (failures++, loop()));
+    };
+    for (let i = 0; i < 64; i++) loop();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    stop = true;
+    expect(failures).toBeGreaterThan(64);
+  });
+
   test("connecting to a port where no HTTP/2 server answers fails clearly", async () => {
     const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     try {

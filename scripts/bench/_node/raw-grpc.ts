@@ -142,18 +142,22 @@ export class RawUnaryChannel {
   /** Settles `connect` on the server's first SETTINGS, or on a failure before them. */
   private ready: ((error: string | null) => void) | null = null;
 
-  /** Starts one call with `message` (already protobuf-encoded); `done` runs exactly once. */
+  /**
+   * Starts one call with `message` (already protobuf-encoded); `done` runs
+   * exactly once, never before this returns: a closed loop that starts the
+   * next call from `done` must not spin here, or starve the timers that end
+   * its run, when every call fails.
+   */
   call(message: Uint8Array, done: UnaryDone): void {
-    if (this.failure !== null) {
-      done(this.failure);
-      return;
-    }
-    if (this.calls.size >= this.maxStreams) {
-      done(`more than the server's ${this.maxStreams} concurrent streams`);
-      return;
-    }
-    if (this.nextStreamId > LAST_STREAM_ID) {
-      done("stream ids used up on this connection");
+    const refusal =
+      this.failure ??
+      (this.calls.size >= this.maxStreams
+        ? `more than the server's ${this.maxStreams} concurrent streams`
+        : this.nextStreamId > LAST_STREAM_ID
+          ? "stream ids used up on this connection"
+          : null);
+    if (refusal !== null) {
+      setImmediate(() => done(refusal));
       return;
     }
     const id = this.nextStreamId;
@@ -359,6 +363,7 @@ export class RawUnaryChannel {
 
   private fail(reason: string): void {
     this.failure ??= reason;
+    clearInterval(this.sweep);
     this.waiting.length = 0;
     this.ready?.(this.failure);
     this.ready = null;
