@@ -24,7 +24,7 @@ import { codecs, GCACHE_SERVICE, type BatchGetRequest, type BatchGetResponse } f
 import { startFilledNode } from "./_cluster/one-node.ts";
 import { installCleanup, stopAll } from "./_cluster/procs.ts";
 import { fmtRatio, median, table, wholeNumber } from "./_cluster/util.ts";
-import { ACK, END_HEADERS, END_STREAM, FRAME_HEAD_BYTES, H2, h2Frame, indexedNameHeader, literalHeader, PADDED } from "./_node/h2-frames.ts";
+import { ACK, END_HEADERS, END_STREAM, H2, H2FrameReader, h2Frame, indexedNameHeader, literalHeader, PADDED } from "./_node/h2-frames.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -199,13 +199,6 @@ async function rawSocketClient(address: string): Promise<StreamClient> {
   const port = Number(address.slice(colon + 1));
   const pending = new Pending();
   const messages = new GrpcMessages((message) => pending.answer(codecs.BatchGetResponse.decode(message)));
-  // Frame reading: the 9-byte head may span chunks; a payload is taken piece by piece.
-  const head = Buffer.allocUnsafe(FRAME_HEAD_BYTES);
-  let headHave = 0;
-  let payloadLeft = 0;
-  let type = 0;
-  let flags = 0;
-  let control: Buffer[] = [];
   let unacknowledged = 0;
   let socket: Socket<undefined> | null = null;
   const write = (bytes: Uint8Array) => socket!.write(bytes);
@@ -214,59 +207,36 @@ async function rawSocketClient(address: string): Promise<StreamClient> {
     payload.writeUInt32BE(increment);
     write(Buffer.concat([h2Frame(H2.WINDOW_UPDATE, 0, 0, payload), h2Frame(H2.WINDOW_UPDATE, 0, STREAM_ID, payload)]));
   };
-  const controlFrame = (payload: Buffer) => {
-    if (type === H2.DATA) {
-      // A whole DATA frame only reaches here when padded (rare; Bun never pads).
-      const body = payload.subarray(1, payload.length - payload[0]!);
-      if (body.length > 0) messages.push(body);
-    } else if (type === H2.SETTINGS && (flags & ACK) === 0) write(h2Frame(H2.SETTINGS, ACK, 0, new Uint8Array(0)));
-    else if (type === H2.PING && (flags & ACK) === 0) write(h2Frame(H2.PING, ACK, 0, payload));
-    else if (type === H2.RST_STREAM || type === H2.GOAWAY) pending.fail(new Error(`raw socket: frame type ${type} from the server`));
-    if ((type === H2.DATA || type === H2.HEADERS) && (flags & END_STREAM) !== 0) pending.fail(new Error("raw socket: the server ended the stream"));
-  };
-  const onData = (chunk: Buffer) => {
-    let at = 0;
-    while (at < chunk.length) {
-      if (headHave < FRAME_HEAD_BYTES) {
-        const take = Math.min(FRAME_HEAD_BYTES - headHave, chunk.length - at);
-        chunk.copy(head, headHave, at, at + take);
-        headHave += take;
-        at += take;
-        if (headHave < FRAME_HEAD_BYTES) return;
-        payloadLeft = head.readUIntBE(0, 3);
-        type = head[3]!;
-        flags = head[4]!;
-        control = [];
-        if (type === H2.DATA) {
-          unacknowledged += payloadLeft;
-          if (unacknowledged >= _FLOW_CONTROL_WINDOW / 4) {
-            windowUpdate(unacknowledged);
-            unacknowledged = 0;
-          }
-        }
+  const reader = new H2FrameReader({
+    onHead: ({ type, length }) => {
+      if (type !== H2.DATA) return;
+      unacknowledged += length;
+      if (unacknowledged >= _FLOW_CONTROL_WINDOW / 4) {
+        windowUpdate(unacknowledged);
+        unacknowledged = 0;
       }
-      const take = Math.min(payloadLeft, chunk.length - at);
-      const piece = chunk.subarray(at, at + take);
-      at += take;
-      payloadLeft -= take;
-      if (type === H2.DATA && (flags & PADDED) === 0) {
-        if (piece.length > 0) messages.push(piece);
-      } else control.push(piece);
-      if (payloadLeft === 0) {
-        headHave = 0;
-        if (type === H2.DATA && (flags & PADDED) === 0) {
-          if ((flags & END_STREAM) !== 0) pending.fail(new Error("raw socket: the server ended the stream"));
-        } else controlFrame(Buffer.concat(control));
-      }
-    }
-  };
+    },
+    onData: (_head, piece) => {
+      if (piece.length > 0) messages.push(piece);
+    },
+    onFrame: ({ type, flags }, payload) => {
+      if (type === H2.DATA && (flags & PADDED) !== 0) {
+        // Bun never pads, but a padded frame comes whole.
+        const body = payload.subarray(1, payload.length - payload[0]!);
+        if (body.length > 0) messages.push(body);
+      } else if (type === H2.SETTINGS && (flags & ACK) === 0) write(h2Frame(H2.SETTINGS, ACK, 0, new Uint8Array(0)));
+      else if (type === H2.PING && (flags & ACK) === 0) write(h2Frame(H2.PING, ACK, 0, payload));
+      else if (type === H2.RST_STREAM || type === H2.GOAWAY) pending.fail(new Error(`raw socket: frame type ${type} from the server`));
+      if ((type === H2.DATA || type === H2.HEADERS) && (flags & END_STREAM) !== 0) pending.fail(new Error("raw socket: the server ended the stream"));
+    },
+  });
   socket = await new Promise<Socket<undefined>>((resolve, reject) => {
     Bun.connect({
       hostname,
       port,
       socket: {
         open: (opened) => resolve(opened),
-        data: (_socket, chunk) => onData(chunk),
+        data: (_socket, chunk) => reader.push(chunk),
         close: () => pending.fail(new Error("raw socket: connection closed")),
         error: (_socket, error) => pending.fail(error),
         connectError: (_socket, error) => reject(error),

@@ -43,3 +43,80 @@ export function indexedNameHeader(index: number, value: string): Buffer {
   if (v.length > 126) throw new Error(`header value ${value} too long for a one-byte length`);
   return Buffer.concat([Buffer.from([index, v.length]), v]);
 }
+
+/** The head of the frame being read. One object, filled in again for every frame: not to be kept. */
+export interface H2FrameHead {
+  type: number;
+  flags: number;
+  streamId: number;
+  length: number;
+}
+
+export interface H2FrameHandler {
+  /** A frame's head has been read; its payload follows. */
+  onHead(head: H2FrameHead): void;
+  /** A piece of an unpadded DATA frame's payload, as a view of the read it came in. */
+  onData(head: H2FrameHead, piece: Buffer): void;
+  /** A frame is complete: with its whole payload, or with none for unpadded DATA (its pieces went to `onData`). */
+  onFrame(head: H2FrameHead, payload: Buffer): void;
+}
+
+const NO_PAYLOAD = Buffer.alloc(0);
+
+/**
+ * Cuts a connection's bytes into frames. A head may span reads; unpadded
+ * DATA is handed on piece by piece as it arrives, every other frame gathered
+ * whole.
+ */
+export class H2FrameReader {
+  private readonly headBytes = Buffer.allocUnsafe(FRAME_HEAD_BYTES);
+  private headHave = 0;
+  private payloadLeft = 0;
+  private readonly head: H2FrameHead = { type: 0, flags: 0, streamId: 0, length: 0 };
+  private gathered: Buffer[] = [];
+
+  constructor(private readonly handler: H2FrameHandler) {}
+
+  push(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.headHave < FRAME_HEAD_BYTES) {
+        const take = Math.min(FRAME_HEAD_BYTES - this.headHave, chunk.length - at);
+        chunk.copy(this.headBytes, this.headHave, at, at + take);
+        this.headHave += take;
+        at += take;
+        if (this.headHave < FRAME_HEAD_BYTES) return;
+        const head = this.head;
+        head.length = this.headBytes.readUIntBE(0, 3);
+        head.type = this.headBytes[3]!;
+        head.flags = this.headBytes[4]!;
+        head.streamId = this.headBytes.readUInt32BE(5) & 0x7fff_ffff;
+        this.payloadLeft = head.length;
+        this.gathered = [];
+        this.handler.onHead(head);
+        if (this.payloadLeft === 0) {
+          this.complete();
+          continue;
+        }
+      }
+      const take = Math.min(this.payloadLeft, chunk.length - at);
+      const piece = chunk.subarray(at, at + take);
+      at += take;
+      this.payloadLeft -= take;
+      if (this.inPieces()) this.handler.onData(this.head, piece);
+      else this.gathered.push(piece);
+      if (this.payloadLeft === 0) this.complete();
+    }
+  }
+
+  private inPieces(): boolean {
+    return this.head.type === H2.DATA && (this.head.flags & PADDED) === 0;
+  }
+
+  private complete(): void {
+    this.headHave = 0;
+    const gathered = this.gathered;
+    const payload = this.inPieces() || gathered.length === 0 ? NO_PAYLOAD : gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered);
+    this.handler.onFrame(this.head, payload);
+  }
+}

@@ -20,7 +20,7 @@
  * call past it).
  */
 import type { Socket } from "bun";
-import { ACK, END_HEADERS, END_STREAM, FRAME_HEAD_BYTES, H2, h2Frame, indexedNameHeader, literalHeader, PADDED, writeFrameHead } from "./h2-frames.ts";
+import { ACK, END_HEADERS, END_STREAM, FRAME_HEAD_BYTES, H2, H2FrameReader, h2Frame, indexedNameHeader, literalHeader, PADDED, writeFrameHead, type H2FrameHead } from "./h2-frames.ts";
 
 export type UnaryDone = (error: string | null, response?: Buffer) => void;
 
@@ -70,14 +70,13 @@ export class RawUnaryChannel {
   private unacknowledged = 0;
   private failure: string | null = null;
   private readonly sweep: ReturnType<typeof setInterval>;
-  // Frame reading: the 9-byte head may span reads; a payload is taken piece by piece.
-  private readonly head = Buffer.allocUnsafe(FRAME_HEAD_BYTES);
-  private headHave = 0;
-  private payloadLeft = 0;
-  private type = 0;
-  private flags = 0;
-  private streamId = 0;
-  private control: Buffer[] = [];
+  private readonly reader = new H2FrameReader({
+    onHead: (head) => {
+      if (head.type === H2.DATA) this.received(head.length);
+    },
+    onData: (head, piece) => this.data(head.streamId, piece),
+    onFrame: (head, payload) => this.frameDone(head, payload),
+  });
 
   private constructor(private readonly options: RawUnaryOptions) {
     this.headerBlock = Buffer.concat([
@@ -103,7 +102,7 @@ export class RawUnaryChannel {
         hostname: options.address.slice(0, colon),
         port: Number(options.address.slice(colon + 1)),
         socket: {
-          data: (_socket, chunk) => channel.read(chunk),
+          data: (_socket, chunk) => channel.reader.push(chunk),
           drain: () => channel.drain(),
           close: () => channel.fail("connection closed"),
           error: (_socket, error) => channel.fail(`connection error: ${error.message}`),
@@ -222,41 +221,6 @@ export class RawUnaryChannel {
     else this.unsent = written < unsent.byteLength ? unsent.subarray(written) : null;
   }
 
-  private read(chunk: Buffer): void {
-    let at = 0;
-    while (at < chunk.length) {
-      if (this.headHave < FRAME_HEAD_BYTES) {
-        const take = Math.min(FRAME_HEAD_BYTES - this.headHave, chunk.length - at);
-        chunk.copy(this.head, this.headHave, at, at + take);
-        this.headHave += take;
-        at += take;
-        if (this.headHave < FRAME_HEAD_BYTES) return;
-        this.payloadLeft = this.head.readUIntBE(0, 3);
-        this.type = this.head[3]!;
-        this.flags = this.head[4]!;
-        this.streamId = this.head.readUInt32BE(5) & 0x7fff_ffff;
-        this.control = [];
-        if (this.type === H2.DATA) this.received(this.payloadLeft);
-        if (this.payloadLeft === 0) {
-          this.headHave = 0;
-          this.frameDone(Buffer.alloc(0));
-          continue;
-        }
-      }
-      const take = Math.min(this.payloadLeft, chunk.length - at);
-      const piece = chunk.subarray(at, at + take);
-      at += take;
-      this.payloadLeft -= take;
-      // Unpadded DATA goes to its call piece by piece; everything else is gathered whole.
-      if (this.type === H2.DATA && (this.flags & PADDED) === 0) this.data(piece);
-      else this.control.push(piece);
-      if (this.payloadLeft === 0) {
-        this.headHave = 0;
-        this.frameDone(this.control.length === 1 ? this.control[0]! : Buffer.concat(this.control));
-      }
-    }
-  }
-
   /** Tops up the connection's receive window once a quarter of it has been used. */
   private received(bytes: number): void {
     this.unacknowledged += bytes;
@@ -268,40 +232,40 @@ export class RawUnaryChannel {
     }
   }
 
-  private data(piece: Buffer): void {
-    const call = this.calls.get(this.streamId);
+  private data(streamId: number, piece: Buffer): void {
+    const call = this.calls.get(streamId);
     if (call === undefined || piece.length === 0) return;
     (call.data ??= []).push(piece);
     call.dataBytes += piece.length;
   }
 
-  private frameDone(payload: Buffer): void {
-    switch (this.type) {
+  private frameDone({ type, flags, streamId }: H2FrameHead, payload: Buffer): void {
+    switch (type) {
       case H2.DATA:
-        if ((this.flags & PADDED) !== 0 && payload.length > 0) this.data(payload.subarray(1, payload.length - payload[0]!));
-        if ((this.flags & END_STREAM) !== 0) this.complete(this.streamId);
+        if ((flags & PADDED) !== 0 && payload.length > 0) this.data(streamId, payload.subarray(1, payload.length - payload[0]!));
+        if ((flags & END_STREAM) !== 0) this.complete(streamId);
         return;
       case H2.HEADERS:
-        if ((this.flags & END_STREAM) !== 0) this.complete(this.streamId);
+        if ((flags & END_STREAM) !== 0) this.complete(streamId);
         return;
       case H2.RST_STREAM:
-        this.finishCall(this.streamId, `stream reset by the server (code ${payload.length >= 4 ? payload.readUInt32BE(0) : "?"})`);
+        this.finishCall(streamId, `stream reset by the server (code ${payload.length >= 4 ? payload.readUInt32BE(0) : "?"})`);
         return;
       case H2.SETTINGS:
-        if ((this.flags & ACK) !== 0) return;
+        if ((flags & ACK) !== 0) return;
         this.applySettings(payload);
         this.send(h2Frame(H2.SETTINGS, ACK, 0, new Uint8Array(0)));
         this.ready?.(null);
         this.ready = null;
         return;
       case H2.PING:
-        if ((this.flags & ACK) === 0) this.send(h2Frame(H2.PING, ACK, 0, payload));
+        if ((flags & ACK) === 0) this.send(h2Frame(H2.PING, ACK, 0, payload));
         return;
       case H2.GOAWAY:
         this.fail(`GOAWAY from the server (code ${payload.length >= 8 ? payload.readUInt32BE(4) : "?"})`);
         return;
       case H2.WINDOW_UPDATE:
-        if (this.streamId === 0 && payload.length >= 4) {
+        if (streamId === 0 && payload.length >= 4) {
           this.sendWindow += payload.readUInt32BE(0) & 0x7fff_ffff;
           this.sendWaiting();
         }
