@@ -27,9 +27,9 @@
  *   --wrk-threads=N     wrk threads (default 1: like redis-benchmark, one load thread; on two cores a second
  *                       wrk thread takes CPU from the server it measures)
  *   --cold-group=SPEC   size[:store] of group `cold` used for the peer hop (default 64MiB, quick 4MiB:lru; see below)
- *   --grpc-client=C     the gRPC generator's client: raw (default; HTTP/2 on a Bun socket, _node/raw-grpc.ts, a
- *                       few µs per call, so the gRPC servers are what limits) or grpc-js (about as costly per call
- *                       as the servers it loads: on two cores both contenders then wait on it)
+ *   --grpc-client=C     the gRPC generator's client: raw (default; HTTP/2 on a Bun socket, _node/raw-grpc.ts,
+ *                       15-30 µs per call, so the gRPC servers are what limits) or grpc-js (about 90 µs per call,
+ *                       more than the servers it loads: on two cores both contenders then wait on it)
  *   --node-env=N=V,...  environment for the three nodes only (e.g. BUN_JSC_largeHeapSize=67108864 or
  *                       GCACHE_RUNTIME_TUNING=off); the load generators and bare servers keep this process's
  *   --build             rebuild dist/gcache-node first (it is built anyway when missing)

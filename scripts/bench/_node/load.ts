@@ -8,7 +8,7 @@
  * Prints `READY -`, then takes commands on stdin (see commands.ts):
  *   { op: "connect", target, address, client? }     -> opens the channel and waits until it is ready;
  *       client "grpc-js" (the default: a grpc-js Client, as the nodes use) or "raw"
- *       (raw-grpc.ts: HTTP/2 on a Bun socket, a few µs per call, so the server is what limits)
+ *       (raw-grpc.ts: HTTP/2 on a Bun socket, 15-30 µs per call, so the server is what limits)
  *   { op: "keys", name, group, keys }               -> stores a key set (requests are encoded once, here)
  *   { op: "run", target, keys, concurrency, warmupMs, durationMs, pids, valueBytes, rate? }
  *       -> runs `concurrency` closed loops (or, with `rate`, starts `rate`

@@ -3,7 +3,7 @@
  * directly on one of Bun's TCP sockets. The grpc-js client on Bun spends
  * more CPU per call than the servers it loads (about 90 µs against their
  * 60-75 on two shared cores), so under it both servers of a comparison wait
- * on the generator. This one spends a few µs per call, which leaves the
+ * on the generator. This one spends 15-30 µs per call, which leaves the
  * servers the bottleneck and their calls/s a measure of their own cost.
  *
  * What it leaves out, on purpose: HPACK decoding. A call succeeds when its
