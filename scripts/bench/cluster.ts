@@ -94,7 +94,7 @@ import { parseArgs } from "node:util";
 import type { GroupStats } from "../../src/group.ts";
 import { parseBytes } from "../../src/units.ts";
 import { Child, within } from "./_node/child.ts";
-import { sampleMachine, sampleProcess, type ProcSample } from "./_node/commands.ts";
+import { processDeltas, sampleMachine, sampleProcess, type ProcSample } from "./_node/commands.ts";
 import type { RunResult } from "./_node/load.ts";
 import { keysOwnedBy, ownersOf } from "./_cluster/keys.ts";
 import type { MixedResult, MixedSpec } from "./_cluster/mixed.ts";
@@ -282,6 +282,8 @@ interface Measured {
   /** CPU ms in the window: the process that takes the requests, and the other cache nodes (NaN when none). */
   recvCpuMs: number;
   peersCpuMs: number;
+  /** Run-queue wait of the server's main thread in the window, ms (for mixed: A's, B's and C's together). */
+  recvWaitMs: number;
   recvRssBytes: number;
   genCpuMs: number;
   machineBusyCpus: number;
@@ -587,6 +589,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           firstError: r.firstError,
           recvCpuMs: m.cpuMs[0]!,
           peersCpuMs: http ? m.cpuMs[1]! + m.cpuMs[2]! : NaN,
+          recvWaitMs: m.waitMs[0]!,
           recvRssBytes: m.rss[0]!,
           genCpuMs: r.cpuMs,
           machineBusyCpus: m.machineBusyCpus,
@@ -628,6 +631,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           firstError: null,
           recvCpuMs: m.cpuMs[0]!,
           peersCpuMs: NaN,
+          recvWaitMs: m.waitMs[0]!,
           recvRssBytes: m.rss[0]!,
           genCpuMs: r.cpuMs,
           machineBusyCpus: m.machineBusyCpus,
@@ -676,6 +680,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           firstError: r.firstError ?? (r.badValues > 0 ? `${r.badValues} responses with a wrong value` : null),
           recvCpuMs: r.processes[0]!.cpuMs,
           peersCpuMs: pids.length > 1 ? r.processes[1]!.cpuMs + r.processes[2]!.cpuMs : NaN,
+          recvWaitMs: r.processes[0]!.waitMs,
           recvRssBytes: r.processes[0]!.rssBytes,
           genCpuMs: r.generatorCpuMs,
           machineBusyCpus: r.machineBusyCpus,
@@ -711,6 +716,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           firstError: r.firstError ?? (r.badValues > 0 ? `${r.badValues} GETs with a wrong value length` : null),
           recvCpuMs: r.processes.reduce((t, p) => t + p.cpuMs, 0),
           peersCpuMs: NaN,
+          recvWaitMs: r.processes.reduce((t, p) => t + p.waitMs, 0),
           recvRssBytes: Math.max(...r.processes.map((p) => p.rssBytes)),
           genCpuMs: r.generatorCpuMs,
           machineBusyCpus: r.machineBusyCpus,
@@ -786,13 +792,14 @@ function startWindow(pids: number[]): Window {
   return { before: pids.map(sampleProcess), machine: sampleMachine() };
 }
 
-function endWindow(window: Window, pids: number[], seconds: number): { cpuMs: number[]; rss: number[]; seconds: number; machineBusyCpus: number } {
-  const after = pids.map(sampleProcess);
+function endWindow(window: Window, pids: number[], seconds: number): { cpuMs: number[]; waitMs: number[]; rss: number[]; seconds: number; machineBusyCpus: number } {
+  const deltas = processDeltas(pids, window.before, pids.map(sampleProcess));
   const machine = sampleMachine();
   const total = machine.total - window.machine.total;
   return {
-    cpuMs: after.map((a, i) => a.cpuMs - window.before[i]!.cpuMs),
-    rss: after.map((a) => a.rssBytes),
+    cpuMs: deltas.map((d) => d.cpuMs),
+    waitMs: deltas.map((d) => d.waitMs),
+    rss: deltas.map((d) => d.rssBytes),
     seconds,
     machineBusyCpus: total > 0 ? ((machine.busy - window.machine.busy) / total) * navigator.hardwareConcurrency : NaN,
   };
@@ -820,6 +827,7 @@ function fromWrk(r: WrkResult, m: ReturnType<typeof endWindow>, size: number, pa
             : null,
     recvCpuMs: m.cpuMs[0]!,
     peersCpuMs: m.cpuMs.length > 1 ? m.cpuMs[1]! + m.cpuMs[2]! : NaN,
+    recvWaitMs: m.waitMs[0]!,
     recvRssBytes: m.rss[0]!,
     genCpuMs: r.cpuMs,
     machineBusyCpus: m.machineBusyCpus,
@@ -911,6 +919,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         fmtMs(median(list.map((m) => m.p99Ms))),
         ratios.join(", ") || "-",
         pct(share((m) => m.recvCpuMs)),
+        pct(share((m) => m.recvWaitMs)),
         id === "mixed" || Number.isNaN(list[0]!.peersCpuMs) ? "-" : pct(share((m) => m.peersCpuMs)),
         cpuPerReq.toFixed(1),
         mb(median(list.map((m) => m.recvRssBytes))),
@@ -922,14 +931,16 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
   console.log(`\nmedians of ${rounds} rounds (${durationS} s each)\n`);
   console.log(
     table(
-      ["size  workload", "req/s", "spread", "p50 ms", "p99 ms", "ratio (median of per-round)", "server CPU", "B+C CPU", "CPU us/req", "server RSS", "gen CPU", "other CPU"],
+      ["size  workload", "req/s", "spread", "p50 ms", "p99 ms", "ratio (median of per-round)", "server CPU", "waited", "B+C CPU", "CPU us/req", "server RSS", "gen CPU", "other CPU"],
       rows,
     ),
   );
   console.log(
     "\nserver = the process taking the requests (A, the bare server, redis-server, memcached; for mixed: A+B+C together, RSS = largest).\n" +
       "CPU columns are shares of one core over the measured window (/proc, 10 ms ticks); CPU us/req counts A+B+C for gcache\n" +
-      "rows. gen = wrk / redis-benchmark / the Bun load generators; other = the rest of the machine meanwhile (above ~10 % the\n" +
+      "rows. waited = time the server's main thread was ready to run but had no CPU (/proc/<pid>/schedstat; for mixed A+B+C):\n" +
+      "the generator and the other nodes share the cores, and a server that waits is held back by them, not by its own work.\n" +
+      "gen = wrk / redis-benchmark / the Bun load generators; other = the rest of the machine meanwhile (above ~10 % the\n" +
       "run was disturbed). spread = (max - min) / median of req/s over rounds. Quiet rounds (goals below): both runs had\n" +
       `other CPU under ${pct(QUIET_OTHER_CPU)}.`,
   );

@@ -17,7 +17,7 @@
  * Keys are `<keyPrefix><rank>`; the origin sizes values from the key, so a
  * GET answers `valueBytes` bytes whether it was loaded or set.
  */
-import { sampleMachine, sampleProcess, serveCommands, type ProcSample } from "../_node/commands.ts";
+import { processDeltas, sampleMachine, sampleProcess, serveCommands, type ProcessDelta, type ProcSample } from "../_node/commands.ts";
 import { Rng, Zipf } from "../traces.ts";
 
 export interface MixedSpec {
@@ -54,7 +54,7 @@ export interface MixedResult {
   firstError: string | null;
   /** GET answers whose body was not `valueBytes` long. */
   badValues: number;
-  processes: { pid: number; cpuMs: number; rssBytes: number }[];
+  processes: ProcessDelta[];
   generatorCpuMs: number;
   machineBusyCpus: number;
 }
@@ -150,7 +150,7 @@ async function run(spec: MixedSpec): Promise<MixedResult> {
     errors,
     firstError,
     badValues,
-    processes: spec.pids.map((pid, i) => ({ pid, cpuMs: after[i]!.cpuMs - before[i]!.cpuMs, rssBytes: after[i]!.rssBytes })),
+    processes: processDeltas(spec.pids, before, after),
     generatorCpuMs: (cpu.user + cpu.system) / 1000,
     machineBusyCpus: total > 0 ? ((machine1.busy - machine0.busy) / total) * navigator.hardwareConcurrency : NaN,
   };

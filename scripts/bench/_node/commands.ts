@@ -68,6 +68,13 @@ export interface ProcSample {
   cpuMs: number;
   /** Resident set size, in bytes. */
   rssBytes: number;
+  /**
+   * Time the main thread spent runnable but waiting for a CPU, in ms
+   * (/proc/<pid>/schedstat; 0 where the kernel keeps no scheduler statistics).
+   * On a machine whose cores the servers and generators share, a server that
+   * waits here is held back by the others, not by its own work.
+   */
+  waitMs: number;
 }
 
 /** CPU time so far and current RSS of a process, from /proc. Zeros when the process is gone or /proc is absent. */
@@ -80,9 +87,37 @@ export function sampleProcess(pid: number): ProcSample {
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = Number(fields[11]) + Number(fields[12]);
     const rss = /VmRSS:\s+(\d+)\s+kB/.exec(status);
-    return { cpuMs: (ticks * 1000) / TICKS_PER_SECOND, rssBytes: rss ? Number(rss[1]) * 1024 : 0 };
+    return { cpuMs: (ticks * 1000) / TICKS_PER_SECOND, rssBytes: rss ? Number(rss[1]) * 1024 : 0, waitMs: runQueueWaitMs(pid) };
   } catch {
-    return { cpuMs: 0, rssBytes: 0 };
+    return { cpuMs: 0, rssBytes: 0, waitMs: 0 };
+  }
+}
+
+/** What a process used over a window: CPU ms, run-queue wait ms, and RSS at its end. */
+export interface ProcessDelta {
+  pid: number;
+  cpuMs: number;
+  waitMs: number;
+  rssBytes: number;
+}
+
+/** Per pid, the difference between two rounds of `sampleProcess`. */
+export function processDeltas(pids: readonly number[], before: readonly ProcSample[], after: readonly ProcSample[]): ProcessDelta[] {
+  return pids.map((pid, i) => ({
+    pid,
+    cpuMs: after[i]!.cpuMs - before[i]!.cpuMs,
+    waitMs: after[i]!.waitMs - before[i]!.waitMs,
+    rssBytes: after[i]!.rssBytes,
+  }));
+}
+
+/** The main thread's run-queue wait so far, in ms: the second of /proc/<pid>/schedstat's three fields, in ns. */
+function runQueueWaitMs(pid: number): number {
+  try {
+    const waitNs = Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]);
+    return Number.isFinite(waitNs) ? waitNs / 1e6 : 0;
+  } catch {
+    return 0;
   }
 }
 

@@ -26,7 +26,7 @@
  */
 import { Client, credentials, type ServiceError } from "@grpc/grpc-js";
 import { codecs, GCACHE_SERVICE } from "../../../src/wire/messages.ts";
-import { sampleMachine, sampleProcess, serveCommands, type ProcSample } from "./commands.ts";
+import { processDeltas, sampleMachine, sampleProcess, serveCommands, type ProcessDelta, type ProcSample } from "./commands.ts";
 import { RawUnaryChannel, type UnaryDone } from "./raw-grpc.ts";
 
 const GET_PATH = GCACHE_SERVICE.Get.path;
@@ -111,8 +111,8 @@ export interface RunResult {
   firstError: string | null;
   /** Responses whose value did not have the expected length. */
   badValues: number;
-  /** Per pid in `pids`: CPU ms used during the window and RSS at its end. */
-  processes: { pid: number; cpuMs: number; rssBytes: number }[];
+  /** Per pid in `pids`: CPU and run-queue wait ms during the window, and RSS at its end. */
+  processes: ProcessDelta[];
   /** CPU ms this generator used during the window. */
   generatorCpuMs: number;
   /** CPUs the whole machine kept busy during the window, on average (all processes, ours included). */
@@ -166,11 +166,7 @@ function run(spec: RunSpec): Promise<RunResult> {
         skipped,
         firstError,
         badValues,
-        processes: spec.pids.map((pid, i) => ({
-          pid,
-          cpuMs: after[i]!.cpuMs - before[i]!.cpuMs,
-          rssBytes: after[i]!.rssBytes,
-        })),
+        processes: processDeltas(spec.pids, before, after),
         generatorCpuMs,
         machineBusyCpus,
       });

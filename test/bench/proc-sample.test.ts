@@ -1,0 +1,67 @@
+/**
+ * The benchmarks' per-process samples (scripts/bench/_node/commands.ts): CPU
+ * time and the main thread's run-queue wait, read from /proc. bench:cluster's
+ * "waited" column rests on the wait being read, and read per process.
+ */
+import { afterEach, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { processDeltas, sampleProcess } from "../../scripts/bench/_node/commands.ts";
+
+const BUSY_MS = 600;
+const spinners: Subprocess[] = [];
+
+afterEach(() => {
+  for (const child of spinners.splice(0)) child.kill();
+});
+
+/** A process that keeps one CPU busy for BUSY_MS, pinned to `cpu`; resolves once it runs. */
+async function spinner(cpu: number): Promise<Subprocess<"ignore", "pipe", "inherit">> {
+  const code = `process.stdout.write("go\\n"); const end = Date.now() + ${BUSY_MS}; while (Date.now() < end) {}`;
+  const child = Bun.spawn(["taskset", "-c", String(cpu), process.execPath, "-e", code], { stdout: "pipe", stderr: "inherit" });
+  spinners.push(child);
+  const reader = child.stdout.getReader();
+  await reader.read();
+  reader.releaseLock();
+  return child;
+}
+
+test.skipIf(process.platform !== "linux")("two busy processes on one CPU each wait for it about half the time", async () => {
+  const [a, b] = await Promise.all([spinner(0), spinner(0)]);
+  const pids = [a.pid, b.pid];
+  const before = pids.map(sampleProcess);
+  await Bun.sleep(BUSY_MS / 2);
+  const deltas = processDeltas(pids, before, pids.map(sampleProcess));
+  for (const delta of deltas) {
+    // Each had the CPU about half the window and waited for it the other half.
+    expect(delta.waitMs).toBeGreaterThan(BUSY_MS / 2 / 5);
+    expect(delta.cpuMs).toBeGreaterThan(BUSY_MS / 2 / 5);
+    expect(delta.waitMs + delta.cpuMs).toBeLessThan(BUSY_MS * 2);
+  }
+  await Promise.all([a.exited, b.exited]);
+});
+
+test.skipIf(process.platform !== "linux" || navigator.hardwareConcurrency < 2)("a busy process alone on its CPU mostly runs", async () => {
+  // CPU 1: the test runner is not pinned, and the machine may run other work, so the bound is loose.
+  const child = await spinner(1);
+  const before = [sampleProcess(child.pid)];
+  await Bun.sleep(BUSY_MS / 2);
+  const [delta] = processDeltas([child.pid], before, [sampleProcess(child.pid)]);
+  expect(delta!.cpuMs).toBeGreaterThan(BUSY_MS / 2 / 3);
+  expect(delta!.waitMs).toBeLessThan(delta!.cpuMs * 0.8);
+  await child.exited;
+});
+
+test.skipIf(process.platform !== "linux")("a process that sleeps waits for no CPU", async () => {
+  const child = Bun.spawn([process.execPath, "-e", "setTimeout(() => {}, 5000)"], { stdout: "ignore", stderr: "inherit" });
+  spinners.push(child);
+  await Bun.sleep(100);
+  const before = [sampleProcess(child.pid)];
+  await Bun.sleep(300);
+  const [delta] = processDeltas([child.pid], before, [sampleProcess(child.pid)]);
+  expect(delta!.waitMs).toBeLessThan(20);
+  expect(delta!.cpuMs).toBeLessThan(50);
+});
+
+test("a process that is gone samples as zeros", () => {
+  expect(sampleProcess(0x7ffffff0)).toEqual({ cpuMs: 0, rssBytes: 0, waitMs: 0 });
+});
