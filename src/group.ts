@@ -8,6 +8,7 @@ import { Cache, type CacheStats } from "./cache.ts";
 import { _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type CallOptions } from "./call.ts";
 import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
+import { _Deadlines, type _Expiring } from "./deadlines.ts";
 import { SingleFlight } from "./singleflight.ts";
 import type { StoreKind } from "./store/index.ts";
 import { utf8Length } from "./store/_size.ts";
@@ -159,6 +160,8 @@ export class Group {
   private loading = 0;
   private readonly flight = new SingleFlight<Entry>();
   private readonly forwards = new Map<string, ForwardFlight>();
+  /** The fetches' deadlines, on one timer rather than one each. */
+  private readonly forwardDeadlines = new _Deadlines();
   /** Loads a peer's batch started, until the Get the peer sends next arrives (see `_batchLookup`). */
   private readonly prefetches = new Map<string, Prefetch>();
   private membership: Membership | null = null;
@@ -586,7 +589,7 @@ export class Group {
     this.counters.loadsDeduped++;
     const load = { stale: false };
     // `promise` is assigned before anything below can settle.
-    const flight = { deadline } as ForwardFlight;
+    const flight = { deadline, deadlineSlot: -1 } as ForwardFlight;
     this.pending.set(key, load);
     this.forwards.set(key, flight);
     flight.promise = new Promise<Entry>((resolve, reject) => {
@@ -595,13 +598,14 @@ export class Group {
       const finish = (entry: Entry | null, error: unknown) => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        this.forwardDeadlines.delete(flight);
         this.endForward(key, flight, load);
         if (entry !== null) resolve(entry);
         else reject(error);
       };
       // The fetch answers by its deadline even while the batch it waits in is held up.
-      const timer = setTimeout(() => finish(null, deadlineExceeded(budget)), _timerDelay(budget));
+      flight.expire = () => finish(null, deadlineExceeded(budget));
+      this.forwardDeadlines.add(flight);
       const fetched: FetchDone = (entry, error) => {
         if (entry !== null) {
           this.counters.peerLoads++;
@@ -800,7 +804,7 @@ export class Group {
 }
 
 /** A fetch in flight of a key another node owns, shared by concurrent callers. */
-interface ForwardFlight {
+interface ForwardFlight extends _Expiring {
   readonly deadline: number;
   promise: Promise<Entry>;
 }

@@ -21,7 +21,7 @@
  * stream ends before they come; the rest of the batch was answered already.
  */
 import { status, type MethodDefinition } from "@grpc/grpc-js";
-import { _timerDelay } from "../call.ts";
+import { _Deadlines, type _Expiring } from "../deadlines.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
 import type { _Connection } from "../wire/connection.ts";
@@ -81,12 +81,11 @@ export type StreamRoute<Req, Res> = (deadline: number) => BatchDuplex<Req, Res> 
 /** The unary fallback: the batch as one call. */
 export type BatchCall<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
 
-interface InFlight<Req, Res> {
+interface InFlight<Req, Res> extends _Expiring {
   request: Req;
   context: CallContext;
   resolve(response: Res): void;
   reject(error: unknown): void;
-  timer: ReturnType<typeof setTimeout>;
   onAbort: (() => void) | null;
   later: LaterAnswers<Res> | undefined;
   /** The first answer is in; later ones are awaited. */
@@ -113,6 +112,8 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
   private callsUntil = 0;
   private nextId = 0;
   private readonly what: string;
+  /** The batches' deadlines, on one timer rather than one each. */
+  private readonly deadlines = new _Deadlines();
 
   constructor(
     private readonly connection: _Connection,
@@ -142,7 +143,9 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
         context,
         resolve,
         reject,
-        timer: setTimeout(() => this.fail(stream, id, new GCacheError("ERR_DEADLINE_EXCEEDED", `${this.what}: deadline exceeded`)), _timerDelay(budget)),
+        deadline: context.deadline,
+        deadlineSlot: -1,
+        expire: () => this.fail(stream, id, new GCacheError("ERR_DEADLINE_EXCEEDED", `${this.what}: deadline exceeded`)),
         onAbort: null,
         later,
         following: false,
@@ -153,6 +156,7 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
         signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       stream.inFlight.set(id, pending);
+      this.deadlines.add(pending);
       request.id = id;
       request.timeoutMs = Math.min(Math.ceil(budget), MAX_ID);
       stream.call.write(request);
@@ -225,7 +229,7 @@ export class _BatchStream<Req extends StreamedRequest, Res extends StreamedRespo
 
   private forget(stream: OpenStream<Req, Res>, id: number, pending: InFlight<Req, Res>): void {
     stream.inFlight.delete(id);
-    clearTimeout(pending.timer);
+    this.deadlines.delete(pending);
     this.stopListening(pending);
   }
 
