@@ -3,10 +3,10 @@
  *
  * A peer hop's fetch must fail by its deadline even while the batch it waits
  * in is held up, yet nearly every fetch is answered within milliseconds of a
- * deadline seconds away. A setTimeout and a clearTimeout per fetch were the
- * forwarding node's largest cost in JavaScript after the socket writes
- * (docs/benchmarks.md, "One timer for the hop's deadlines"). Here a wait
- * costs an array slot, taken and given back. The timer is armed for the earliest
+ * deadline seconds away. A setTimeout and a clearTimeout per fetch cost 0.24
+ * µs, and were about 3 % of the forwarding node's samples in a profile of the
+ * hop; an array slot taken and given back here costs 0.03 µs (docs/benchmarks.md,
+ * "One timer for the hop's deadlines"). The timer is armed for the earliest
  * deadline; when it fires it expires what is due and is armed again for the
  * earliest left, so a wait still ends at its own deadline, not on a tick.
  */
