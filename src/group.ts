@@ -7,8 +7,8 @@
 import { Cache, type CacheStats } from "./cache.ts";
 import { _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type CallOptions } from "./call.ts";
 import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
-import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
 import { _Deadlines, type _Expiring } from "./deadlines.ts";
+import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
 import { SingleFlight } from "./singleflight.ts";
 import type { StoreKind } from "./store/index.ts";
 import { utf8Length } from "./store/_size.ts";
