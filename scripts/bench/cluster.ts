@@ -94,7 +94,7 @@ import { parseArgs } from "node:util";
 import type { GroupStats } from "../../src/group.ts";
 import { parseBytes } from "../../src/units.ts";
 import { Child, within } from "./_node/child.ts";
-import { processDeltas, sampleMachine, sampleProcess, type ProcSample } from "./_node/commands.ts";
+import { busyCpusBetween, processDeltas, sampleMachine, sampleProcess, type ProcessDelta, type ProcSample } from "./_node/commands.ts";
 import type { RunResult } from "./_node/load.ts";
 import { keysOwnedBy, ownersOf } from "./_cluster/keys.ts";
 import type { MixedResult, MixedSpec } from "./_cluster/mixed.ts";
@@ -587,10 +587,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           seconds: m.seconds,
           errors: r.errors,
           firstError: r.firstError,
-          recvCpuMs: m.cpuMs[0]!,
-          peersCpuMs: http ? m.cpuMs[1]! + m.cpuMs[2]! : NaN,
-          recvWaitMs: m.waitMs[0]!,
-          recvRssBytes: m.rss[0]!,
+          ...serverFigures(m.processes, http),
           genCpuMs: r.cpuMs,
           machineBusyCpus: m.machineBusyCpus,
           path,
@@ -629,10 +626,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           seconds: m.seconds,
           errors: 0,
           firstError: null,
-          recvCpuMs: m.cpuMs[0]!,
-          peersCpuMs: NaN,
-          recvWaitMs: m.waitMs[0]!,
-          recvRssBytes: m.rss[0]!,
+          ...serverFigures(m.processes, false),
           genCpuMs: r.cpuMs,
           machineBusyCpus: m.machineBusyCpus,
           path: counterPath(counters0, counters1),
@@ -678,10 +672,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           seconds: r.seconds,
           errors: r.errors + r.badValues,
           firstError: r.firstError ?? (r.badValues > 0 ? `${r.badValues} responses with a wrong value` : null),
-          recvCpuMs: r.processes[0]!.cpuMs,
-          peersCpuMs: pids.length > 1 ? r.processes[1]!.cpuMs + r.processes[2]!.cpuMs : NaN,
-          recvWaitMs: r.processes[0]!.waitMs,
-          recvRssBytes: r.processes[0]!.rssBytes,
+          ...serverFigures(r.processes, pids.length > 1),
           genCpuMs: r.generatorCpuMs,
           machineBusyCpus: r.machineBusyCpus,
           path,
@@ -792,16 +783,19 @@ function startWindow(pids: number[]): Window {
   return { before: pids.map(sampleProcess), machine: sampleMachine() };
 }
 
-function endWindow(window: Window, pids: number[], seconds: number): { cpuMs: number[]; waitMs: number[]; rss: number[]; seconds: number; machineBusyCpus: number } {
-  const deltas = processDeltas(pids, window.before, pids.map(sampleProcess));
-  const machine = sampleMachine();
-  const total = machine.total - window.machine.total;
+function endWindow(window: Window, pids: number[], seconds: number): { processes: ProcessDelta[]; seconds: number; machineBusyCpus: number } {
+  const processes = processDeltas(pids, window.before, pids.map(sampleProcess));
+  return { processes, seconds, machineBusyCpus: busyCpusBetween(window.machine, sampleMachine()) };
+}
+
+/** A run's figures of the server (`processes[0]`) and, with `peers`, of B and C (`processes[1]`, `[2]`). */
+function serverFigures(processes: readonly ProcessDelta[], peers: boolean): Pick<Measured, "recvCpuMs" | "peersCpuMs" | "recvWaitMs" | "recvRssBytes"> {
+  const server = processes[0]!;
   return {
-    cpuMs: deltas.map((d) => d.cpuMs),
-    waitMs: deltas.map((d) => d.waitMs),
-    rss: deltas.map((d) => d.rssBytes),
-    seconds,
-    machineBusyCpus: total > 0 ? ((machine.busy - window.machine.busy) / total) * navigator.hardwareConcurrency : NaN,
+    recvCpuMs: server.cpuMs,
+    peersCpuMs: peers ? processes[1]!.cpuMs + processes[2]!.cpuMs : NaN,
+    recvWaitMs: server.waitMs,
+    recvRssBytes: server.rssBytes,
   };
 }
 
@@ -825,10 +819,7 @@ function fromWrk(r: WrkResult, m: ReturnType<typeof endWindow>, size: number, pa
           : badSize
             ? `${perResponse.toFixed(0)} bytes per response for ${size}-byte values`
             : null,
-    recvCpuMs: m.cpuMs[0]!,
-    peersCpuMs: m.cpuMs.length > 1 ? m.cpuMs[1]! + m.cpuMs[2]! : NaN,
-    recvWaitMs: m.waitMs[0]!,
-    recvRssBytes: m.rss[0]!,
+    ...serverFigures(m.processes, m.processes.length > 1),
     genCpuMs: r.cpuMs,
     machineBusyCpus: m.machineBusyCpus,
     path,

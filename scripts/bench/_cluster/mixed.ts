@@ -17,7 +17,7 @@
  * Keys are `<keyPrefix><rank>`; the origin sizes values from the key, so a
  * GET answers `valueBytes` bytes whether it was loaded or set.
  */
-import { processDeltas, sampleMachine, sampleProcess, serveCommands, type ProcessDelta, type ProcSample } from "../_node/commands.ts";
+import { busyCpusBetween, processDeltas, sampleMachine, sampleProcess, serveCommands, type ProcessDelta, type ProcSample } from "../_node/commands.ts";
 import { Rng, Zipf } from "../traces.ts";
 
 export interface MixedSpec {
@@ -139,7 +139,6 @@ async function run(spec: MixedSpec): Promise<MixedResult> {
   stopping = true;
   await Promise.all(workers);
   const seconds = (t1 - t0) / 1000;
-  const total = machine1.total - machine0.total;
   return {
     ops: all.count,
     seconds,
@@ -152,7 +151,7 @@ async function run(spec: MixedSpec): Promise<MixedResult> {
     badValues,
     processes: processDeltas(spec.pids, before, after),
     generatorCpuMs: (cpu.user + cpu.system) / 1000,
-    machineBusyCpus: total > 0 ? ((machine1.busy - machine0.busy) / total) * navigator.hardwareConcurrency : NaN,
+    machineBusyCpus: busyCpusBetween(machine0, machine1),
   };
 }
 

@@ -133,3 +133,9 @@ export function sampleMachine(): { busy: number; total: number } {
     return { busy: 0, total: 0 };
   }
 }
+
+/** CPUs the whole machine kept busy, on average, between two `sampleMachine`s (NaN when no time passed or there is no /proc). */
+export function busyCpusBetween(before: { busy: number; total: number }, after: { busy: number; total: number }): number {
+  const total = after.total - before.total;
+  return total > 0 ? ((after.busy - before.busy) / total) * navigator.hardwareConcurrency : NaN;
+}

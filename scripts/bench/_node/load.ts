@@ -26,7 +26,7 @@
  */
 import { Client, credentials, type ServiceError } from "@grpc/grpc-js";
 import { codecs, GCACHE_SERVICE } from "../../../src/wire/messages.ts";
-import { processDeltas, sampleMachine, sampleProcess, serveCommands, type ProcessDelta, type ProcSample } from "./commands.ts";
+import { busyCpusBetween, processDeltas, sampleMachine, sampleProcess, serveCommands, type ProcessDelta, type ProcSample } from "./commands.ts";
 import { RawUnaryChannel, type UnaryDone } from "./raw-grpc.ts";
 
 const GET_PATH = GCACHE_SERVICE.Get.path;
@@ -235,9 +235,7 @@ function run(spec: RunSpec): Promise<RunResult> {
         const cpu = process.cpuUsage(cpu0);
         generatorCpuMs = (cpu.user + cpu.system) / 1000;
         after = spec.pids.map(sampleProcess);
-        const machine = sampleMachine();
-        const total = machine.total - machine0.total;
-        if (total > 0) machineBusyCpus = ((machine.busy - machine0.busy) / total) * navigator.hardwareConcurrency;
+        machineBusyCpus = busyCpusBetween(machine0, sampleMachine());
       }, spec.durationMs);
     }, spec.warmupMs);
   });
