@@ -7,6 +7,7 @@
  * past their deadline instead of hanging.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition } from "@grpc/grpc-js";
 import { RawUnaryChannel } from "../../scripts/bench/_node/raw-grpc.ts";
 import { codecs, GCACHE_SERVICE, type Request, type ResponseForGet } from "../../src/wire/messages.ts";
@@ -127,6 +128,39 @@ describe("raw gRPC unary client", () => {
       channel.close();
     }
   }, 30_000);
+
+  test("what the socket does not take at once goes out when it drains, in order", async () => {
+    // A server that opens every window wide, then stops reading until the client has written more than the socket holds.
+    const CALLS = 64;
+    const MESSAGE = 256 * 1024;
+    const chunks: Buffer[] = [];
+    let connection: Socket | undefined;
+    const server = createServer((socket) => {
+      connection = socket;
+      const windowUpdate = Buffer.from([0, 0, 4, 8, 0, 0, 0, 0, 0, 0x40, 0, 0, 0]); // connection window + 2^30
+      socket.write(Buffer.concat([Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]), windowUpdate]));
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.pause();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const channel = await RawUnaryChannel.connect({ address: `127.0.0.1:${port}`, path: GCACHE_SERVICE.Get.path, timeoutMs: 10_000 });
+    try {
+      await Bun.sleep(20);
+      for (let i = 0; i < CALLS; i++) channel.call(new Uint8Array(MESSAGE).fill(i), () => {});
+      await Bun.sleep(50);
+      connection!.resume();
+      const dataFrames = () => framesOf(Buffer.concat(chunks)).filter((f) => f.type === 0);
+      const until = performance.now() + 3_000;
+      while (dataFrames().length < CALLS && performance.now() < until) await Bun.sleep(10);
+      // Every request's DATA frame arrived whole, each on its own stream, in the order the calls were made.
+      expect(dataFrames().map((f) => f.streamId)).toEqual(Array.from({ length: CALLS }, (_, i) => 1 + 2 * i));
+    } finally {
+      channel.close();
+      connection?.destroy();
+      server.close();
+    }
+  });
 
   test("a call past its deadline fails on time, and its stream is reset", async () => {
     // A server that completes the handshake and then answers nothing, not even by its own deadline as grpc-js does.

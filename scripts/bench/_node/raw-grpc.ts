@@ -20,6 +20,7 @@
  * call past it).
  */
 import type { Socket } from "bun";
+import { _SocketWriter } from "../../../src/wire/socket-writer.ts";
 import { ACK, END_HEADERS, END_STREAM, FRAME_HEAD_BYTES, H2, H2FrameReader, h2Frame, indexedNameHeader, literalHeader, PADDED, writeFrameHead, type H2FrameHead } from "./h2-frames.ts";
 
 export type UnaryDone = (error: string | null, response?: Buffer) => void;
@@ -58,6 +59,8 @@ export interface RawUnaryOptions {
 
 export class RawUnaryChannel {
   private socket: Socket<undefined> | null = null;
+  /** What the socket has not taken yet waits here, in order, until it drains. */
+  private writer: _SocketWriter | null = null;
   private readonly calls = new Map<number, Call>();
   private nextStreamId = 1;
   private readonly headerBlock: Buffer;
@@ -66,7 +69,6 @@ export class RawUnaryChannel {
   private readonly waiting: Waiting[] = [];
   private out: Buffer[] = [];
   private flushQueued = false;
-  private unsent: Buffer | null = null;
   private unacknowledged = 0;
   private failure: string | null = null;
   private readonly sweep: ReturnType<typeof setInterval>;
@@ -103,7 +105,9 @@ export class RawUnaryChannel {
         port: Number(options.address.slice(colon + 1)),
         socket: {
           data: (_socket, chunk) => channel.reader.push(chunk),
-          drain: () => channel.drain(),
+          drain: () => {
+            if (channel.writer !== null && !channel.writer.drain() && channel.writer.closed) channel.fail("the socket refused a write");
+          },
           close: () => channel.fail("connection closed"),
           error: (_socket, error) => channel.fail(`connection error: ${error.message}`),
         },
@@ -112,6 +116,7 @@ export class RawUnaryChannel {
       clearInterval(channel.sweep);
       throw error;
     }
+    channel.writer = new _SocketWriter(channel.socket);
     const settings = Buffer.allocUnsafe(12);
     settings.writeUInt16BE(0x2, 0); // SETTINGS_ENABLE_PUSH: off
     settings.writeUInt32BE(0, 2);
@@ -201,24 +206,12 @@ export class RawUnaryChannel {
   /** What the calls of one turn wrote, in one write. */
   private flush(): void {
     this.flushQueued = false;
-    if (this.socket === null || this.out.length === 0) return;
+    const writer = this.writer;
+    if (writer === null || this.out.length === 0) return;
     const bytes = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out);
     this.out = [];
-    if (this.unsent !== null) {
-      this.unsent = Buffer.concat([this.unsent, bytes]);
-      return;
-    }
-    const written = this.socket.write(bytes);
-    if (written < 0) this.fail("the socket refused a write");
-    else if (written < bytes.byteLength) this.unsent = bytes.subarray(written);
-  }
-
-  private drain(): void {
-    const unsent = this.unsent;
-    if (unsent === null || this.socket === null) return;
-    const written = this.socket.write(unsent);
-    if (written < 0) this.fail("the socket refused a write");
-    else this.unsent = written < unsent.byteLength ? unsent.subarray(written) : null;
+    // The bytes are not written over later: what the socket does not take waits as a view of them.
+    if (!writer.write(bytes, bytes.byteLength, false) && writer.closed) this.fail("the socket refused a write");
   }
 
   /** Tops up the connection's receive window once a quarter of it has been used. */
