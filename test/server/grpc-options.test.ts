@@ -1,7 +1,7 @@
 /**
  * Channelz is off on the servers and channels a node makes: nothing serves or
  * reads it, and with it on every call pays for its bookkeeping (two `Date`s
- * and a tracker of five closures on the server). grpc-js turns it on by default.
+ * and a tracker of four closures on the server). grpc-js turns it on by default.
  */
 import { expect, test } from "bun:test";
 import type { Client, Server } from "@grpc/grpc-js";
