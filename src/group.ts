@@ -805,7 +805,6 @@ export class Group {
 
 /** A fetch in flight of a key another node owns, shared by concurrent callers. */
 interface ForwardFlight extends _Expiring {
-  readonly deadline: number;
   promise: Promise<Entry>;
 }
 
