@@ -5,7 +5,7 @@
  */
 import { ServerCredentials, type ChannelCredentials, type MethodDefinition, type Server, type ServiceDefinition } from "@grpc/grpc-js";
 import { _timerDelay } from "./call.ts";
-import { formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
+import { _grpcTarget, formatAddress, parseAddress, SelfAddress } from "./cluster/address.ts";
 import { GrpcPeer, type Peer } from "./cluster/peer.ts";
 import { PeerPicker, type MemberSpec } from "./cluster/picker.ts";
 import type { RingOptions } from "./cluster/ring.ts";
@@ -186,7 +186,7 @@ export class CacheNode {
     server.addService(validatingService(HEALTH_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), this.health.handlers);
     const listen = formatAddress({ host, port: this.options.port ?? DEFAULT_NODE_OPTIONS.port });
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(listen, this.options.serverCredentials ?? _serverCredentials(this.options.tls), (error, bound) =>
+      server.bindAsync(_grpcTarget(listen), this.options.serverCredentials ?? _serverCredentials(this.options.tls), (error, bound) =>
         error ? reject(new GCacheError("ERR_UNAVAILABLE", `cannot listen on ${listen}: ${error.message}`)) : resolve(bound),
       );
     });

@@ -80,6 +80,8 @@ export async function startServing(config: ServeConfig, version: string): Promis
     startupMs: Math.round(performance.now() - started),
     gcIntervalMs: pacer.active ? config.gcIntervalMs : 0,
   });
+  // The executable starts with the JIT held back (scripts/build.ts); from here on the code that runs is the hot path.
+  Bun.unsafe.setJITPolicy?.(1);
   let stopping: Promise<void> | null = null;
   return {
     node,

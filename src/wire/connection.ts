@@ -12,7 +12,7 @@ import {
 } from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { _cancellation } from "../call.ts";
-import { parseAddress } from "../cluster/address.ts";
+import { _grpcTarget, parseAddress } from "../cluster/address.ts";
 import { GCacheError, invalidOption } from "../errors.ts";
 import type { MethodDefinition } from "@grpc/grpc-js";
 import { fromServiceError } from "./status.ts";
@@ -64,7 +64,7 @@ export class _Connection {
     const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_CONNECTION_OPTIONS.maxMessageBytes;
     const channelCredentials = options.credentials ?? grpcCredentials.createInsecure();
     const serverName = channelCredentials._isSecure() ? tlsServerName(address, options.tlsServerName) : undefined;
-    this.client = new Client(address, channelCredentials, {
+    this.client = new Client(_grpcTarget(address), channelCredentials, {
       ...(serverName === undefined ? {} : { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }),
       "grpc-node.flow_control_window": _FLOW_CONTROL_WINDOW,
       // Nothing reads channelz; tracking it costs every call a few objects.

@@ -1,10 +1,10 @@
 /**
  * Message codecs and gRPC service definitions, built with protobufjs from the
- * embedded .proto text (nothing is read from disk at run time).
+ * embedded descriptor of proto/ (nothing is read from disk or parsed at run time).
  */
 import type { MethodDefinition } from "@grpc/grpc-js";
 import protobuf from "protobufjs";
-import { GCACHE_PROTO, HEALTH_PROTO } from "./_proto-text.ts";
+import { PROTO_DESCRIPTOR } from "./_proto-descriptor.ts";
 
 export interface Request {
   group: string;
@@ -145,9 +145,7 @@ export interface HealthCheckResponse {
   status: ServingStatus;
 }
 
-const root = new protobuf.Root();
-protobuf.parse(GCACHE_PROTO, root);
-protobuf.parse(HEALTH_PROTO, root);
+const root = protobuf.Root.fromJSON(PROTO_DESCRIPTOR);
 
 /** int64 fields decode as Long objects when the `long` package is present; we only need doubles. */
 function int64(value: unknown): number {

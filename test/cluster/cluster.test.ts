@@ -1,7 +1,7 @@
 /** Three nodes in one process, real gRPC over loopback: routing, consistency and failure semantics. */
 import { afterEach, describe, expect, test } from "bun:test";
 import { status } from "@grpc/grpc-js";
-import { SelfAddress } from "../../src/cluster/address.ts";
+import { _grpcTarget, SelfAddress } from "../../src/cluster/address.ts";
 import { GCacheError, NotFoundError } from "../../src/errors.ts";
 import type { GroupOptions } from "../../src/group.ts";
 import { GCacheClient } from "../../src/client.ts";
@@ -271,6 +271,33 @@ describe("in-process cluster", () => {
     const unknown = await errorOf(client.get("nope", "k"));
     expect(unknown.code).toBe("ERR_UNKNOWN_GROUP");
     expect((unknown.cause as { code: number }).code).toBe(status.NOT_FOUND);
+  });
+});
+
+describe("grpc targets", () => {
+  test("IP addresses skip DNS; names and unparsable input go through unchanged", () => {
+    expect(_grpcTarget("127.0.0.1:8001")).toBe("ipv4:127.0.0.1:8001");
+    expect(_grpcTarget("0.0.0.0:0")).toBe("ipv4:0.0.0.0:0");
+    expect(_grpcTarget("[::1]:8001")).toBe("ipv6:[::1]:8001");
+    expect(_grpcTarget("[::]:8001")).toBe("ipv6:[::]:8001");
+    expect(_grpcTarget("localhost:8001")).toBe("localhost:8001");
+    expect(_grpcTarget("node-b.internal:8001")).toBe("node-b.internal:8001");
+    expect(_grpcTarget(":8001")).toBe(":8001");
+    expect(_grpcTarget("dns:///10.0.0.1:8001")).toBe("dns:///10.0.0.1:8001");
+  });
+
+  test("a node on IPv6 loopback serves a client that dials it by IP", async () => {
+    const node = new CacheNode({ host: "::1", port: 0, groups: [{ name: "g", maxBytes: 16 << 20 }] });
+    await node.start();
+    const client = new GCacheClient(node.address);
+    try {
+      expect(node.address).toMatch(/^\[::1\]:\d+$/);
+      await client.set("g", "k", bytes("v"));
+      expect(text(await client.get("g", "k"))).toBe("v");
+    } finally {
+      client.close();
+      await node.close();
+    }
   });
 });
 
