@@ -12,7 +12,7 @@
  *   { op: "exit" }
  *
  * Groups (the same on every node):
- *   bench  default hot cache share; the loader returns `value-bytes` bytes per key
+ *   bench  default hot cache share, every fetched copy admitted; the loader returns `value-bytes` bytes per key
  *   cold   the same loader, hot cache disabled, so a non-owner forwards every get
  */
 import { parseArgs } from "node:util";
@@ -47,7 +47,9 @@ const node = new CacheNode({
   port: 0,
   drainTimeoutMs: 1_000,
   groups: [
-    { name: "bench", loader },
+    // Every fetched copy is admitted (default: one in ten), so the prefill leaves
+    // all of n0's peer-owned keys in its hot cache for workload (b).
+    { name: "bench", loader, hotCacheAdmission: 1 },
     { name: "cold", loader, hotCacheShare: 0 },
   ],
 });
