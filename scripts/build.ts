@@ -66,7 +66,7 @@ async function buildOne(target: string | undefined, outfile: string, version: st
       autoloadTsconfig: false,
       // The JIT's tier-up thresholds ×32 until the node serves (serve.ts
       // sets them back): start-up code runs once, and compiling it cost more
-      // than interpreting it (docs/benchmarks.md, "Start-up").
+      // than interpreting it (docs/benchmarks.md, "Where page faults are dear").
       jitPolicy: STARTUP_JIT_POLICY,
     },
     // The entry (a few lines that may restart the process with the runtime's
