@@ -51,9 +51,6 @@ function inlineEtcdProto(): BunPlugin {
   };
 }
 
-/** See `jitPolicy` below. */
-const STARTUP_JIT_POLICY = 32;
-
 async function buildOne(target: string | undefined, outfile: string, version: string): Promise<void> {
   const result = await Bun.build({
     entrypoints: [ENTRY],
@@ -67,7 +64,7 @@ async function buildOne(target: string | undefined, outfile: string, version: st
       // The JIT's tier-up thresholds ×32 until the node serves (serve.ts
       // sets them back): start-up code runs once, and compiling it cost more
       // than interpreting it (docs/benchmarks.md, "Where page faults are dear").
-      jitPolicy: STARTUP_JIT_POLICY,
+      jitPolicy: 32,
     },
     // The entry (a few lines that may restart the process with the runtime's
     // settings, runtime-tuning.ts) in a chunk of its own: the process that
