@@ -5,11 +5,19 @@
  * A node that forwards large values allocates a fresh buffer for every read
  * of a peer's answers (Bun hands each read over as a buffer of its own), and
  * under load that is hundreds of MB a second. With the runtime's defaults the
- * collector runs a full collection every ~20 MB of them, and the allocator
- * hands the freed memory back to the kernel within 10 ms, so the next buffers
- * fault their pages in again. A larger heap before collections and freed
- * memory kept for a while (10 s) take the forwarding node's CPU per 10 KB value
- * from about 30 µs to 25 (docs/benchmarks.md, "The runtime's own settings").
+ * collector runs a full collection every ~20 MB of them; a node lets its heap
+ * grow to 128 MiB before collections come at the usual pace.
+ *
+ * The allocator, by default, hands memory back to the kernel twice over: whole
+ * free pages 10 ms after they are freed, and every 100 ms the free gaps
+ * ("holes") inside pages still in use. Whatever the next requests allocate
+ * there faults its pages in again, one fault per 4 KiB, and under load that is
+ * a steady 0.2-0.8 faults per call even for small values. A fault costs about
+ * 1 µs on some machines and 11 µs on others (paravirtualized guests). So freed
+ * memory stays mapped for reuse for a minute, holes included: a node keeps
+ * what its load needs and hands back what a burst left once load has stayed
+ * lower that long (docs/benchmarks.md, "The runtime's own settings", "Memory
+ * the allocator hands back").
  *
  * Since only a new process reads them, `gcache-node serve` started without
  * them restarts itself in place (execve: same process id, same arguments)
@@ -22,7 +30,9 @@ export const RUNTIME_TUNING: Readonly<Record<string, string>> = {
   /** JavaScriptCore: the heap grows to this many bytes before collections come at the usual pace (8 MiB in this runtime without it). */
   BUN_JSC_largeHeapSize: String(128 * 1024 * 1024),
   /** mimalloc: milliseconds freed memory stays mapped for reuse before it goes back to the kernel (default 10). */
-  MIMALLOC_PURGE_DELAY: "10000",
+  MIMALLOC_PURGE_DELAY: String(60 * 1000),
+  /** mimalloc: 0 keeps the free gaps inside pages in use mapped, instead of handing them back every 100 ms (default 1). */
+  MIMALLOC_PURGE_HOLES: "0",
 };
 
 /** Set by the restart, so that a process restarts at most once. */

@@ -16,7 +16,7 @@ test("the executable's serve restarts with every setting it lacks, the environme
   }
   // An operator's own value stays; only what is missing is added.
   const own = _tunedEnvironment({ ...serving, env: { MIMALLOC_PURGE_DELAY: "0" } });
-  expect(own).toEqual({ MIMALLOC_PURGE_DELAY: "0", BUN_JSC_largeHeapSize: RUNTIME_TUNING.BUN_JSC_largeHeapSize!, GCACHE_RUNTIME_TUNED: "1" });
+  expect(own).toEqual({ ...RUNTIME_TUNING, MIMALLOC_PURGE_DELAY: "0", GCACHE_RUNTIME_TUNED: "1" });
 });
 
 test("nothing restarts but the compiled executable serving on Linux, once, unless switched off or already set", () => {
