@@ -51,6 +51,47 @@ function inlineEtcdProto(): BunPlugin {
   };
 }
 
+/**
+ * grpc-js requires Node modules at the top of files whose code a node rarely
+ * or never runs: zlib for compressed messages, http and url for HTTP proxies,
+ * dns for host names (peers are addressed by IP). The runtime compiles each
+ * such module from source at every start, about 10 ms of start-up together
+ * where page faults are dear (docs/benchmarks.md, "Modules loaded when first
+ * used"). Each of those requires becomes an object that loads the module on
+ * first use. If grpc-js changes one of these lines, the build fails rather
+ * than quietly loading the module at start again.
+ */
+const LAZY_REQUIRES: Readonly<Record<string, readonly string[]>> = {
+  "compression-filter.js": ['const zlib = require("zlib");'],
+  "server-interceptors.js": ['const zlib = require("zlib");'],
+  "http_proxy.js": ['const http = require("http");', 'const url_1 = require("url");'],
+  "resolver-dns.js": ['const dns_1 = require("dns");'],
+};
+
+function lazyGrpcRequires(): BunPlugin {
+  return {
+    name: "lazy-grpc-requires",
+    setup(build) {
+      build.onLoad({ filter: /@grpc[\\/]grpc-js[\\/]build[\\/]src[\\/][\w-]+\.js$/ }, ({ path }) => {
+        const lines = LAZY_REQUIRES[path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1)];
+        if (lines === undefined) return undefined;
+        let source = readFileSync(path, "utf8");
+        for (const line of lines) {
+          const [, binding, module] = /^const (\w+) = require\("(\w+)"\);$/.exec(line)!;
+          if (!source.includes(line)) {
+            throw new Error(`${path}: the line ${line} this build makes lazy was not found; update scripts/build.ts for this grpc-js version`);
+          }
+          source = source.replace(
+            line,
+            `let ${binding}$module; const ${binding} = new Proxy({}, { get: (_, name) => (${binding}$module ??= require("${module}"))[name] });`,
+          );
+        }
+        return { contents: source, loader: "js" };
+      });
+    },
+  };
+}
+
 async function buildOne(target: string | undefined, outfile: string, version: string): Promise<void> {
   const result = await Bun.build({
     entrypoints: [ENTRY],
@@ -77,7 +118,7 @@ async function buildOne(target: string | undefined, outfile: string, version: st
     format: "esm",
     sourcemap: "none",
     define: { GCACHE_VERSION: JSON.stringify(version) },
-    plugins: [inlineEtcdProto()],
+    plugins: [inlineEtcdProto(), lazyGrpcRequires()],
   });
   if (!result.success) {
     for (const log of result.logs) console.error(log);

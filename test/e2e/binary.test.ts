@@ -8,6 +8,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 import packageJson from "../../package.json" with { type: "json" };
 import { envName, SERVE_FLAGS, type ServeFlag } from "../../src/cli/config.ts";
 import { RUNTIME_TUNING } from "../../src/cli/runtime-tuning.ts";
@@ -256,7 +259,48 @@ describe("single node", () => {
     },
     20_000,
   );
+
+  test(
+    "clients that compress their messages (gzip, deflate) are answered",
+    async () => {
+      // The executable loads zlib only when a compressed message first arrives (scripts/build.ts).
+      const node = await startNode("compressed", ["--port=0"]);
+      const value = Buffer.from("compressible ".repeat(1_000));
+      for (const algorithm of [grpc.compressionAlgorithms.gzip, grpc.compressionAlgorithms.deflate]) {
+        const client = new OriginalGCache(node.address, grpc.credentials.createInsecure(), {
+          "grpc.default_compression_algorithm": algorithm,
+        });
+        try {
+          const key = `compressed-${algorithm}`;
+          await originalCall(client, "Set", { group: "default", key, value });
+          const got = (await originalCall(client, "Get", { group: "default", key })) as { value: Buffer };
+          expect(Buffer.from(got.value).equals(value)).toBe(true);
+        } finally {
+          client.close();
+        }
+      }
+      expect(text(await clientOf(node).get("default", `compressed-${grpc.compressionAlgorithms.gzip}`))).toBe(value.toString());
+    },
+    20_000,
+  );
 });
+
+/** The original pb.GCache service as its users load it, over @grpc/grpc-js. */
+const OriginalGCache = (
+  grpc.loadPackageDefinition(protoLoader.loadSync(fileURLToPath(new URL("../fixtures/original-gcache.proto", import.meta.url)))) as unknown as {
+    pb: { GCache: typeof grpc.Client };
+  }
+).pb.GCache;
+
+function originalCall(client: grpc.Client, method: "Get" | "Set", request: object): Promise<unknown> {
+  const unary = (client as unknown as Record<string, Function>)[method]!;
+  return new Promise((resolve, reject) => {
+    unary.call(client, request, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, response: unknown) => {
+      if (error) reject(error);
+      else resolve(response);
+    });
+  });
+}
 
 describe("command line", () => {
   test(
