@@ -92,6 +92,30 @@ function lazyGrpcRequires(): BunPlugin {
   };
 }
 
+/**
+ * protobufjs loads the long package when it can, to decode 64-bit integers as
+ * Long objects. Loading it costs the executable 4-5 ms of start-up where page
+ * faults are dear (it instantiates a WebAssembly module), and our 64-bit
+ * fields (times and durations in ms) fit a double. So our copy of protobufjs
+ * finds no long package in the executable and decodes them as numbers, as
+ * `int64()` in src/wire/messages.ts expects either way. The copies that
+ * grpc's proto-loader and etcd3 bring keep theirs: etcd's 64-bit ids need it.
+ */
+function protobufWithoutLong(): BunPlugin {
+  const ownCopy = /[\\/]node_modules[\\/]protobufjs[\\/]src[\\/]util[\\/]minimal\.js$/;
+  return {
+    name: "protobuf-without-long",
+    setup(build) {
+      build.onResolve({ filter: /^long$/ }, ({ importer }) => {
+        // Nested copies live under another package's node_modules: leave them be.
+        if (!ownCopy.test(importer) || /node_modules.*node_modules/.test(importer.replaceAll("\\", "/"))) return undefined;
+        return { path: "no-long", namespace: "protobuf-without-long" };
+      });
+      build.onLoad({ filter: /.*/, namespace: "protobuf-without-long" }, () => ({ contents: "module.exports = null;", loader: "js" }));
+    },
+  };
+}
+
 async function buildOne(target: string | undefined, outfile: string, version: string): Promise<void> {
   const result = await Bun.build({
     entrypoints: [ENTRY],
@@ -118,7 +142,7 @@ async function buildOne(target: string | undefined, outfile: string, version: st
     format: "esm",
     sourcemap: "none",
     define: { GCACHE_VERSION: JSON.stringify(version) },
-    plugins: [inlineEtcdProto(), lazyGrpcRequires()],
+    plugins: [inlineEtcdProto(), lazyGrpcRequires(), protobufWithoutLong()],
   });
   if (!result.success) {
     for (const log of result.logs) console.error(log);

@@ -147,7 +147,7 @@ export interface HealthCheckResponse {
 
 const root = protobuf.Root.fromJSON(PROTO_DESCRIPTOR);
 
-/** int64 fields decode as Long objects when the `long` package is present; we only need doubles. */
+/** int64 fields decode as Long objects where the `long` package loads (not in the executable: scripts/build.ts); we only need doubles. */
 function int64(value: unknown): number {
   if (typeof value === "number") return value;
   if (value !== null && typeof value === "object" && "toNumber" in value) {

@@ -146,6 +146,7 @@ interface GroupStatsJson {
   gets: number;
   cacheHits: number;
   serverRequests: number;
+  peerLoads: number;
 }
 
 async function defaultGroupStats(node: CliNode): Promise<GroupStatsJson> {
@@ -477,6 +478,54 @@ describe("shutdown", () => {
       expect(outcomes.filter((outcome) => !outcome.endsWith("exit 0, stopped logged"))).toEqual([]);
     },
     20_000,
+  );
+});
+
+describe("three nodes", () => {
+  test(
+    "a value's expiry (a 64-bit field) arrives intact through every node, by gRPC, the peer link and HTTP",
+    async () => {
+      const [grpcPorts, httpPorts] = await freePorts(6).then((ports) => [ports.slice(0, 3), ports.slice(3)]);
+      const names = ["A", "B", "C"];
+      const peers = names.map((name, i) => `${name}=127.0.0.1:${grpcPorts![i]}`).join(",");
+      const cluster = await Promise.all(
+        names.map((name, i) =>
+          startNode(name, [`--port=${grpcPorts![i]}`, `--http-port=${httpPorts![i]}`, `--node=${name}`, `--peers=${peers}`, "--hot-cache-share=0"]),
+        ),
+      );
+      const clients = cluster.map(clientOf);
+      // Beyond 32 bits, as every time in ms since 1970 is; the executable decodes such fields as numbers.
+      const expiresAt = Date.now() + 3_600_000;
+      const keys = Array.from({ length: 12 }, (_, i) => `expiring-${i}`);
+      const before = Date.now();
+      for (const [i, key] of keys.entries()) {
+        const writer = clients[i % 3]!;
+        if (i % 2 === 0) await writer.set("default", key, bytes(key), { ttlMs: 600_000 });
+        else await writer.set("default", key, bytes(key), { expiresAt });
+      }
+      const after = Date.now();
+      for (const [i, key] of keys.entries()) {
+        const seen = new Set<number>();
+        for (const [n, node] of cluster.entries()) {
+          const entry = await clients[n]!.getEntry("default", key);
+          expect(text(entry.value)).toBe(key);
+          seen.add(entry.expiresAt);
+          const response = await fetch(keyUrl(node, key));
+          expect(await response.text()).toBe(key);
+          seen.add(Number(response.headers.get("x-gcache-expires-at")));
+        }
+        expect(seen.size).toBe(1);
+        const [stored] = seen;
+        if (i % 2 === 0) {
+          expect(stored).toBeGreaterThanOrEqual(before + 600_000);
+          expect(stored).toBeLessThanOrEqual(after + 600_000);
+        } else expect(stored).toBe(expiresAt);
+      }
+      // Most reads above crossed to the key's owner: the peer link carried the expiry.
+      const forwarded = (await Promise.all(cluster.map(defaultGroupStats))).reduce((sum, stats) => sum + stats.peerLoads, 0);
+      expect(forwarded).toBeGreaterThan(0);
+    },
+    30_000,
   );
 });
 
