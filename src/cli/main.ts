@@ -97,9 +97,14 @@ async function run(rawArgs: string[]): Promise<void> {
   }
   const named = rawArgs[0] !== undefined && rawArgs[0] in subCommands ? subCommands[rawArgs[0]]! : null;
   try {
-    if (named === null) rejectUnknownFlags(rawArgs, Object.keys(SERVE_FLAGS));
-    else rejectUnknownFlags(rawArgs.slice(1), Object.keys((named.args ?? {}) as object));
-    await runCommand(main, { rawArgs });
+    if (named === null) {
+      rejectUnknownFlags(rawArgs, Object.keys(SERVE_FLAGS));
+      // The default command straight away: through `main`, citty would parse the serve flags twice.
+      await runCommand(serveCommand, { rawArgs });
+    } else {
+      rejectUnknownFlags(rawArgs.slice(1), Object.keys((named.args ?? {}) as object));
+      await runCommand(main, { rawArgs });
+    }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`error: ${message}\n\n${await usageFor(process.stderr, named ?? main)}\n`);
