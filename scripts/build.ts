@@ -11,6 +11,7 @@
  */
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BunPlugin } from "bun";
 
@@ -102,13 +103,12 @@ function lazyGrpcRequires(): BunPlugin {
  * grpc's proto-loader and etcd3 bring keep theirs: etcd's 64-bit ids need it.
  */
 function protobufWithoutLong(): BunPlugin {
-  const ownCopy = /[\\/]node_modules[\\/]protobufjs[\\/]src[\\/]util[\\/]minimal\.js$/;
+  const ownCopy = resolve(ROOT, "node_modules/protobufjs/src/util/minimal.js");
   return {
     name: "protobuf-without-long",
     setup(build) {
       build.onResolve({ filter: /^long$/ }, ({ importer }) => {
-        // Nested copies live under another package's node_modules: leave them be.
-        if (!ownCopy.test(importer) || /node_modules.*node_modules/.test(importer.replaceAll("\\", "/"))) return undefined;
+        if (resolve(importer) !== ownCopy) return undefined;
         return { path: "no-long", namespace: "protobuf-without-long" };
       });
       build.onLoad({ filter: /.*/, namespace: "protobuf-without-long" }, () => ({ contents: "module.exports = null;", loader: "js" }));
