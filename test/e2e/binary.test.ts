@@ -8,9 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import packageJson from "../../package.json" with { type: "json" };
 import { envName, SERVE_FLAGS, type ServeFlag } from "../../src/cli/config.ts";
 import { RUNTIME_TUNING } from "../../src/cli/runtime-tuning.ts";
@@ -21,6 +19,7 @@ import { HEALTH_SERVICE, ServingStatus } from "../../src/wire/messages.ts";
 import { CliNode } from "../_support/cli.ts";
 import { bytes, text } from "../_support/cluster.ts";
 import { describeEtcd, freePort, startEtcd, type EtcdServer } from "../_support/etcd.ts";
+import { call, originalClient } from "../_support/original-client.ts";
 import { waitFor } from "../_support/wait.ts";
 import {
   binaryUnderTest,
@@ -157,6 +156,16 @@ async function defaultGroupStats(node: CliNode): Promise<GroupStatsJson> {
   return stats;
 }
 
+/** Nodes A, B and C with static membership, each started with `args` too. */
+async function startThreeNodes(args: string[]): Promise<CliNode[]> {
+  const [grpcPorts, httpPorts] = await freePorts(6).then((ports) => [ports.slice(0, 3), ports.slice(3)]);
+  const names = ["A", "B", "C"];
+  const peers = names.map((name, i) => `${name}=127.0.0.1:${grpcPorts![i]}`).join(",");
+  return Promise.all(
+    names.map((name, i) => startNode(name, [`--port=${grpcPorts![i]}`, `--http-port=${httpPorts![i]}`, `--node=${name}`, `--peers=${peers}`, ...args])),
+  );
+}
+
 describe("single node", () => {
   test(
     "set/get/del through gRPC, the CLI client subcommands and HTTP",
@@ -268,13 +277,11 @@ describe("single node", () => {
       const node = await startNode("compressed", ["--port=0"]);
       const value = Buffer.from("compressible ".repeat(1_000));
       for (const algorithm of [grpc.compressionAlgorithms.gzip, grpc.compressionAlgorithms.deflate]) {
-        const client = new OriginalGCache(node.address, grpc.credentials.createInsecure(), {
-          "grpc.default_compression_algorithm": algorithm,
-        });
+        const client = originalClient(node.address, { "grpc.default_compression_algorithm": algorithm });
         try {
           const key = `compressed-${algorithm}`;
-          await originalCall(client, "Set", { group: "default", key, value });
-          const got = (await originalCall(client, "Get", { group: "default", key })) as { value: Buffer };
+          await call(client.Set, client, { group: "default", key, value });
+          const got = await call(client.Get, client, { group: "default", key });
           expect(Buffer.from(got.value).equals(value)).toBe(true);
         } finally {
           client.close();
@@ -285,23 +292,6 @@ describe("single node", () => {
     20_000,
   );
 });
-
-/** The original pb.GCache service as its users load it, over @grpc/grpc-js. */
-const OriginalGCache = (
-  grpc.loadPackageDefinition(protoLoader.loadSync(fileURLToPath(new URL("../fixtures/original-gcache.proto", import.meta.url)))) as unknown as {
-    pb: { GCache: typeof grpc.Client };
-  }
-).pb.GCache;
-
-function originalCall(client: grpc.Client, method: "Get" | "Set", request: object): Promise<unknown> {
-  const unary = (client as unknown as Record<string, Function>)[method]!;
-  return new Promise((resolve, reject) => {
-    unary.call(client, request, { deadline: Date.now() + 5_000 }, (error: grpc.ServiceError | null, response: unknown) => {
-      if (error) reject(error);
-      else resolve(response);
-    });
-  });
-}
 
 describe("command line", () => {
   test(
@@ -485,14 +475,7 @@ describe("three nodes", () => {
   test(
     "a value's expiry (a 64-bit field) arrives intact through every node, by gRPC, the peer link and HTTP",
     async () => {
-      const [grpcPorts, httpPorts] = await freePorts(6).then((ports) => [ports.slice(0, 3), ports.slice(3)]);
-      const names = ["A", "B", "C"];
-      const peers = names.map((name, i) => `${name}=127.0.0.1:${grpcPorts![i]}`).join(",");
-      const cluster = await Promise.all(
-        names.map((name, i) =>
-          startNode(name, [`--port=${grpcPorts![i]}`, `--http-port=${httpPorts![i]}`, `--node=${name}`, `--peers=${peers}`, "--hot-cache-share=0"]),
-        ),
-      );
+      const cluster = await startThreeNodes(["--hot-cache-share=0"]);
       const clients = cluster.map(clientOf);
       // Beyond 32 bits, as every time in ms since 1970 is; the executable decodes such fields as numbers.
       const expiresAt = Date.now() + 3_600_000;
@@ -540,20 +523,8 @@ describe("origin loader with three nodes", () => {
         if (path === "/default/cold") await release.promise;
         return new Response(`value of ${path}`);
       });
-      const [grpcPorts, httpPorts] = await freePorts(6).then((ports) => [ports.slice(0, 3), ports.slice(3)]);
       const names = ["A", "B", "C"];
-      const peers = names.map((name, i) => `${name}=127.0.0.1:${grpcPorts![i]}`).join(",");
-      const cluster = await Promise.all(
-        names.map((name, i) =>
-          startNode(name, [
-            `--port=${grpcPorts![i]}`,
-            `--http-port=${httpPorts![i]}`,
-            `--node=${name}`,
-            `--peers=${peers}`,
-            `--origin=${origin.template}`,
-          ]),
-        ),
-      );
+      const cluster = await startThreeNodes([`--origin=${origin.template}`]);
       for (const node of cluster) {
         const ring = (await (await fetch(`${httpBase(node)}/v1/ring`)).json()) as { self: string; members: { name: string }[] };
         expect(ring.self).toBe(node.name);

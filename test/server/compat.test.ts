@@ -5,65 +5,12 @@
  * grpc.health.v1 service reports SERVING, then NOT_SERVING while draining.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import { CacheNode } from "../../src/node.ts";
 import { keyOwnedBy, startCluster, type TestCluster } from "../_support/cluster.ts";
+import { call, originalClient, type OriginalClient } from "../_support/original-client.ts";
 import { waitFor } from "../_support/wait.ts";
-
-const ORIGINAL_PROTO = fileURLToPath(new URL("../fixtures/original-gcache.proto", import.meta.url));
-
-/** The messages as the original's users see them (proto-loader's usual options). */
-interface OriginalRequest {
-  group: string;
-  key: string;
-  value?: Buffer;
-}
-interface OriginalResponseForGet {
-  value: Buffer;
-}
-interface OriginalResponseForDelete {
-  value: boolean;
-}
-
-type Unary<Req, Res> = (
-  request: Req,
-  options: grpc.CallOptions,
-  callback: (error: grpc.ServiceError | null, response?: Res) => void,
-) => grpc.ClientUnaryCall;
-
-interface OriginalClient extends grpc.Client {
-  Get: Unary<OriginalRequest, OriginalResponseForGet>;
-  Set: Unary<OriginalRequest, OriginalResponseForGet>;
-  Delete: Unary<OriginalRequest, OriginalResponseForDelete>;
-}
-
-const packageDefinition = protoLoader.loadSync(ORIGINAL_PROTO, {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
-const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as {
-  pb: { GCache: new (address: string, credentials: grpc.ChannelCredentials) => OriginalClient };
-};
-
-function originalClient(address: string): OriginalClient {
-  return new loaded.pb.GCache(address, grpc.credentials.createInsecure());
-}
-
-/** Promisified unary call with a deadline; rejects with the grpc ServiceError. */
-function call<Req, Res>(method: Unary<Req, Res>, client: OriginalClient, request: Req, timeoutMs = 5_000): Promise<Res> {
-  return new Promise<Res>((resolve, reject) => {
-    method.call(client, request, { deadline: Date.now() + timeoutMs }, (error, response) => {
-      if (error) reject(error);
-      else resolve(response as Res);
-    });
-  });
-}
 
 const get = (client: OriginalClient, group: string, key: string) =>
   call(client.Get, client, { group, key });
