@@ -53,39 +53,49 @@ function inlineEtcdProto(): BunPlugin {
 }
 
 /**
- * grpc-js requires Node modules at the top of files whose code a node rarely
- * or never runs: zlib for compressed messages, http and url for HTTP proxies,
- * dns for host names (peers are addressed by IP). The runtime compiles each
- * such module from source at every start, about 10 ms of start-up together
- * where page faults are dear (docs/benchmarks.md, "Modules loaded when first
- * used"). Each of those requires becomes an object that loads the module on
- * first use. If grpc-js changes one of these lines, the build fails rather
- * than quietly loading the module at start again.
+ * Edits to grpc-js that take work off every start of the executable, each an
+ * exact line and what replaces it. If grpc-js changes one of these lines, the
+ * build fails rather than quietly doing that work at start again.
+ *
+ * - grpc-js requires Node modules at the top of files whose code a node
+ *   rarely or never runs: zlib for compressed messages, http and url for HTTP
+ *   proxies, dns for host names (peers are addressed by IP). The runtime
+ *   compiles each such module from source at every start, about 10 ms of
+ *   start-up together where page faults are dear (docs/benchmarks.md,
+ *   "Modules loaded when first used"). Each of those requires becomes an
+ *   object that loads the module on first use.
+ * - grpc-js formats every address it binds or resolves for trace lines,
+ *   traced or not, and tells an IPv6 host by `net.isIPv6`, whose first call
+ *   compiles a large regular expression: 1.4-5 ms at start. A subchannel
+ *   address always holds an IP address, and of those exactly the IPv6 ones
+ *   contain a colon (docs/benchmarks.md, "Deferred at start-up").
  */
-const LAZY_REQUIRES: Readonly<Record<string, readonly string[]>> = {
-  "compression-filter.js": ['const zlib = require("zlib");'],
-  "server-interceptors.js": ['const zlib = require("zlib");'],
-  "http_proxy.js": ['const http = require("http");', 'const url_1 = require("url");'],
-  "resolver-dns.js": ['const dns_1 = require("dns");'],
+const GRPC_EDITS: Readonly<Record<string, readonly (readonly [string, string])[]>> = {
+  "compression-filter.js": [lazyRequire('const zlib = require("zlib");')],
+  "server-interceptors.js": [lazyRequire('const zlib = require("zlib");')],
+  "http_proxy.js": [lazyRequire('const http = require("http");'), lazyRequire('const url_1 = require("url");')],
+  "resolver-dns.js": [lazyRequire('const dns_1 = require("dns");')],
+  "subchannel-address.js": [["if ((0, net_1.isIPv6)(address.host)) {", 'if (address.host.includes(":")) {']],
 };
 
-function lazyGrpcRequires(): BunPlugin {
+function lazyRequire(line: string): readonly [string, string] {
+  const [, binding, module] = /^const (\w+) = require\("(\w+)"\);$/.exec(line)!;
+  return [line, `let ${binding}$module; const ${binding} = new Proxy({}, { get: (_, name) => (${binding}$module ??= require("${module}"))[name] });`];
+}
+
+function grpcStartupEdits(): BunPlugin {
   return {
-    name: "lazy-grpc-requires",
+    name: "grpc-startup-edits",
     setup(build) {
       build.onLoad({ filter: /@grpc[\\/]grpc-js[\\/]build[\\/]src[\\/][\w-]+\.js$/ }, ({ path }) => {
-        const lines = LAZY_REQUIRES[path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1)];
-        if (lines === undefined) return undefined;
+        const edits = GRPC_EDITS[path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1)];
+        if (edits === undefined) return undefined;
         let source = readFileSync(path, "utf8");
-        for (const line of lines) {
-          const [, binding, module] = /^const (\w+) = require\("(\w+)"\);$/.exec(line)!;
+        for (const [line, replacement] of edits) {
           if (!source.includes(line)) {
-            throw new Error(`${path}: the line ${line} this build makes lazy was not found; update scripts/build.ts for this grpc-js version`);
+            throw new Error(`${path}: the line ${line} this build edits was not found; update scripts/build.ts for this grpc-js version`);
           }
-          source = source.replace(
-            line,
-            `let ${binding}$module; const ${binding} = new Proxy({}, { get: (_, name) => (${binding}$module ??= require("${module}"))[name] });`,
-          );
+          source = source.replace(line, replacement);
         }
         return { contents: source, loader: "js" };
       });
@@ -142,7 +152,7 @@ async function buildOne(target: string | undefined, outfile: string, version: st
     format: "esm",
     sourcemap: "none",
     define: { GCACHE_VERSION: JSON.stringify(version) },
-    plugins: [inlineEtcdProto(), lazyGrpcRequires(), protobufWithoutLong()],
+    plugins: [inlineEtcdProto(), grpcStartupEdits(), protobufWithoutLong()],
   });
   if (!result.success) {
     for (const log of result.logs) console.error(log);

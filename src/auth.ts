@@ -3,7 +3,7 @@
  * connections, the client and the HTTP gateway: TLS (optionally mutual) and a
  * shared bearer token required on writes (and optionally reads).
  */
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createRequire } from "node:module";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { invalidOption } from "./errors.ts";
 
@@ -27,6 +27,18 @@ export interface AuthOptions {
   reads?: boolean;
 }
 
+/**
+ * node:crypto, loaded when first needed: compiling it costs the executable's
+ * start-up ~10 ms, and a node without a token or peers never uses it
+ * (docs/benchmarks.md, "Deferred at start-up"). Random bytes come from
+ * the Web Crypto global, which needs no module.
+ */
+let nodeCrypto: typeof import("node:crypto") | undefined;
+/** @internal */
+export function _nodeCrypto(): typeof import("node:crypto") {
+  return (nodeCrypto ??= createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto"));
+}
+
 const pem = (value: Buffer | string) => (typeof value === "string" ? Buffer.from(value) : value);
 
 export function _serverCredentials(tls: TlsOptions | undefined): ServerCredentials {
@@ -47,13 +59,14 @@ export class _TokenCheck {
 
   constructor(token: string) {
     if (token.length < 16) throw invalidOption("an auth token must be at least 16 characters");
-    this.expected = createHash("sha256").update(token).digest();
+    this.expected = _nodeCrypto().createHash("sha256").update(token).digest();
   }
 
   /** `header` is the Authorization value ("Bearer <token>") or undefined. */
   accepts(header: string | undefined | null): boolean {
     if (header === undefined || header === null || !header.startsWith("Bearer ")) return false;
-    const presented = createHash("sha256").update(header.slice("Bearer ".length)).digest();
-    return timingSafeEqual(presented, this.expected);
+    const crypto = _nodeCrypto();
+    const presented = crypto.createHash("sha256").update(header.slice("Bearer ".length)).digest();
+    return crypto.timingSafeEqual(presented, this.expected);
   }
 }

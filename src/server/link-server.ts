@@ -4,8 +4,8 @@
  * gRPC streams. A connection must open with a HELLO that shows the node's
  * ticket; anything else closes it.
  */
-import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
+import { _nodeCrypto } from "../auth.ts";
 import { GCacheError } from "../errors.ts";
 import type { BatchGetRequest, BatchGetResponse, Codec, WriteBatch, WriteBatchResponse } from "../wire/messages.ts";
 import { _errorPayload, _FrameReader, _maxFrameBytes, _FrameWriter, _LINK_CODECS, LINK_HEADER_BYTES, LINK_TICKET_BYTES, LINK_VERSION, LinkFrame, LinkStream } from "../wire/link.ts";
@@ -38,7 +38,7 @@ const MAX_HELD_BYTES = 64 * 1024 * 1024;
 
 export class _LinkServer {
   /** What a sender must show in its HELLO; handed out by the PeerLink call. */
-  readonly ticket: Uint8Array = randomBytes(LINK_TICKET_BYTES);
+  readonly ticket: Uint8Array = crypto.getRandomValues(new Uint8Array(LINK_TICKET_BYTES));
   private readonly listener: TCPSocketListener<LinkConnection>;
   private readonly connections = new Set<LinkConnection>();
 
@@ -81,7 +81,7 @@ export class _LinkServer {
 
   /** @internal for connections */
   accepts(ticket: Uint8Array): boolean {
-    return ticket.byteLength === this.ticket.byteLength && timingSafeEqual(ticket, this.ticket);
+    return ticket.byteLength === this.ticket.byteLength && _nodeCrypto().timingSafeEqual(ticket, this.ticket);
   }
 
   /** @internal for connections */
