@@ -28,10 +28,11 @@ export interface AuthOptions {
 }
 
 /**
- * node:crypto, loaded when first needed: compiling it costs the executable's
- * start-up ~10 ms, and a node without a token or peers never uses it
- * (docs/benchmarks.md, "Deferred at start-up"). Random bytes come from
- * the Web Crypto global, which needs no module.
+ * node:crypto, loaded when first needed: the runtime compiles it from source
+ * at every start (1-2 ms of the executable's start-up), and a node uses it
+ * only to check a token or a peer's link ticket (docs/benchmarks.md,
+ * "Deferred at start-up"). Random bytes come from the Web Crypto global,
+ * which needs no module.
  */
 let nodeCrypto: typeof import("node:crypto") | undefined;
 /** @internal */
