@@ -14,6 +14,8 @@ import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:f
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BunPlugin } from "bun";
+import { Service, waitForHttp } from "./bench/_cluster/procs.ts";
+import { freePorts } from "./bench/_cluster/util.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const ENTRY = `${ROOT}src/cli/gcache-node.ts`;
@@ -174,46 +176,20 @@ async function buildOne(target: string | undefined, outfile: string, version: st
 async function recordBytecodeOrder(executable: string, orderFile: string): Promise<void> {
   rmSync(orderFile, { force: true });
   const [port, httpPort] = freePorts(2);
-  const node = Bun.spawn([executable, "--node", "build", "--port", String(port), "--http-port", String(httpPort), "--drain-grace", "0s"], {
+  const node = new Service("probe", [executable, "--node", "build", "--port", String(port), "--http-port", String(httpPort), "--drain-grace", "0s"], {
     env: { ...process.env, GCACHE_RUNTIME_TUNING: "off", BUN_BYTECODE_ORDER_OUT: orderFile },
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
   });
   const base = `http://127.0.0.1:${httpPort}`;
   try {
-    const deadline = Date.now() + 20_000;
-    while (!(await answers(`${base}/readyz`))) {
-      if (node.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`recording the bytecode order: the node did not serve: ${await new Response(node.stderr).text()}`);
-      }
-      await Bun.sleep(10);
-    }
+    await waitForHttp(`${base}/readyz`, 20_000, node, 10);
     const key = `${base}/v1/groups/default/keys/build`;
     const put = await fetch(key, { method: "PUT", body: "value", signal: AbortSignal.timeout(5_000) });
     const get = await fetch(key, { signal: AbortSignal.timeout(5_000) });
     if (put.status !== 200 || (await get.text()) !== "value") throw new Error(`recording the bytecode order: PUT ${put.status}, GET ${get.status}`);
   } finally {
-    node.kill("SIGTERM");
-    await node.exited;
+    await node.stop();
   }
   if (!statSync(orderFile, { throwIfNoEntry: false })?.size) throw new Error("recording the bytecode order: the node wrote no order");
-}
-
-async function answers(url: string): Promise<boolean> {
-  try {
-    return (await fetch(url, { signal: AbortSignal.timeout(1_000) })).status === 200;
-  } catch {
-    return false;
-  }
-}
-
-/** Ports free on loopback now (each taken and let go at once). */
-function freePorts(count: number): number[] {
-  const listeners = Array.from({ length: count }, () => Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }));
-  const ports = listeners.map((listener) => listener.port);
-  for (const listener of listeners) listener.stop(true);
-  return ports;
 }
 
 function writeChecksum(file: string): string {
