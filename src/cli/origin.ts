@@ -6,37 +6,75 @@
  * have arrived (by the decoded size: a small compressed body may decode to
  * gigabytes), so a wrong or endless answer cannot fill the node's memory.
  */
+import { _timerDelay } from "../call.ts";
 import { GCacheError, NotFoundError } from "../errors.ts";
-import type { Loader } from "../group.ts";
+import type { Loader, LoadedValue } from "../group.ts";
 import { _ByteSink } from "../server/http-request.ts";
 
-export function originLoader(template: string, timeoutMs: number): Loader {
+/** The timer functions the loader uses; tests pass counting ones. */
+export interface _OriginTimers {
+  setTimeout(run: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+}
+
+const GLOBAL_TIMERS: _OriginTimers = {
+  setTimeout: (run, ms) => setTimeout(run, ms),
+  clearTimeout: (timer) => clearTimeout(timer as ReturnType<typeof setTimeout>),
+};
+
+export function originLoader(template: string, timeoutMs: number, timers: _OriginTimers = GLOBAL_TIMERS): Loader {
   return async (key, { signal, group, maxValueBytes }) => {
     const url = template.replaceAll("{group}", encodeURIComponent(group)).replaceAll("{key}", encodeURIComponent(key));
-    let response: Response;
+    if (signal.aborted) throw signal.reason;
+    // One timer per request, cleared once the body is in. AbortSignal.timeout
+    // would leave every load's timer to fire `timeoutMs` later for nothing:
+    // under a load of misses, thousands a second, each a wake-up of the
+    // event loop that serves hits (docs/benchmarks.md, "Timers left behind
+    // by origin loads").
+    const request = new AbortController();
+    const timer = timers.setTimeout(
+      () => request.abort(new GCacheError("ERR_LOAD_FAILED", `origin request for ${group}/${key} took longer than ${timeoutMs} ms (--origin-timeout)`)),
+      _timerDelay(timeoutMs),
+    );
+    const callerGaveUp = () => request.abort(signal.reason);
+    signal.addEventListener("abort", callerGaveUp, { once: true });
     try {
-      response = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), redirect: "follow" });
+      return await load(url, request.signal, key, group, maxValueBytes);
     } catch (error) {
       if (signal.aborted) throw signal.reason;
-      throw new GCacheError("ERR_LOAD_FAILED", `origin request failed: ${error instanceof Error ? error.message : String(error)}`, {
-        cause: error,
-      });
+      if (request.signal.aborted) throw request.signal.reason;
+      throw error;
+    } finally {
+      timers.clearTimeout(timer);
+      signal.removeEventListener("abort", callerGaveUp);
     }
-    if (response.status === 404) {
-      await response.body?.cancel();
-      throw new NotFoundError(`origin has no ${group}/${key}`);
-    }
-    if (!response.ok) {
-      await response.body?.cancel();
-      throw new GCacheError("ERR_LOAD_FAILED", `origin answered ${response.status} ${response.statusText} for ${group}/${key}`);
-    }
-    const value = await bodyUpTo(response, maxValueBytes);
-    if (value === null) {
-      throw new GCacheError("ERR_VALUE_TOO_LARGE", `origin answered more than ${maxValueBytes} bytes for ${group}/${key}, the group's maximum value size`);
-    }
-    const maxAge = /(?:^|,)\s*max-age=(\d+)/i.exec(response.headers.get("cache-control") ?? "");
-    return maxAge === null ? value : { value, ttlMs: Math.max(1, Number(maxAge[1]) * 1000) };
   };
+}
+
+async function load(url: string, signal: AbortSignal, key: string, group: string, maxValueBytes: number): Promise<Uint8Array | LoadedValue> {
+  let response: Response;
+  try {
+    response = await fetch(url, { signal, redirect: "follow" });
+  } catch (error) {
+    if (signal.aborted) throw error;
+    throw new GCacheError("ERR_LOAD_FAILED", `origin request failed: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
+  }
+  if (response.status === 404) {
+    await response.body?.cancel();
+    throw new NotFoundError(`origin has no ${group}/${key}`);
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new GCacheError("ERR_LOAD_FAILED", `origin answered ${response.status} ${response.statusText} for ${group}/${key}`);
+  }
+  const value = await bodyUpTo(response, maxValueBytes);
+  if (value === null) {
+    throw new GCacheError("ERR_VALUE_TOO_LARGE", `origin answered more than ${maxValueBytes} bytes for ${group}/${key}, the group's maximum value size`);
+  }
+  const maxAge = /(?:^|,)\s*max-age=(\d+)/i.exec(response.headers.get("cache-control") ?? "");
+  return maxAge === null ? value : { value, ttlMs: Math.max(1, Number(maxAge[1]) * 1000) };
 }
 
 /**

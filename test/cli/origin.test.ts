@@ -3,7 +3,7 @@
  * for, what it keeps, and how each kind of answer maps to a load outcome.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { originLoader } from "../../src/cli/origin.ts";
+import { originLoader, type _OriginTimers } from "../../src/cli/origin.ts";
 import { isGCacheError } from "../../src/errors.ts";
 import type { LoadContext, LoadedValue } from "../../src/group.ts";
 import { waitFor } from "../_support/wait.ts";
@@ -34,6 +34,49 @@ function streamed(total: number, progress = { sent: 0, cancelled: false }): Read
   });
 }
 
+/** How long the slow routes take: well past the time limits the tests set. */
+const SLOW_MS = 3_000;
+/** Requests the origin saw given up on, by the client. */
+const abandoned = { count: 0 };
+
+/** A body that sends one piece and then nothing until the request goes away. */
+function stalled(requestSignal: AbortSignal): ReadableStream<Uint8Array> {
+  requestSignal.addEventListener("abort", () => abandoned.count++, { once: true });
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new Uint8Array(10).fill(0x62));
+    },
+    cancel() {},
+  });
+}
+
+/** Timers that count what the loader sets and clears, run by the real ones. */
+function countingTimers(): _OriginTimers & { set: number; cleared: number } {
+  const live = new Set<unknown>();
+  const timers = {
+    set: 0,
+    cleared: 0,
+    setTimeout(run: () => void, ms: number): unknown {
+      timers.set++;
+      const handle = setTimeout(run, ms);
+      live.add(handle);
+      return handle;
+    },
+    clearTimeout(handle: unknown): void {
+      if (live.delete(handle)) timers.cleared++;
+      clearTimeout(handle as ReturnType<typeof setTimeout>);
+    },
+  };
+  return timers;
+}
+
+async function outcome(promise: unknown): Promise<unknown> {
+  return Promise.resolve(promise).then(
+    (value) => value,
+    (error: unknown) => error,
+  );
+}
+
 beforeAll(() => {
   origin = Bun.serve({
     hostname: "127.0.0.1",
@@ -44,6 +87,8 @@ beforeAll(() => {
       if (path.endsWith("/missing")) return new Response("no", { status: 404 });
       if (path.endsWith("/broken")) return new Response("oops", { status: 503 });
       if (path.endsWith("/endless")) return new Response(streamed(256 * MiB, endless));
+      if (path.endsWith("/slow-head")) return Bun.sleep(SLOW_MS).then(() => new Response("late"));
+      if (path.endsWith("/stalled-body")) return new Response(stalled(request.signal));
       if (path.endsWith("/exactly-1MiB")) return new Response(streamed(MiB));
       if (path.endsWith("/announced-2MiB")) return new Response(new Uint8Array(2 * MiB));
       if (path.endsWith("/bomb")) return new Response(bomb, { headers: { "content-encoding": "gzip" } });
@@ -112,5 +157,51 @@ describe("originLoader", () => {
     const exact = (await load("exactly-1MiB", context(MiB))) as Uint8Array;
     expect(exact.byteLength).toBe(MiB);
     expect(exact.every((byte) => byte === 0x61)).toBe(true);
+  });
+
+  test("each request's time limit is one timer, cleared when the load settles, whatever its outcome", async () => {
+    const timers = countingTimers();
+    const load = originLoader(template(), 5_000, timers);
+    const outcomes = [
+      await outcome(load("fine", context())),
+      await outcome(load("missing", context())),
+      await outcome(load("broken", context())),
+      await outcome(load("announced-2MiB", context(MiB))),
+    ];
+    expect(outcomes[0]).toBeInstanceOf(Uint8Array);
+    expect(outcomes.slice(1).map((error) => isGCacheError(error) && error.code)).toEqual(["ERR_NOT_FOUND", "ERR_LOAD_FAILED", "ERR_VALUE_TOO_LARGE"]);
+    expect(timers.set).toBe(4);
+    expect(timers.cleared).toBe(4);
+  }, 10_000);
+
+  test("an origin slower than --origin-timeout fails the load naming the limit, and the request is dropped", async () => {
+    const timers = countingTimers();
+    const load = originLoader(template(), 150, timers);
+    for (const key of ["slow-head", "stalled-body"]) {
+      const abandonedBefore = abandoned.count;
+      const started = performance.now();
+      const failure = await outcome(load(key, context()));
+      const elapsed = performance.now() - started;
+      expect(isGCacheError(failure) && failure.code).toBe("ERR_LOAD_FAILED");
+      expect((failure as Error).message).toBe(`origin request for things/${key} took longer than 150 ms (--origin-timeout)`);
+      expect(elapsed).toBeGreaterThanOrEqual(140);
+      expect(elapsed).toBeLessThan(SLOW_MS);
+      if (key === "stalled-body") await waitFor(() => abandoned.count > abandonedBefore, 2_000, "the stalled answer's request to be dropped");
+    }
+    expect(timers.cleared).toBe(timers.set);
+  }, 10_000);
+
+  test("a caller that gives up ends the request with its own reason, before the time limit", async () => {
+    const timers = countingTimers();
+    const load = originLoader(template(), 5_000, timers);
+    const caller = new AbortController();
+    const reason = new Error("the caller left");
+    setTimeout(() => caller.abort(reason), 50);
+    const started = performance.now();
+    const failure = await outcome(load("slow-head", { ...context(), signal: caller.signal }));
+    expect(failure).toBe(reason);
+    expect(performance.now() - started).toBeLessThan(SLOW_MS);
+    expect(timers.set).toBe(1);
+    expect(timers.cleared).toBe(1);
   });
 });
