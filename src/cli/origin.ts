@@ -6,47 +6,32 @@
  * have arrived (by the decoded size: a small compressed body may decode to
  * gigabytes), so a wrong or endless answer cannot fill the node's memory.
  */
-import { _timerDelay } from "../call.ts";
+import { _startCall } from "../call.ts";
 import { GCacheError, NotFoundError } from "../errors.ts";
 import type { Loader, LoadedValue } from "../group.ts";
 import { _ByteSink } from "../server/http-request.ts";
 
-/** The timer functions the loader uses; tests pass counting ones. */
-export interface _OriginTimers {
-  setTimeout(run: () => void, ms: number): unknown;
-  clearTimeout(timer: unknown): void;
-}
-
-const GLOBAL_TIMERS: _OriginTimers = {
-  setTimeout: (run, ms) => setTimeout(run, ms),
-  clearTimeout: (timer) => clearTimeout(timer as ReturnType<typeof setTimeout>),
-};
-
-export function originLoader(template: string, timeoutMs: number, timers: _OriginTimers = GLOBAL_TIMERS): Loader {
+export function originLoader(template: string, timeoutMs: number): Loader {
   return async (key, { signal, group, maxValueBytes }) => {
     const url = template.replaceAll("{group}", encodeURIComponent(group)).replaceAll("{key}", encodeURIComponent(key));
-    if (signal.aborted) throw signal.reason;
-    // One timer per request, cleared once the body is in. AbortSignal.timeout
+    // A call with its own timer, stopped once the body is in. AbortSignal.timeout
     // would leave every load's timer to fire `timeoutMs` later for nothing:
     // under a load of misses, thousands a second, each a wake-up of the
     // event loop that serves hits (docs/benchmarks.md, "Timers left behind
     // by origin loads").
-    const request = new AbortController();
-    const timer = timers.setTimeout(
-      () => request.abort(new GCacheError("ERR_LOAD_FAILED", `origin request for ${group}/${key} took longer than ${timeoutMs} ms (--origin-timeout)`)),
-      _timerDelay(timeoutMs),
-    );
-    const callerGaveUp = () => request.abort(signal.reason);
-    signal.addEventListener("abort", callerGaveUp, { once: true });
+    const call = _startCall({ signal }, timeoutMs);
     try {
-      return await load(url, request.signal, key, group, maxValueBytes);
+      return await load(url, call.signal, key, group, maxValueBytes);
     } catch (error) {
       if (signal.aborted) throw signal.reason;
-      if (request.signal.aborted) throw request.signal.reason;
+      if (call.signal.aborted) {
+        throw new GCacheError("ERR_LOAD_FAILED", `origin request for ${group}/${key} took longer than ${timeoutMs} ms (--origin-timeout)`, {
+          cause: error,
+        });
+      }
       throw error;
     } finally {
-      timers.clearTimeout(timer);
-      signal.removeEventListener("abort", callerGaveUp);
+      call.dispose();
     }
   };
 }

@@ -3,7 +3,7 @@
  * for, what it keeps, and how each kind of answer maps to a load outcome.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { originLoader, type _OriginTimers } from "../../src/cli/origin.ts";
+import { originLoader } from "../../src/cli/origin.ts";
 import { isGCacheError } from "../../src/errors.ts";
 import type { LoadContext, LoadedValue } from "../../src/group.ts";
 import { waitFor } from "../_support/wait.ts";
@@ -50,24 +50,34 @@ function stalled(requestSignal: AbortSignal): ReadableStream<Uint8Array> {
   });
 }
 
-/** Timers that count what the loader sets and clears, run by the real ones. */
-function countingTimers(): _OriginTimers & { set: number; cleared: number } {
+/**
+ * Runs `work` with the global timer functions counting what is set and
+ * cleared (then doing it), and puts them back: the loader's time limit is a
+ * timer of its own, and every one it sets must be cleared.
+ */
+async function countingTimers<T>(work: () => Promise<T>): Promise<{ result: T; set: number; cleared: number }> {
+  const realSet = globalThis.setTimeout;
+  const realClear = globalThis.clearTimeout;
   const live = new Set<unknown>();
-  const timers = {
-    set: 0,
-    cleared: 0,
-    setTimeout(run: () => void, ms: number): unknown {
-      timers.set++;
-      const handle = setTimeout(run, ms);
-      live.add(handle);
-      return handle;
-    },
-    clearTimeout(handle: unknown): void {
-      if (live.delete(handle)) timers.cleared++;
-      clearTimeout(handle as ReturnType<typeof setTimeout>);
-    },
-  };
-  return timers;
+  let set = 0;
+  let cleared = 0;
+  globalThis.setTimeout = ((run: () => void, ms?: number) => {
+    set++;
+    const handle = realSet(run, ms);
+    live.add(handle);
+    return handle;
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((handle: ReturnType<typeof setTimeout>) => {
+    if (live.delete(handle)) cleared++;
+    realClear(handle);
+  }) as typeof clearTimeout;
+  try {
+    const result = await work();
+    return { result, set, cleared };
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+  }
 }
 
 async function outcome(promise: unknown): Promise<unknown> {
@@ -160,14 +170,14 @@ describe("originLoader", () => {
   });
 
   test("each request's time limit is one timer, cleared when the load settles, whatever its outcome", async () => {
-    const timers = countingTimers();
-    const load = originLoader(template(), 5_000, timers);
-    const outcomes = [
+    const load = originLoader(template(), 5_000);
+    const timers = await countingTimers(async () => [
       await outcome(load("fine", context())),
       await outcome(load("missing", context())),
       await outcome(load("broken", context())),
       await outcome(load("announced-2MiB", context(MiB))),
-    ];
+    ]);
+    const outcomes = timers.result;
     expect(outcomes[0]).toBeInstanceOf(Uint8Array);
     expect(outcomes.slice(1).map((error) => isGCacheError(error) && error.code)).toEqual(["ERR_NOT_FOUND", "ERR_LOAD_FAILED", "ERR_VALUE_TOO_LARGE"]);
     expect(timers.set).toBe(4);
@@ -175,13 +185,16 @@ describe("originLoader", () => {
   }, 10_000);
 
   test("an origin slower than --origin-timeout fails the load naming the limit, and the request is dropped", async () => {
-    const timers = countingTimers();
-    const load = originLoader(template(), 150, timers);
+    const load = originLoader(template(), 150);
+    const timers = { set: 0, cleared: 0 };
     for (const key of ["slow-head", "stalled-body"]) {
       const abandonedBefore = abandoned.count;
       const started = performance.now();
-      const failure = await outcome(load(key, context()));
+      const counted = await countingTimers(() => outcome(load(key, context())));
       const elapsed = performance.now() - started;
+      const failure = counted.result;
+      timers.set += counted.set;
+      timers.cleared += counted.cleared;
       expect(isGCacheError(failure) && failure.code).toBe("ERR_LOAD_FAILED");
       expect((failure as Error).message).toBe(`origin request for things/${key} took longer than 150 ms (--origin-timeout)`);
       expect(elapsed).toBeGreaterThanOrEqual(140);
@@ -192,13 +205,13 @@ describe("originLoader", () => {
   }, 10_000);
 
   test("a caller that gives up ends the request with its own reason, before the time limit", async () => {
-    const timers = countingTimers();
-    const load = originLoader(template(), 5_000, timers);
+    const load = originLoader(template(), 5_000);
     const caller = new AbortController();
     const reason = new Error("the caller left");
     setTimeout(() => caller.abort(reason), 50);
     const started = performance.now();
-    const failure = await outcome(load("slow-head", { ...context(), signal: caller.signal }));
+    const timers = await countingTimers(() => outcome(load("slow-head", { ...context(), signal: caller.signal })));
+    const failure = timers.result;
     expect(failure).toBe(reason);
     expect(performance.now() - started).toBeLessThan(SLOW_MS);
     expect(timers.set).toBe(1);
