@@ -284,6 +284,8 @@ interface Measured {
   peersCpuMs: number;
   /** Run-queue wait of the server's main thread in the window, ms (for mixed: A's, B's and C's together). */
   recvWaitMs: number;
+  /** Minor page faults of the server in the window (for mixed: A's, B's and C's together). */
+  recvFaults: number;
   recvRssBytes: number;
   genCpuMs: number;
   machineBusyCpus: number;
@@ -708,6 +710,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
           recvCpuMs: r.processes.reduce((t, p) => t + p.cpuMs, 0),
           peersCpuMs: NaN,
           recvWaitMs: r.processes.reduce((t, p) => t + p.waitMs, 0),
+          recvFaults: r.processes.reduce((t, p) => t + p.minorFaults, 0),
           recvRssBytes: Math.max(...r.processes.map((p) => p.rssBytes)),
           genCpuMs: r.generatorCpuMs,
           machineBusyCpus: r.machineBusyCpus,
@@ -747,7 +750,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
             note(
               `  round ${round + 1} ${sizeLabel(setup.size).padStart(6)} ${LABELS[id].padEnd(28)} ${fmtInt(m.rps).padStart(8)} req/s  ` +
                 `p50 ${fmtMs(m.p50Ms)} ms  p99 ${fmtMs(m.p99Ms)} ms  server CPU ${pct(m.recvCpuMs / (m.seconds * 1000))}  ` +
-                `generator CPU ${pct(m.genCpuMs / (m.seconds * 1000))}` +
+                `generator CPU ${pct(m.genCpuMs / (m.seconds * 1000))}  ` +
+                `server CPU/req ${((m.recvCpuMs * 1000) / Math.max(1, m.requests)).toFixed(1)} us  faults/req ${faultsPerRequest(m).toFixed(3)}` +
                 (m.path !== null && !isRedis(id) && !isMemcached(id) && id !== "mixed"
                   ? `  A gets ${m.path.gets} (hot hits ${m.path.hotHits}, from owners ${m.path.peerLoads})`
                   : ""),
@@ -788,13 +792,19 @@ function endWindow(window: Window, pids: number[], seconds: number): { processes
   return { processes, seconds, machineBusyCpus: busyCpusBetween(window.machine, sampleMachine()) };
 }
 
+/** The server's minor page faults per request in a run. */
+function faultsPerRequest(m: Measured): number {
+  return m.recvFaults / Math.max(1, m.requests);
+}
+
 /** A run's figures of the server (`processes[0]`) and, with `peers`, of B and C (`processes[1]`, `[2]`). */
-function serverFigures(processes: readonly ProcessDelta[], peers: boolean): Pick<Measured, "recvCpuMs" | "peersCpuMs" | "recvWaitMs" | "recvRssBytes"> {
+function serverFigures(processes: readonly ProcessDelta[], peers: boolean): Pick<Measured, "recvCpuMs" | "peersCpuMs" | "recvWaitMs" | "recvFaults" | "recvRssBytes"> {
   const server = processes[0]!;
   return {
     recvCpuMs: server.cpuMs,
     peersCpuMs: peers ? processes[1]!.cpuMs + processes[2]!.cpuMs : NaN,
     recvWaitMs: server.waitMs,
+    recvFaults: server.minorFaults,
     recvRssBytes: server.rssBytes,
   };
 }
@@ -913,6 +923,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         pct(share((m) => m.recvWaitMs)),
         id === "mixed" || Number.isNaN(list[0]!.peersCpuMs) ? "-" : pct(share((m) => m.peersCpuMs)),
         cpuPerReq.toFixed(1),
+        median(list.map(faultsPerRequest)).toFixed(3),
         mb(median(list.map((m) => m.recvRssBytes))),
         pct(share((m) => m.genCpuMs)),
         pct(otherCpu),
@@ -922,14 +933,14 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
   console.log(`\nmedians of ${rounds} rounds (${durationS} s each)\n`);
   console.log(
     table(
-      ["size  workload", "req/s", "spread", "p50 ms", "p99 ms", "ratio (median of per-round)", "server CPU", "waited", "B+C CPU", "CPU us/req", "server RSS", "gen CPU", "other CPU"],
+      ["size  workload", "req/s", "spread", "p50 ms", "p99 ms", "ratio (median of per-round)", "server CPU", "waited", "B+C CPU", "CPU us/req", "faults/req", "server RSS", "gen CPU", "other CPU"],
       rows,
     ),
   );
   console.log(
     "\nserver = the process taking the requests (A, the bare server, redis-server, memcached; for mixed: A+B+C together, RSS = largest).\n" +
       "CPU columns are shares of one core over the measured window (/proc, 10 ms ticks); CPU us/req counts A+B+C for gcache\n" +
-      "rows. waited = time the server's main thread was ready to run but had no CPU (/proc/<pid>/schedstat; for mixed A+B+C):\n" +
+      "rows; faults/req = the server's minor page faults per request (for mixed: A+B+C). waited = time the server's main thread was ready to run but had no CPU (/proc/<pid>/schedstat; for mixed A+B+C):\n" +
       "the generator and the other nodes share the cores, and a server that waits is held back by them, not by its own work.\n" +
       "gen = wrk / redis-benchmark / the Bun load generators; other = the rest of the machine meanwhile (above ~10 % the\n" +
       "run was disturbed). spread = (max - min) / median of req/s over rounds. Quiet rounds (goals below): both runs had\n" +

@@ -65,6 +65,28 @@ test.skipIf(!SCHEDSTATS)("a process that sleeps waits for no CPU", async () => {
   expect(delta!.cpuMs).toBeLessThan(50);
 });
 
+test.skipIf(process.platform !== "linux")("memory a process touches afresh shows as minor faults", async () => {
+  // Waits for a line on stdin, then touches 64 MiB it never touched before (at least 32 faults even in 2 MiB pages).
+  const code =
+    `process.stdout.write("ready\\n"); for await (const _ of process.stdin) { ` +
+    `const b = new Uint8Array(64 * 1024 * 1024); for (let i = 0; i < b.length; i += 4096) b[i] = 1; process.stdout.write("done\\n"); break; } ` +
+    `setTimeout(() => {}, 5000);`;
+  const child = Bun.spawn([process.execPath, "-e", code], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  spinners.push(child);
+  const reader = child.stdout.getReader();
+  await reader.read();
+  const idleBefore = sampleProcess(child.pid);
+  const idle = processDeltas([child.pid], [idleBefore], [sampleProcess(child.pid)])[0]!;
+  const before = [sampleProcess(child.pid)];
+  child.stdin.write("go\n");
+  child.stdin.flush();
+  expect(new TextDecoder().decode((await reader.read()).value)).toContain("done");
+  reader.releaseLock();
+  const [touched] = processDeltas([child.pid], before, [sampleProcess(child.pid)]);
+  expect(idle.minorFaults).toBeLessThan(32);
+  expect(touched!.minorFaults).toBeGreaterThanOrEqual(32);
+});
+
 test("a process that is gone samples as zeros", () => {
-  expect(sampleProcess(0x7ffffff0)).toEqual({ cpuMs: 0, rssBytes: 0, waitMs: 0 });
+  expect(sampleProcess(0x7ffffff0)).toEqual({ cpuMs: 0, rssBytes: 0, waitMs: 0, minorFaults: 0 });
 });
