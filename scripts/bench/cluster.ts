@@ -940,7 +940,8 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
   console.log(
     "\nserver = the process taking the requests (A, the bare server, redis-server, memcached; for mixed: A+B+C together, RSS = largest).\n" +
       "CPU columns are shares of one core over the measured window (/proc, 10 ms ticks); CPU us/req counts A+B+C for gcache\n" +
-      "rows; faults/req = the server's minor page faults per request (for mixed: A+B+C). waited = time the server's main thread was ready to run but had no CPU (/proc/<pid>/schedstat; for mixed A+B+C):\n" +
+      "rows. faults/req = the server's minor page faults per request (/proc/<pid>/stat; for mixed A+B+C).\n" +
+      "waited = time the server's main thread was ready to run but had no CPU (/proc/<pid>/schedstat; for mixed A+B+C):\n" +
       "the generator and the other nodes share the cores, and a server that waits is held back by them, not by its own work.\n" +
       "gen = wrk / redis-benchmark / the Bun load generators; other = the rest of the machine meanwhile (above ~10 % the\n" +
       "run was disturbed). spread = (max - min) / median of req/s over rounds. Quiet rounds (goals below): both runs had\n" +

@@ -60,7 +60,10 @@ function build(contender: Contender, entries: number): Get {
   const value = (i: number) => new Uint8Array(100).fill(i & 255);
   switch (contender) {
     case "key only":
-      return (key) => (key.length > 0 ? undefined : undefined);
+      return (key) => {
+        sink += key.length;
+        return undefined;
+      };
     case "Map": {
       const map = new Map<string, Uint8Array>();
       for (let i = 1; i <= entries; i++) map.set(`key-${i}`, value(i));
