@@ -27,6 +27,8 @@
  *   --wrk-threads=N     wrk threads (default 1: like redis-benchmark, one load thread; on two cores a second
  *                       wrk thread takes CPU from the server it measures)
  *   --cold-group=SPEC   size[:store] of group `cold` used for the peer hop (default 64MiB, quick 4MiB:lru; see below)
+ *   --mixed-bytes=SIZE  size of group `mixed` on each node (default: the node's default, 64MiB); the mixed rows fill it,
+ *                       and what it holds stays on the nodes' heaps for the rows after them
  *   --grpc-client=C     the gRPC generator's client: raw (default; HTTP/2 on a Bun socket, _node/raw-grpc.ts,
  *                       15-30 µs per call, so the gRPC servers are what limits) or grpc-js (about 90 µs per call,
  *                       more than the servers it loads: on two cores both contenders then wait on it)
@@ -124,6 +126,7 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string" },
     "wrk-threads": { type: "string" },
     "cold-group": { type: "string" },
+    "mixed-bytes": { type: "string" },
     "equal-rate": { type: "string" },
     "grpc-client": { type: "string" },
     "node-env": { type: "string" },
@@ -157,6 +160,11 @@ const coldBytes = parseBytes(coldBytesText);
 if (coldBytes === null || coldBytes <= 0 || !["lru", "lru2"].includes(coldStore)) {
   throw new Error(`--cold-group: expected SIZE[:lru|lru2], e.g. 4MiB:lru, got ${coldSpec}`);
 }
+const mixedBytesText = flags["mixed-bytes"];
+if (mixedBytesText !== undefined && !((parseBytes(mixedBytesText) ?? 0) > 0)) {
+  throw new Error(`--mixed-bytes: expected a size such as 8MiB, got ${mixedBytesText}`);
+}
+const mixedGroup = mixedBytesText === undefined ? "mixed" : `mixed:${mixedBytesText}`;
 const verbose = flags.verbose;
 /** Requests per second of the equal-load pair (open loop). */
 const equalRate = wholeNumber(flags["equal-rate"], 50_000, 1, "equal-rate");
@@ -391,7 +399,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
     binary,
     names: MEMBERS,
     // No hot cache in group cold: every peer-hop get crosses the hop.
-    groups: [`cold:${coldBytesText}:${coldStore}:0`, "mixed", "writes"],
+    groups: [`cold:${coldBytesText}:${coldStore}:0`, mixedGroup, "writes"],
     origin: `http://${origin.address}/{group}/{key}`,
     env: nodeEnv,
   });
