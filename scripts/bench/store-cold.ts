@@ -23,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { LRUCache } from "lru-cache";
 import { LRU2Store, LRUStore } from "../../src/store/index.ts";
+import { median, wholeNumber } from "./_cluster/util.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -33,16 +34,10 @@ const { values: flags } = parseArgs({
   },
 });
 
-function wholeNumber(text: string, name: string, min: number): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected a whole number >= ${min}, got ${text}`);
-  return n;
-}
-
-const sizes = flags.sizes.split(",").map((s) => wholeNumber(s.trim(), "sizes", 1));
-const gets = wholeNumber(flags.gets, "gets", 1);
-const rounds = wholeNumber(flags.rounds, "rounds", 1);
-const evictBytes = wholeNumber(flags["evict-kib"], "evict-kib", 0) * 1024;
+const sizes = flags.sizes.split(",").map((s) => wholeNumber(s.trim(), 0, 1, "sizes"));
+const gets = wholeNumber(flags.gets, 50_000, 1, "gets");
+const rounds = wholeNumber(flags.rounds, 5, 1, "rounds");
+const evictBytes = wholeNumber(flags["evict-kib"], 2048, 0, "evict-kib") * 1024;
 
 type Get = (key: string) => Uint8Array | undefined;
 const CONTENDERS = ["key only", "Map", "LRUStore", "LRU2Store", "lru-cache"] as const;
@@ -117,12 +112,6 @@ function timeGets(get: Get, lines: Latin1Sliceable[], expectHits: boolean): numb
   }
   return (total * 1e6) / gets;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 console.log(`store-cold: ${gets.toLocaleString("en-US")} gets per run, ${rounds} rounds, ${evictBytes / 1024} KiB touched between gets; Bun ${Bun.version}\n`);
 for (const entries of sizes) {

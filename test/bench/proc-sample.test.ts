@@ -75,15 +75,12 @@ test.skipIf(process.platform !== "linux")("memory a process touches afresh shows
   spinners.push(child);
   const reader = child.stdout.getReader();
   await reader.read();
-  const idleBefore = sampleProcess(child.pid);
-  const idle = processDeltas([child.pid], [idleBefore], [sampleProcess(child.pid)])[0]!;
   const before = [sampleProcess(child.pid)];
   child.stdin.write("go\n");
   child.stdin.flush();
   expect(new TextDecoder().decode((await reader.read()).value)).toContain("done");
   reader.releaseLock();
   const [touched] = processDeltas([child.pid], before, [sampleProcess(child.pid)]);
-  expect(idle.minorFaults).toBeLessThan(32);
   expect(touched!.minorFaults).toBeGreaterThanOrEqual(32);
 });
 
