@@ -7,24 +7,36 @@
  * without the cache. With `--sockets`, no HTTP server at all: Bun's TCP
  * sockets (as the gateway uses), answering each request head (each blank
  * line ending one) with the same prepared bytes, without reading the
- * request: the least any HTTP server on Bun's sockets can cost.
+ * request: the least any HTTP server on Bun's sockets can cost. With
+ * `--http-server`, the gateway's own HTTP server (src/server/http-server.ts)
+ * answering every request with the same value as the gateway answers a hit,
+ * without routing, key or lookup: what the gateway's HTTP layer costs alone.
  *
- *   bun scripts/bench/_cluster/bare-http.ts --value-bytes=100 [--keys-file=PATH | --sockets]
+ *   bun scripts/bench/_cluster/bare-http.ts --value-bytes=100 [--keys-file=PATH | --sockets | --http-server]
  *
  * Prints `READY 127.0.0.1:<port>`; stops on SIGTERM or when stdin closes.
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { _HttpServer, _ResponseHead, type _HttpResponse } from "../../../src/server/http-server.ts";
 
 const { values: args } = parseArgs({
-  options: { "value-bytes": { type: "string", default: "100" }, "keys-file": { type: "string" }, sockets: { type: "boolean", default: false } },
+  options: { "value-bytes": { type: "string", default: "100" }, "keys-file": { type: "string" }, sockets: { type: "boolean", default: false },
+    "http-server": { type: "boolean", default: false },
+  },
 });
 const valueBytes = Number(args["value-bytes"]);
 if (!Number.isInteger(valueBytes) || valueBytes < 0) throw new Error(`--value-bytes must be a whole number, got ${args["value-bytes"]}`);
 
 const HEADERS = { "content-type": "application/octet-stream" };
 const keysFile = args["keys-file"];
-const server = args.sockets ? socketServer() : keysFile === undefined ? fixedBodyServer() : mapServer(keysFile);
+const server = args.sockets
+  ? socketServer()
+  : args["http-server"]
+    ? gatewayHttpServer()
+    : keysFile === undefined
+      ? fixedBodyServer()
+      : mapServer(keysFile);
 
 function fixedBodyServer() {
   const body = new Uint8Array(valueBytes).fill(7);
@@ -88,6 +100,28 @@ function socketServer() {
     },
   });
   return { port: listener.port, stop: () => listener.stop(true) };
+}
+
+/** The gateway's HTTP server with the answer a hit gets, the same response object every time (as the gateway hands back). */
+function gatewayHttpServer() {
+  const hit: _HttpResponse = {
+    head: new _ResponseHead(200, "content-type: application/octet-stream\r\n"),
+    extraHeaders: "",
+    body: new Uint8Array(valueBytes).fill(7),
+  };
+  const refuse = (status: number, message: string): _HttpResponse => ({
+    head: new _ResponseHead(status, "content-type: text/plain; charset=utf-8\r\n"),
+    extraHeaders: "",
+    body: `${message}\n`,
+  });
+  const http = new _HttpServer(() => hit, {
+    host: "127.0.0.1",
+    port: 0,
+    maxBodyBytes: 1024 * 1024,
+    internalError: (error) => refuse(500, String(error)),
+    refusal: refuse,
+  });
+  return { port: http.port, stop: () => void http.close() };
 }
 
 /** The gateway's route through Bun's router, one value per key (keys: one per line, as sent). */

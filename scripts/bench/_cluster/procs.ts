@@ -247,16 +247,18 @@ export async function waitForHttp(url: string, timeoutMs: number, service?: Serv
   }
 }
 
-/** Starts a process that prints `READY <address>` once it serves; resolves with the address. */
+/** Starts a process that prints `READY <address>` once it serves; resolves with the address. `env`: its whole environment. */
 export async function startWithReadyLine(
   label: string,
   argv: string[],
   timeoutMs = 30_000,
+  env?: Record<string, string | undefined>,
 ): Promise<{ service: Service; address: string }> {
   let resolveReady: (address: string) => void = () => {};
   const ready = new Promise<string>((resolve) => (resolveReady = resolve));
   const service = new Service(label, argv, {
     holdStdin: true,
+    ...(env === undefined ? {} : { env }),
     onLine: (line, stream) => {
       if (stream === "stdout" && line.startsWith("READY ")) resolveReady(line.slice(6).trim());
       else if (line.trim() !== "") process.stderr.write(`[${label}] ${line}\n`);
