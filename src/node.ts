@@ -17,6 +17,7 @@ import type { Etcd3 } from "etcd3";
 import { GCacheError, invalidArgument, invalidOption } from "./errors.ts";
 import { Group, type GroupOptions, type GroupStats } from "./group.ts";
 import { _createGrpcServer } from "./server/grpc-server.ts";
+import type { _DirectUnary } from "./server/direct-unary.ts";
 import { _peerCredentials, _serverCredentials, _TokenCheck, type AuthOptions, type TlsOptions } from "./auth.ts";
 import { HealthService } from "./server/health.ts";
 import { cacheService, InvalidMessage } from "./server/service.ts";
@@ -164,12 +165,6 @@ export class CacheNode {
     const host = this.options.host ?? DEFAULT_NODE_OPTIONS.host;
     const maxMessage = this.maxValueBytes() + MESSAGE_OVERHEAD_BYTES;
     this.maxMessageBytes = maxMessage;
-    const server = _createGrpcServer({
-      "grpc.max_receive_message_length": maxMessage,
-      "grpc.max_send_message_length": maxMessage,
-      "grpc.keepalive_permit_without_calls": 1,
-      "grpc.http2.min_ping_interval_without_data_ms": 5_000,
-    });
     const service = cacheService((name) => this.groups.get(name), {
       accepting: () => this.state === "serving" || Date.now() < this.graceUntil,
       maxResponseBytes: () => this.maxMessageSize,
@@ -182,7 +177,19 @@ export class CacheNode {
       },
       peerLink: () => (this.linkServer === null ? null : { port: this.linkServer.port, ticket: this.linkServer.ticket }),
     });
-    server.addService(validatingService(GCACHE_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), service.handlers);
+    const definition = validatingService(GCACHE_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>);
+    // Get, the hot path, is answered on the stream; grpc-js serves the rest (and Gets it is handed).
+    const directGet: _DirectUnary = { definition: definition.Get as MethodDefinition<unknown, unknown>, handler: service.handlers.Get as _DirectUnary["handler"] };
+    const server = _createGrpcServer(
+      {
+        "grpc.max_receive_message_length": maxMessage,
+        "grpc.max_send_message_length": maxMessage,
+        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+      },
+      [directGet],
+    );
+    server.addService(definition, service.handlers);
     server.addService(validatingService(HEALTH_SERVICE as unknown as Record<string, MethodDefinition<unknown, unknown>>), this.health.handlers);
     const listen = formatAddress({ host, port: this.options.port ?? DEFAULT_NODE_OPTIONS.port });
     const port = await new Promise<number>((resolve, reject) => {
