@@ -66,7 +66,6 @@ class DirectCall {
   private answered = false;
   private readonly deadline: number;
   private received: Buffer | null = null;
-  private receivedBytes = 0;
   private cancelListeners: (() => void)[] | null = null;
   private requestMetadata: Metadata | null = null;
 
@@ -111,14 +110,15 @@ class DirectCall {
 
   private onData(chunk: Buffer): void {
     if (this.answered) return;
-    this.receivedBytes += chunk.length;
-    // A request's message, framing included, may not exceed the limit by more than its 5-byte header.
-    if (this.receivedBytes > this.limits.maxReceiveBytes + FRAME_HEADER_BYTES) {
-      this.fail(status.RESOURCE_EXHAUSTED, `Received message larger than max (${this.receivedBytes - FRAME_HEADER_BYTES} vs ${this.limits.maxReceiveBytes})`);
-      return;
-    }
     // Almost always one chunk: a unary request comes in one DATA frame.
-    this.received = this.received === null ? chunk : Buffer.concat([this.received, chunk]);
+    const received = (this.received = this.received === null ? chunk : Buffer.concat([this.received, chunk]));
+    // Refused as soon as its header says it is too large, as grpc-js does, and never held beyond the limit.
+    const max = this.limits.maxReceiveBytes;
+    const declared = received.length >= FRAME_HEADER_BYTES ? received.readUInt32BE(1) : 0;
+    if (declared > max || received.length > max + FRAME_HEADER_BYTES) {
+      this.received = null;
+      this.fail(status.RESOURCE_EXHAUSTED, `Received message larger than max (${Math.max(declared, received.length - FRAME_HEADER_BYTES)} vs ${max})`);
+    }
   }
 
   private onEnd(): void {
