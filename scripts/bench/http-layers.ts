@@ -43,7 +43,10 @@ const { values: flags } = parseArgs({
 });
 const rounds = wholeNumber(flags.rounds, 5, 1, "rounds");
 const seconds = wholeNumber(flags.seconds, 3, 1, "seconds");
-const sizes = flags.sizes!.split(",").map((size) => wholeNumber(size, NaN, 1, "sizes"));
+const sizes = flags.sizes!.split(",").map((size) => {
+  if (size.trim() === "") throw new Error(`--sizes: expected sizes in bytes separated by commas, got ${JSON.stringify(flags.sizes)}`);
+  return wholeNumber(size.trim(), 0, 1, "sizes");
+});
 const WARMUP_S = 3;
 const LAYERS = ["gateway", "http server", "bare sockets"] as const;
 type Layer = (typeof LAYERS)[number];

@@ -21,7 +21,10 @@ import { parseArgs } from "node:util";
 import { _HttpServer, _ResponseHead, type _HttpResponse } from "../../../src/server/http-server.ts";
 
 const { values: args } = parseArgs({
-  options: { "value-bytes": { type: "string", default: "100" }, "keys-file": { type: "string" }, sockets: { type: "boolean", default: false },
+  options: {
+    "value-bytes": { type: "string", default: "100" },
+    "keys-file": { type: "string" },
+    sockets: { type: "boolean", default: false },
     "http-server": { type: "boolean", default: false },
   },
 });
