@@ -107,7 +107,7 @@ import { fillRedis, redisHitCounters, redisKey, runRedisBenchmark, startRedis, t
 import { measureStarts, type StartSample } from "./_cluster/startup.ts";
 import { runTcpGet, type TcpGetSpec } from "./_cluster/tcp-get-run.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
-import { fmtInt, fmtMs, fmtRatio, mb, median, pct, sizeLabel, slope, spread, table, wholeNumber } from "./_cluster/util.ts";
+import { fmtInt, fmtMs, fmtRatio, hitKeyCount, mb, median, pct, sizeLabel, slope, spread, table, wholeNumber } from "./_cluster/util.ts";
 import { runWrk, writeWrkScript, type WrkResult } from "./_cluster/wrk.ts";
 
 // ---------------------------------------------------------------- options
@@ -421,7 +421,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
   for (const [index, size] of sizes.entries()) {
     const prefillStart = performance.now();
     // Hit keys: at most 10 MiB of values per size, so the default group (64 MiB) keeps all of them in level 1.
-    const hitCount = Math.max(100, Math.min(quick ? 2_000 : 10_000, Math.floor((10 * 1024 * 1024) / (size + 16) / 100) * 100));
+    const hitCount = hitKeyCount(size, quick ? 2_000 : 10_000);
     const hitKeys = wanted.has("http-gcache") || wanted.has("grpc-gcache") ? keysOwnedBy(MEMBERS, ["A"], `h${size}-`, hitCount) : [];
     // Peer-hop keys, owned by B and C: as many as hit keys, in group cold, which keeps no copies on A.
     const coldEntry = size + 12;

@@ -57,7 +57,7 @@ import { zipfTrace } from "./traces.ts";
 import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
 import { installCleanup, runToEnd, startWithReadyLine, stopAll } from "./_cluster/procs.ts";
 import { aptInstall, ensureBinary, ensureCommands } from "./_cluster/tools.ts";
-import { fmtInt, fmtMs, fmtRatio, freePorts, median, sizeLabel, table, wholeNumber } from "./_cluster/util.ts";
+import { fmtInt, fmtMs, fmtRatio, freePorts, hitKeyCount, median, sizeLabel, table, wholeNumber } from "./_cluster/util.ts";
 import { runWrk, writeWrkScript, type WrkResult } from "./_cluster/wrk.ts";
 
 const { values: flags } = parseArgs({
@@ -178,7 +178,7 @@ async function buildGroupcacheNode(go: string, dir: string): Promise<string> {
 
 async function benchSize(size: number, binary: string, goNode: string, wrk: string, tmp: string, origin: string, failures: string[]): Promise<void> {
   // As bench:cluster: at most 10 MiB of values per key set.
-  const keyCount = Math.max(100, Math.min(10_000, Math.floor((10 * 1024 * 1024) / (size + 16) / 100) * 100));
+  const keyCount = hitKeyCount(size);
   note(`${sizeLabel(size)}: starting both clusters, ${fmtInt(keyCount)} hit keys and as many hop keys each …`);
   // Keys the origin sizes by their name (`z<bytes>-<rank>`), the same trace for both systems.
   const zipfKeys = Array.from(zipfTrace(zipfUniverse(size), ZIPF.s, ZIPF.requests, size).ids, (id) => `z${size}-${id}`);

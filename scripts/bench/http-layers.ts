@@ -30,7 +30,7 @@ import { sampleProcess } from "./_node/commands.ts";
 import { putKeys, startCluster } from "./_cluster/nodes.ts";
 import { installCleanup, startWithReadyLine, stopAll } from "./_cluster/procs.ts";
 import { ensureBinary, ensureCommands, NEEDED_COMMANDS } from "./_cluster/tools.ts";
-import { fmtInt, fmtMs, fmtRatio, median, sizeLabel, table, wholeNumber } from "./_cluster/util.ts";
+import { fmtInt, fmtMs, fmtRatio, hitKeyCount, median, sizeLabel, table, wholeNumber } from "./_cluster/util.ts";
 import { runWrk, writeWrkScript } from "./_cluster/wrk.ts";
 
 const { values: flags } = parseArgs({
@@ -71,8 +71,7 @@ const tunedEnv = { ...process.env, ...RUNTIME_TUNING };
 
 /** The keys of one value size: as many as bench:cluster's hit keys. */
 function keysFor(valueBytes: number): string[] {
-  const count = Math.max(100, Math.min(10_000, Math.floor((10 * 1024 * 1024) / (valueBytes + 16) / 100) * 100));
-  return Array.from({ length: count }, (_, i) => `key-${i}`);
+  return Array.from({ length: hitKeyCount(valueBytes) }, (_, i) => `key-${i}`);
 }
 
 async function startServers(valueBytes: number, keys: readonly string[]): Promise<Map<Layer, Server>> {

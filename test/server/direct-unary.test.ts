@@ -69,9 +69,9 @@ afterAll(() => {
   server.forceShutdown();
 });
 
-function call(request: Partial<Request>, options: { metadata?: Metadata; deadline?: number } = {}): Promise<ResponseForGet> {
+function call(request: Partial<Request>, options: { metadata?: Metadata; deadline?: number } = {}, on: Client = client): Promise<ResponseForGet> {
   return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(
+    on.makeUnaryRequest(
       GET.path,
       (message: Request) => codecs.Request.encode(message),
       (bytes: Buffer) => codecs.ResponseForGet.decode(bytes),
@@ -163,17 +163,7 @@ describe("a unary method answered on the stream", () => {
     expect(new TextDecoder().decode(value.value)).toBe("value of plain");
     const gzipClient = new Client(address, credentials.createInsecure(), { "grpc.default_compression_algorithm": 2 });
     try {
-      const compressed = await new Promise<ResponseForGet>((resolve, reject) =>
-        gzipClient.makeUnaryRequest(
-          GET.path,
-          (message: Request) => codecs.Request.encode(message),
-          (bytes: Buffer) => codecs.ResponseForGet.decode(bytes),
-          { group: "g", key: "zipped", value: new Uint8Array(0), ttlMs: 0, expiresAtMs: 0, fromPeer: false },
-          new Metadata(),
-          { deadline: Date.now() + CALL_TIMEOUT_MS },
-          (error: ServiceError | null, result?: ResponseForGet) => (error ? reject(error) : resolve(result!)),
-        ),
-      );
+      const compressed = await call({ key: "zipped" }, {}, gzipClient);
       expect(new TextDecoder().decode(compressed.value)).toBe("value of zipped");
     } finally {
       gzipClient.close();

@@ -8,6 +8,15 @@ export function wholeNumber(text: string | undefined, fallback: number, min: num
   return value;
 }
 
+/**
+ * Keys a benchmark reads its hits from at one value size: about 10 MiB of
+ * values, in hundreds, from 100 up to `max` (10,000 by default), so that the
+ * values fit every node's default cache at any size.
+ */
+export function hitKeyCount(valueBytes: number, max = 10_000): number {
+  return Math.max(100, Math.min(max, Math.floor((10 * 1024 * 1024) / (valueBytes + 16) / 100) * 100));
+}
+
 export function median(values: readonly number[]): number {
   const finite = values.filter((v) => Number.isFinite(v));
   if (finite.length === 0) return NaN;
