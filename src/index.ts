@@ -47,4 +47,5 @@ export { hash32, type HashFn } from "./cluster/hash.ts";
 export type { MemberSpec } from "./cluster/picker.ts";
 export type { Entry, FetchDone, Peer, Membership } from "./cluster/peer.ts";
 export { startGcPacer, DEFAULT_GC_PACER_OPTIONS, type GcPacer, type GcPacerOptions } from "./server/gc-pacer.ts";
+export { startIdleCollector, DEFAULT_IDLE_COLLECTOR_OPTIONS, type IdleCollector, type IdleCollectorOptions } from "./server/idle-collector.ts";
 export { GCacheError, NotFoundError, isGCacheError, type ErrorCode } from "./errors.ts";

@@ -27,6 +27,8 @@ test("the public API exports the documented names and nothing internal", () => {
       "createStore",
       "hash32",
       "startGcPacer",
+      "startIdleCollector",
+      "DEFAULT_IDLE_COLLECTOR_OPTIONS",
       "isGCacheError",
     ].sort(),
   );

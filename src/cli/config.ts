@@ -95,6 +95,11 @@ export const SERVE_FLAGS = {
     default: "0",
     valueHint: "DURATION",
   },
+  "gc-idle": {
+    description: "once the node goes quiet after work, for this long, run one full collection, so young collections stay short (0 = never)",
+    default: "250ms",
+    valueHint: "DURATION",
+  },
   "log-format": { description: "log line format: json | pretty", default: "json", valueHint: "FORMAT" },
   "log-level": { description: "least severe level logged: debug | info | warn | error", default: "info", valueHint: "LEVEL" },
 } as const satisfies Record<string, FlagSpec>;
@@ -140,6 +145,7 @@ export interface ServeConfig {
   drainGraceMs: number;
   /** Young-generation collection beat while busy, in ms; 0 leaves collections to the runtime. */
   gcIntervalMs: number;
+  gcIdleMs: number;
 }
 
 export interface EtcdConfig {
@@ -225,6 +231,8 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     drainGraceMs: duration("drain-grace", raw("drain-grace") ?? "1s", "s"),
     // Off by default: a node's own collections stop it no longer than paced ones, four times less often (docs/benchmarks.md).
     gcIntervalMs: duration("gc-interval", raw("gc-interval") ?? "0", "ms"),
+    // On by default: load bursts leave objects that lengthen every young collection until a full one (docs/benchmarks.md).
+    gcIdleMs: duration("gc-idle", raw("gc-idle") ?? "250ms", "ms"),
   };
 }
 

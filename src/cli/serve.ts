@@ -4,6 +4,7 @@ import type { TlsOptions } from "../auth.ts";
 import { createConsoleLogger } from "../log.ts";
 import { CacheNode, type NodeEtcdOptions } from "../node.ts";
 import { startGcPacer } from "../server/gc-pacer.ts";
+import { startIdleCollector } from "../server/idle-collector.ts";
 import { _HttpGateway } from "../server/http-gateway.ts";
 import { UsageError, type EtcdConfig, type ServeConfig } from "./config.ts";
 import { originLoader } from "./origin.ts";
@@ -70,6 +71,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
     throw error;
   }
   const pacer = await startGcPacer({ intervalMs: config.gcIntervalMs });
+  const idleCollector = await startIdleCollector({ quietMs: config.gcIdleMs });
   logger.info("serving", {
     version,
     node: node.name,
@@ -79,6 +81,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
     members: node.members().map((m) => m.name),
     startupMs: Math.round(performance.now() - started),
     gcIntervalMs: pacer.active ? config.gcIntervalMs : 0,
+    gcIdleMs: idleCollector.active ? config.gcIdleMs : 0,
   });
   // The executable starts with the JIT held back (scripts/build.ts); from here on the code that runs is the hot path.
   Bun.unsafe.setJITPolicy?.(1);
@@ -90,6 +93,7 @@ export async function startServing(config: ServeConfig, version: string): Promis
       stopping ??= (async () => {
         logger.info("draining", { reason });
         pacer.stop();
+        idleCollector.stop();
         await node.close();
         await gateway?.close();
         logger.info("stopped", { reason });

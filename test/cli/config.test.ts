@@ -24,6 +24,14 @@ describe("serve configuration", () => {
     expect(config.etcd).toBeUndefined();
   });
 
+  test("--gc-idle: 250 ms by default, 0 turns it off", () => {
+    expect(resolve({}).gcIdleMs).toBe(250);
+    expect(resolve({ "gc-idle": "1s" }).gcIdleMs).toBe(1000);
+    expect(resolve({ "gc-idle": "0" }).gcIdleMs).toBe(0);
+    expect(resolve({}, { GCACHE_GC_IDLE: "100ms" }).gcIdleMs).toBe(100);
+    expect(usageError(() => resolve({ "gc-idle": "soon" }))).toContain("--gc-idle");
+  });
+
   test("--gc-interval: off (0) by default, a bare number is milliseconds", () => {
     expect(resolve({}).gcIntervalMs).toBe(0);
     expect(resolve({ "gc-interval": "25ms" }).gcIntervalMs).toBe(25);

@@ -176,6 +176,8 @@ describe("single node", () => {
       expect(first?.httpAddress).toMatch(/^127\.0\.0\.1:\d+$/);
       // The collection pacer runs when asked (bun:jsc is reachable from the executable too).
       expect(first?.gcIntervalMs).toBe(25);
+      // The collection on idle is on by default, in the executable too.
+      expect(first?.gcIdleMs).toBe(250);
       const client = clientOf(node);
 
       // gRPC

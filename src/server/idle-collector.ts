@@ -1,0 +1,134 @@
+/**
+ * One full collection when the process goes quiet after work.
+ *
+ * JavaScriptCore's young collections treat every object that survived one
+ * collection as live until the next full collection. Most of those are plain
+ * objects and cost a young collection nothing; an AbortSignal is not: every
+ * young collection revisits each one still marked, dead or alive (an output
+ * constraint of the runtime's DOM-style objects). A load holds a few of them
+ * for its whole time in flight, so a burst of loads leaves thousands marked,
+ * and every young collection after it stops the process longer: 0.15 ms idle
+ * before 20,000 origin loads, 0.9-2.1 ms after them, and 2.5-4.5 ms instead of
+ * 0.6-0.9 ms under the hits that follow (docs/benchmarks.md, "Young
+ * collections after a burst of loads"). Only a full collection clears them,
+ * and under steady hits the runtime runs none: the heap no longer grows. A
+ * server on Bun.serve gets a full collection on idle from the runtime; this
+ * gateway is on Bun's sockets and does not, so this does it.
+ *
+ * "Quiet" is CPU: below `maxQuietShare` of a core for `quietMs` after at least
+ * one check that saw more. A collection then takes 8-25 ms for a heap of 20-60
+ * MB here, at a moment nothing much is running; an idle process is never
+ * collected (it did no work since the last one), and a process that never
+ * rests is never stopped. Bun only (`bun:jsc`); elsewhere inactive. One per
+ * process, like the heap it collects.
+ */
+
+import { invalidOption } from "../errors.ts";
+
+export interface IdleCollectorOptions {
+  /** How long the process must stay quiet after work before the full collection, in ms; 0 disables. Default: 250. */
+  quietMs?: number;
+  /** Share of one core under which the process counts as quiet. Default: 0.05. */
+  maxQuietShare?: number;
+}
+
+export const DEFAULT_IDLE_COLLECTOR_OPTIONS = {
+  quietMs: 250,
+  maxQuietShare: 0.05,
+} as const satisfies Required<IdleCollectorOptions>;
+
+export interface IdleCollector {
+  /** False when disabled or when the runtime offers no full collection (not Bun). */
+  readonly active: boolean;
+  /** Full collections run so far. */
+  readonly collections: number;
+  stop(): void;
+}
+
+/** What the collector drives; the real ones come from the runtime, tests bring their own. */
+export interface _IdleCollectorDeps {
+  /** Runs a full collection. */
+  collect(): void;
+  /** CPU time the process used so far, in microseconds. */
+  cpuMicros(): number;
+}
+
+/** Checks while work may be going on: a quiet spell is measured to within this. */
+const CHECK_MS = 50;
+/** Checks once collected: only the CPU used since is read, so a slow check still sees any work. */
+const RESTING_CHECK_MS = 500;
+
+export class _IdleCollector implements IdleCollector {
+  collections = 0;
+  /** The next check; null once stopped. */
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private lastCpu: number;
+  /** Work was seen since the last collection. */
+  private worked = false;
+  private quietForMs = 0;
+  private readonly checkMs: number;
+
+  constructor(
+    private readonly deps: _IdleCollectorDeps,
+    private readonly quietMs: number,
+    private readonly maxQuietShare: number,
+  ) {
+    this.checkMs = Math.min(CHECK_MS, quietMs);
+    this.lastCpu = deps.cpuMicros();
+    this.schedule(this.checkMs);
+  }
+
+  get active(): boolean {
+    return this.timer !== null;
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private schedule(delayMs: number): void {
+    const timer = setTimeout(() => this.check(delayMs), delayMs);
+    // Housekeeping: it must never keep a process alive.
+    (timer as { unref?: () => void }).unref?.();
+    this.timer = timer;
+  }
+
+  private check(sinceMs: number): void {
+    const cpu = this.deps.cpuMicros();
+    const usedMicros = cpu - this.lastCpu;
+    this.lastCpu = cpu;
+    if (usedMicros >= sinceMs * 1000 * this.maxQuietShare) {
+      this.worked = true;
+      this.quietForMs = 0;
+    } else if (this.worked) {
+      this.quietForMs += sinceMs;
+      if (this.quietForMs >= this.quietMs) {
+        this.deps.collect();
+        this.collections++;
+        this.worked = false;
+        this.quietForMs = 0;
+        // Read after the collection, so its own cost never counts as work.
+        this.lastCpu = this.deps.cpuMicros();
+      }
+    }
+    this.schedule(this.worked ? this.checkMs : Math.max(this.checkMs, RESTING_CHECK_MS));
+  }
+}
+
+const INACTIVE: IdleCollector = { active: false, collections: 0, stop() {} };
+
+/** Starts collecting this process's heap whenever it goes quiet after work; `stop()` ends it. Throws ERR_INVALID_OPTION for invalid options. */
+export async function startIdleCollector(options: IdleCollectorOptions = {}): Promise<IdleCollector> {
+  const quietMs = options.quietMs ?? DEFAULT_IDLE_COLLECTOR_OPTIONS.quietMs;
+  const maxQuietShare = options.maxQuietShare ?? DEFAULT_IDLE_COLLECTOR_OPTIONS.maxQuietShare;
+  if (!(quietMs >= 0) || !Number.isFinite(quietMs)) throw invalidOption(`quietMs must be a finite number >= 0, got ${quietMs}`);
+  if (!(maxQuietShare > 0 && maxQuietShare <= 1)) throw invalidOption(`maxQuietShare must be within (0, 1], got ${maxQuietShare}`);
+  if (quietMs === 0 || process.versions.bun === undefined) return INACTIVE;
+  const { fullGC } = await import("bun:jsc");
+  const cpuMicros = () => {
+    const used = process.cpuUsage();
+    return used.user + used.system;
+  };
+  return new _IdleCollector({ collect: fullGC, cpuMicros }, quietMs, maxQuietShare);
+}
