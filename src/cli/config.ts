@@ -96,8 +96,8 @@ export const SERVE_FLAGS = {
     valueHint: "DURATION",
   },
   "gc-idle": {
-    description: "once the node goes quiet after work, for this long, run one full collection, so young collections stay short (0 = never)",
-    default: "250ms",
+    description: "once the node has been quiet this long after work, stop it for one full collection, so young collections stay short after bursts of loads (0 = leave it to the runtime)",
+    default: "0",
     valueHint: "DURATION",
   },
   "log-format": { description: "log line format: json | pretty", default: "json", valueHint: "FORMAT" },
@@ -231,8 +231,8 @@ export function resolveServeConfig(args: Record<string, RawValue>, env: Record<s
     drainGraceMs: duration("drain-grace", raw("drain-grace") ?? "1s", "s"),
     // Off by default: a node's own collections stop it no longer than paced ones, four times less often (docs/benchmarks.md).
     gcIntervalMs: duration("gc-interval", raw("gc-interval") ?? "0", "ms"),
-    // On by default: load bursts leave objects that lengthen every young collection until a full one (docs/benchmarks.md).
-    gcIdleMs: duration("gc-idle", raw("gc-idle") ?? "250ms", "ms"),
+    // Off by default: the collection stops the node, for longer the larger its heap, and the runtime's own full collection comes in gaps of a second or more (docs/benchmarks.md).
+    gcIdleMs: duration("gc-idle", raw("gc-idle") ?? "0", "ms"),
   };
 }
 

@@ -10,23 +10,24 @@
  * and every young collection after it stops the process longer: 0.15 ms idle
  * before 20,000 origin loads, 0.9-2.1 ms after them, and 2.5-4.5 ms instead of
  * 0.6-0.9 ms under the hits that follow (docs/benchmarks.md, "Young
- * collections after a burst of loads"). Only a full collection clears them,
- * and under steady hits the runtime runs none: the heap no longer grows. A
- * server on Bun.serve gets a full collection on idle from the runtime; this
- * gateway is on Bun's sockets and does not, so this does it.
+ * collections after a burst of loads"). Only a full collection clears them.
+ * The runtime runs its own, concurrently, once the process has been idle for
+ * about a second; under hits that follow a burst sooner, it runs none, since
+ * the heap no longer grows.
  *
  * "Quiet" is CPU: below `maxQuietShare` of a core for `quietMs` after at least
- * one check that saw more. A collection then takes 8-25 ms for a heap of 20-60
- * MB here, at a moment nothing much is running; an idle process is never
- * collected (it did no work since the last one), and a process that never
- * rests is never stopped. Bun only (`bun:jsc`); elsewhere inactive. One per
- * process, like the heap it collects.
+ * one check that saw more. The collection is synchronous: 8-25 ms for a heap
+ * of 20-60 MB here, longer for larger ones, at a moment little is running; so
+ * `gcache-node` runs it only when asked (`--gc-idle`). An idle process is
+ * never collected (it did no work since the last one), and a process that
+ * never rests is never stopped. Bun only (`bun:jsc`); elsewhere inactive. One
+ * per process, like the heap it collects.
  */
 
 import { invalidOption } from "../errors.ts";
 
 export interface IdleCollectorOptions {
-  /** How long the process must stay quiet after work before the full collection, in ms; 0 disables. Default: 250. */
+  /** How long the process must stay quiet after work before the full collection, in ms; 0 disables. Default: 250 (`gcache-node`: off unless `--gc-idle`). */
   quietMs?: number;
   /** Share of one core under which the process counts as quiet. Default: 0.05. */
   maxQuietShare?: number;

@@ -24,8 +24,8 @@ describe("serve configuration", () => {
     expect(config.etcd).toBeUndefined();
   });
 
-  test("--gc-idle: 250 ms by default, 0 turns it off", () => {
-    expect(resolve({}).gcIdleMs).toBe(250);
+  test("--gc-idle: off (0) by default, a duration turns it on", () => {
+    expect(resolve({}).gcIdleMs).toBe(0);
     expect(resolve({ "gc-idle": "1s" }).gcIdleMs).toBe(1000);
     expect(resolve({ "gc-idle": "0" }).gcIdleMs).toBe(0);
     expect(resolve({}, { GCACHE_GC_IDLE: "100ms" }).gcIdleMs).toBe(100);
