@@ -4,11 +4,11 @@
  * JavaScriptCore's young collections treat every object that survived one
  * collection as live until the next full collection. Most of those are plain
  * objects and cost a young collection nothing; an AbortSignal is not: every
- * young collection revisits each one still marked, dead or alive (an output
- * constraint of the runtime's DOM-style objects). A load holds a few of them
+ * young collection revisits each one still marked, dead or alive (as it does
+ * the runtime's other DOM-style objects, by all appearances). A load holds a few of them
  * for its whole time in flight, so a burst of loads leaves thousands marked,
  * and every young collection after it stops the process longer: 0.15 ms idle
- * before 20,000 origin loads, 0.9-2.1 ms after them, and 2.5-4.5 ms instead of
+ * before 20,000 origin loads, 0.6-2.1 ms after them, and 1.9-5.5 ms instead of
  * 0.6-0.9 ms under the hits that follow (docs/benchmarks.md, "Young
  * collections after a burst of loads"). Only a full collection clears them.
  * The runtime runs its own, concurrently, once the process has been idle for
