@@ -145,6 +145,7 @@ export interface ServeConfig {
   drainGraceMs: number;
   /** Young-generation collection beat while busy, in ms; 0 leaves collections to the runtime. */
   gcIntervalMs: number;
+  /** Quiet time after work before one full collection, in ms; 0 leaves full collections to the runtime. */
   gcIdleMs: number;
 }
 
