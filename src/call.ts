@@ -1,4 +1,5 @@
 import { GCacheError } from "./errors.ts";
+import type { CallContext } from "./wire/connection.ts";
 
 /** How long a call may take and how to cancel it. */
 export interface CallOptions {
@@ -13,7 +14,10 @@ export interface CallOptions {
 /** A call in progress: its absolute deadline and a signal that fires at the deadline or on cancellation. */
 export interface _ActiveCall {
   readonly deadline: number;
+  /** Made on first use (an AbortController, a timer and a listener on the caller's signal): read it only to wait on it. */
   readonly signal: AbortSignal;
+  /** The deadline and the caller's own signal, for a callee that enforces the deadline itself (a peer call): no signal is made. */
+  readonly context: CallContext;
   /** Stops the deadline timer; call once the work is done. */
   dispose(): void;
 }
@@ -50,24 +54,61 @@ export function _timerDelay(budgetMs: number): number {
   return Math.min(Math.max(0, budgetMs), MAX_TIMER_MS);
 }
 
+/**
+ * Starts a call. Its signal is made only when first read: an AbortSignal that
+ * lives as long as a call outlives a young collection under load, and every
+ * young collection after that revisits it until a full one (docs/benchmarks.md,
+ * "Young collections after a burst of loads"), so a write that only hands its
+ * deadline to peers makes none.
+ */
 export function _startCall(options: CallOptions | undefined, defaultTimeoutMs: number): _ActiveCall {
-  const now = Date.now();
-  const deadline = _deadlineOf(options, defaultTimeoutMs, now);
-  const controller = new AbortController();
-  const budget = deadline - now;
-  const timer = setTimeout(() => controller.abort(deadlineExceeded(budget)), _timerDelay(budget));
-  const parent = options?.signal;
-  const onParentAbort = () => controller.abort(_cancellation(parent!));
-  if (parent !== undefined) {
-    if (parent.aborted) onParentAbort();
-    else parent.addEventListener("abort", onParentAbort, { once: true });
+  return new _Call(options, defaultTimeoutMs);
+}
+
+class _Call implements _ActiveCall {
+  readonly deadline: number;
+  readonly context: CallContext;
+  private readonly budget: number;
+  private readonly parent: AbortSignal | undefined;
+  private controller: AbortController | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private onParentAbort: (() => void) | null = null;
+  private disposed = false;
+
+  constructor(options: CallOptions | undefined, defaultTimeoutMs: number) {
+    const now = Date.now();
+    this.deadline = _deadlineOf(options, defaultTimeoutMs, now);
+    this.budget = this.deadline - now;
+    this.parent = options?.signal;
+    this.context = this.parent === undefined ? { deadline: this.deadline } : { deadline: this.deadline, signal: this.parent };
   }
-  return {
-    deadline,
-    signal: controller.signal,
-    dispose() {
-      clearTimeout(timer);
-      parent?.removeEventListener("abort", onParentAbort);
-    },
-  };
+
+  get signal(): AbortSignal {
+    return (this.controller ??= this.wire()).signal;
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    clearTimeout(this.timer);
+    if (this.onParentAbort !== null) this.parent!.removeEventListener("abort", this.onParentAbort);
+  }
+
+  /** The signal's controller, aborted at the deadline (whenever it is read) or when the caller's signal aborts. */
+  private wire(): AbortController {
+    const controller = new AbortController();
+    // Read after the work is done, it stays quiet, as a signal made up front would once its timer was stopped.
+    if (this.disposed) return controller;
+    const budget = this.budget;
+    this.timer = setTimeout(() => controller.abort(deadlineExceeded(budget)), _timerDelay(this.deadline - Date.now()));
+    const parent = this.parent;
+    if (parent !== undefined) {
+      const onParentAbort = () => controller.abort(_cancellation(parent));
+      if (parent.aborted) onParentAbort();
+      else {
+        parent.addEventListener("abort", onParentAbort, { once: true });
+        this.onParentAbort = onParentAbort;
+      }
+    }
+    return controller;
+  }
 }

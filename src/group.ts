@@ -5,7 +5,7 @@
  * what they fetched in a small "hot" cache that writes invalidate.
  */
 import { Cache, type CacheStats } from "./cache.ts";
-import { _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type CallOptions } from "./call.ts";
+import { _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type _ActiveCall, type CallOptions } from "./call.ts";
 import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
 import { _Deadlines, type _Expiring } from "./deadlines.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
@@ -372,14 +372,14 @@ export class Group {
     try {
       let storedAt = owner;
       if (owner !== null) {
-        storedAt = await this.inWriteLine(key, call.signal, async () => {
-          const at = await this.writeAtOwner(key, owner, call.signal, (peer) => peer.set(this.name, key, value, expiresAt, call));
+        storedAt = await this.inWriteLine(key, call, async () => {
+          const at = await this.writeAtOwner(key, owner, call, (peer) => peer.set(this.name, key, value, expiresAt, call.context));
           if (at === null) this.storeOwned(key, value, expiresAt);
           else this.dropLocal(key);
           return at;
         });
       }
-      return { unreachablePeers: await this.broadcastInvalidate(key, storedAt, call) };
+      return { unreachablePeers: await this.broadcastInvalidate(key, storedAt, call.context) };
     } finally {
       call.dispose();
     }
@@ -397,16 +397,16 @@ export class Group {
       let deleted = droppedFirst;
       let deletedAt: Peer | null = null;
       if (owner !== null) {
-        deletedAt = await this.inWriteLine(key, call.signal, async () => {
-          const at = await this.writeAtOwner(key, owner, call.signal, async (peer) => {
-            deleted = await peer.delete(this.name, key, call);
+        deletedAt = await this.inWriteLine(key, call, async () => {
+          const at = await this.writeAtOwner(key, owner, call, async (peer) => {
+            deleted = await peer.delete(this.name, key, call.context);
           });
           const droppedHere = this.dropLocal(key);
           if (at === null) deleted = droppedHere;
           return at;
         });
       }
-      return { deleted, unreachablePeers: await this.broadcastInvalidate(key, deletedAt, call) };
+      return { deleted, unreachablePeers: await this.broadcastInvalidate(key, deletedAt, call.context) };
     } finally {
       call.dispose();
     }
@@ -416,9 +416,10 @@ export class Group {
    * Runs a remote write of `key` in the key's line: after the write ahead of
    * it has reached its owner (or failed), or not at all when `signal` aborts
    * first. A write that gave up before its turn still holds back the ones
-   * behind it until the write ahead is done.
+   * behind it until the write ahead is done. The call's signal is made only
+   * when there is a write to wait for.
    */
-  private async inWriteLine<T>(key: string, signal: AbortSignal, write: () => Promise<T>): Promise<T> {
+  private async inWriteLine<T>(key: string, call: _ActiveCall, write: () => Promise<T>): Promise<T> {
     const ahead = this.writeLines.get(key) ?? null;
     let settle!: () => void;
     const done = new Promise<void>((resolve) => (settle = resolve));
@@ -428,7 +429,7 @@ export class Group {
       if (this.writeLines.get(key) === done) this.writeLines.delete(key);
     };
     try {
-      if (ahead !== null) await raceSignal(ahead, signal);
+      if (ahead !== null) await raceSignal(ahead, call.signal);
       return await write();
     } finally {
       // `ahead` never rejects.
@@ -443,7 +444,7 @@ export class Group {
     if (fromPeer) return { unreachablePeers: [] };
     const call = _startCall(options, this.peerTimeoutMs);
     try {
-      return { unreachablePeers: await this.broadcastInvalidate(null, null, call) };
+      return { unreachablePeers: await this.broadcastInvalidate(null, null, call.context) };
     } finally {
       call.dispose();
     }
@@ -488,13 +489,13 @@ export class Group {
    * took the write, or `null` when the key came to this node (or `owner` was
    * null): the caller applies it here.
    */
-  private async writeAtOwner(key: string, owner: Peer | null, signal: AbortSignal, write: (peer: Peer) => Promise<void>): Promise<Peer | null> {
+  private async writeAtOwner(key: string, owner: Peer | null, call: _ActiveCall, write: (peer: Peer) => Promise<void>): Promise<Peer | null> {
     while (owner !== null) {
       try {
         await write(owner);
         return owner;
       } catch (error) {
-        owner = await this.ownerAfterFailure(key, owner, error, signal);
+        owner = await this.ownerAfterFailure(key, owner, error, call.signal);
       }
     }
     return null;
@@ -653,17 +654,22 @@ export class Group {
   }
 
   /** A miss of a key this node owns (or is asked for by a peer): one load, however many callers. */
-  private async loadHere(key: string, options: CallOptions | undefined, fromPeer: boolean): Promise<Entry> {
-    const call = _startCall(options, this.timeoutMs);
-    try {
-      // The shared load may serve later, more patient callers: it gets the group's time
-      // limit (or this caller's, if longer). Each caller still leaves at its own deadline,
-      // and the load is cancelled once every caller has left.
-      const loadDeadline = Math.max(call.deadline, Date.now() + this.timeoutMs);
-      return await this.flight.do(key, (signal) => this.loadOnce(key, fromPeer, loadDeadline, signal), call.signal);
-    } finally {
-      call.dispose();
-    }
+  private loadHere(key: string, options: CallOptions | undefined, fromPeer: boolean): Promise<Entry> {
+    const now = Date.now();
+    const deadline = _deadlineOf(options, this.timeoutMs, now);
+    const budget = deadline - now;
+    // The shared load may serve later, more patient callers: it gets the group's time
+    // limit (or this caller's, if longer). Each caller still leaves at its own deadline,
+    // and the load is cancelled once every caller has left.
+    const loadDeadline = Math.max(deadline, now + this.timeoutMs);
+    return this.flight._doUntil(
+      key,
+      (signal) => this.loadOnce(key, fromPeer, loadDeadline, signal),
+      deadline,
+      () => deadlineExceeded(budget),
+      options?.signal,
+      _cancellation,
+    );
   }
 
   /** Runs once per key however many callers wait. */

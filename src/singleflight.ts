@@ -1,3 +1,4 @@
+import { _timerDelay } from "./call.ts";
 import { GCacheError } from "./errors.ts";
 
 interface Flight<T> {
@@ -37,6 +38,60 @@ export class SingleFlight<T> {
     flight.waiters++;
     if (signal === undefined) return flight.promise;
     return this.wait(key, flight, signal);
+  }
+
+  /**
+   * @internal `do` for a caller that leaves at `deadline` (rejected with
+   * `expired()`) or when `signal` aborts (rejected with `cancelled(signal)`),
+   * on a timer: a caller costs no AbortController of its own, which under
+   * load would outlive a young collection and cost every one after it.
+   */
+  _doUntil(
+    key: string,
+    fn: (signal: AbortSignal) => T | PromiseLike<T>,
+    deadline: number,
+    expired: () => unknown,
+    signal: AbortSignal | undefined,
+    cancelled: (signal: AbortSignal) => unknown,
+  ): Promise<T> {
+    let flight = this.inFlight.get(key);
+    if (flight === undefined) flight = this.start(key, fn);
+    else this.deduped++;
+    flight.waiters++;
+    if (signal?.aborted) {
+      this.leave(key, flight);
+      return Promise.reject(cancelled(signal));
+    }
+    const joined = flight;
+    return new Promise<T>((resolve, reject) => {
+      let left = false;
+      const end = () => {
+        left = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const leaveWith = (reason: unknown) => {
+        if (left) return;
+        end();
+        this.leave(key, joined);
+        reject(reason);
+      };
+      const onAbort = () => leaveWith(cancelled(signal!));
+      const timer = setTimeout(() => leaveWith(expired()), _timerDelay(deadline - Date.now()));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      joined.promise.then(
+        (value) => {
+          if (left) return;
+          end();
+          resolve(value);
+        },
+        (error: unknown) => {
+          if (left) return;
+          end();
+          reject(error);
+        },
+      );
+    });
   }
 
   /** Whether a call for `key` is in flight. */

@@ -5,6 +5,7 @@ import { type ErrorCode, GCacheError, NotFoundError } from "../src/errors.ts";
 import { Group, type GroupOptions } from "../src/group.ts";
 import { FakeClock } from "./_support/clock.ts";
 import { bytes, text } from "./_support/cluster.ts";
+import { countAbortControllers } from "./_support/abort-count.ts";
 import { waitFor } from "./_support/wait.ts";
 
 class FakePeer implements Peer {
@@ -473,6 +474,32 @@ describe("Group", () => {
     expect([text(first), text(second)]).toEqual(["v:k", "v:k"]);
     expect(text(await g.get("another", { timeoutMs: days }).catch(() => bytes("failed")))).toBe("v:another");
     expect(slow.gets).toBe(2);
+  });
+
+  test("a write makes no AbortController unless it waits; a load makes one, the signal its loader gets", async () => {
+    const owner = new FakePeer("B", async () => ({ value: bytes("b"), expiresAt: 0 }));
+    const other = new FakePeer("C", async () => ({ value: bytes("c"), expiresAt: 0 }));
+    const remote = group();
+    remote._attach(routeAllTo(owner, [owner, other]));
+    let loaderSignal: AbortSignal | undefined;
+    const local = group({
+      loader: async (key, { signal }) => {
+        loaderSignal = signal;
+        return bytes(key);
+      },
+    });
+    const counter = countAbortControllers();
+    try {
+      await remote.set("k", bytes("v"));
+      await remote.delete("k");
+      expect(other.invalidations).toEqual(["k", "k"]);
+      expect(counter.made).toBe(0);
+      expect(text(await local.get("x"))).toBe("x");
+      expect(counter.made).toBe(1);
+      expect(loaderSignal?.aborted).toBe(false);
+    } finally {
+      counter.restore();
+    }
   });
 
   test("bad keys, values and options are clear errors", async () => {

@@ -130,3 +130,69 @@ describe("SingleFlight", () => {
     expect(sharedSignal?.aborted).toBe(false);
   });
 });
+
+describe("SingleFlight._doUntil: callers that leave at a deadline, on a timer", () => {
+  const expired = () => new Error("expired");
+  const cancelled = (signal: AbortSignal) => new Error(`cancelled: ${String(signal.reason)}`);
+
+  test("a caller leaves at its deadline with `expired()`; the others keep waiting and share the value", async () => {
+    const flight = new SingleFlight<string>();
+    const gate = Promise.withResolvers<string>();
+    const fn = () => gate.promise;
+    const hurried = flight._doUntil("k", fn, Date.now() + 20, expired, undefined, cancelled);
+    const patient = flight._doUntil("k", fn, Date.now() + 10_000, expired, undefined, cancelled);
+    const started = Date.now();
+    expect(await hurried.catch((e: Error) => e.message)).toBe("expired");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(15);
+    gate.resolve("shared");
+    expect(await patient).toBe("shared");
+  });
+
+  test("a caller whose signal aborts leaves at once with `cancelled(signal)`, also when it was aborted before", async () => {
+    const flight = new SingleFlight<string>();
+    const hang = () => new Promise<string>(() => {});
+    const caller = new AbortController();
+    const leaving = flight._doUntil("k", hang, Date.now() + 10_000, expired, caller.signal, cancelled);
+    caller.abort("bye");
+    expect(await leaving.catch((e: Error) => e.message)).toBe("cancelled: bye");
+    const gone = new AbortController();
+    gone.abort("before");
+    expect(await flight._doUntil("j", hang, Date.now() + 10_000, expired, gone.signal, cancelled).catch((e: Error) => e.message)).toBe("cancelled: before");
+  });
+
+  test("when every caller has left, by deadline or signal, the shared call's signal aborts and the key is free", async () => {
+    const flight = new SingleFlight<string>();
+    const seen: AbortSignal[] = [];
+    const hang = (signal: AbortSignal) => {
+      seen.push(signal);
+      return new Promise<string>(() => {});
+    };
+    const caller = new AbortController();
+    const calls = [
+      flight._doUntil("k", hang, Date.now() + 30, expired, undefined, cancelled),
+      flight._doUntil("k", hang, Date.now() + 10_000, expired, caller.signal, cancelled),
+    ];
+    await waitFor(() => seen.length === 1);
+    caller.abort();
+    expect(seen[0]!.aborted).toBe(false);
+    await Promise.allSettled(calls);
+    expect(seen[0]!.aborted).toBe(true);
+    expect(flight.has("k")).toBe(false);
+  });
+
+  test("an answer before the deadline settles the caller once: no late rejection, no leaving", async () => {
+    const flight = new SingleFlight<string>();
+    let sharedSignal: AbortSignal | undefined;
+    const fn = async (signal: AbortSignal) => {
+      sharedSignal = signal;
+      await Bun.sleep(5);
+      return "in time";
+    };
+    const caller = new AbortController();
+    expect(await flight._doUntil("k", fn, Date.now() + 40, expired, caller.signal, cancelled)).toBe("in time");
+    caller.abort();
+    await Bun.sleep(60);
+    expect(sharedSignal?.aborted).toBe(false);
+    expect(flight.has("k")).toBe(false);
+  });
+});

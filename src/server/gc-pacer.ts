@@ -28,6 +28,7 @@
  */
 
 import { invalidOption } from "../errors.ts";
+import { _HousekeepingLoop, _processCpuMicros, type _CollectorDeps } from "./_housekeeping.ts";
 
 export interface GcPacerOptions {
   /** Milliseconds between collections while the process is busy; 0 disables the pacer. Default: 25. */
@@ -61,12 +62,8 @@ export interface GcPacer {
   stop(): void;
 }
 
-/** What the pacer drives; the real ones come from the runtime, tests bring their own. */
-export interface _GcPacerDeps {
-  /** Runs a young-generation collection. */
-  collect(): void;
-  /** CPU time the process used so far, in microseconds. */
-  cpuMicros(): number;
+/** What the pacer drives (`collect` runs a young-generation collection); tests bring their own. */
+export interface _GcPacerDeps extends _CollectorDeps {
   /** A monotonic clock in milliseconds, to time collections. */
   nowMs(): number;
 }
@@ -81,11 +78,9 @@ const IDLE_SLOWDOWN = 10;
 /** Weight of the newest collection in the running average of their cost. */
 const COST_WEIGHT = 0.25;
 
-export class _GcPacer implements GcPacer {
+export class _GcPacer extends _HousekeepingLoop implements GcPacer {
   collections = 0;
   beats = 0;
-  /** The next beat; null once stopped (a stopped pacer's beat never runs: its timer was cleared). */
-  private timer: ReturnType<typeof setTimeout> | null = null;
   private lastCpu: number;
   /** Running average of a collection's duration, in ms. */
   private collectMs = 0;
@@ -97,26 +92,15 @@ export class _GcPacer implements GcPacer {
     minBusyShare: number,
     private readonly maxCollectShare: number = DEFAULT_GC_PACER_OPTIONS.maxCollectShare,
   ) {
+    super();
     // Judged against the busy beat even after an idle one, so a slowed pacer speeds up on little work.
     this.minBusyMicros = intervalMs * 1000 * minBusyShare;
     this.lastCpu = deps.cpuMicros();
     this.schedule(intervalMs);
   }
 
-  get active(): boolean {
-    return this.timer !== null;
-  }
-
-  stop(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-  }
-
   private schedule(delayMs: number): void {
-    const timer = setTimeout(() => this.beat(), delayMs);
-    // Housekeeping: it must never keep a process alive.
-    (timer as { unref?: () => void }).unref?.();
-    this.timer = timer;
+    this.runIn(delayMs, () => this.beat());
   }
 
   private beat(): void {
@@ -156,9 +140,5 @@ export async function startGcPacer(options: GcPacerOptions = {}): Promise<GcPace
   }
   if (intervalMs === 0 || process.versions.bun === undefined) return INACTIVE;
   const { edenGC } = await import("bun:jsc");
-  const cpuMicros = () => {
-    const used = process.cpuUsage();
-    return used.user + used.system;
-  };
-  return new _GcPacer({ collect: edenGC, cpuMicros, nowMs: () => performance.now() }, intervalMs, minBusyShare, maxCollectShare);
+  return new _GcPacer({ collect: edenGC, cpuMicros: _processCpuMicros, nowMs: () => performance.now() }, intervalMs, minBusyShare, maxCollectShare);
 }

@@ -25,6 +25,7 @@
  */
 
 import { invalidOption } from "../errors.ts";
+import { _HousekeepingLoop, _processCpuMicros, type _CollectorDeps } from "./_housekeeping.ts";
 
 export interface IdleCollectorOptions {
   /** How long the process must stay quiet after work before the full collection, in ms; 0 disables. Default: 250 (`gcache-node`: off unless `--gc-idle`). */
@@ -46,23 +47,13 @@ export interface IdleCollector {
   stop(): void;
 }
 
-/** What the collector drives; the real ones come from the runtime, tests bring their own. */
-export interface _IdleCollectorDeps {
-  /** Runs a full collection. */
-  collect(): void;
-  /** CPU time the process used so far, in microseconds. */
-  cpuMicros(): number;
-}
-
 /** Checks while work may be going on: a quiet spell is measured to within this. */
 const CHECK_MS = 50;
 /** Checks once collected: only the CPU used since is read, so a slow check still sees any work. */
 const RESTING_CHECK_MS = 500;
 
-export class _IdleCollector implements IdleCollector {
+export class _IdleCollector extends _HousekeepingLoop implements IdleCollector {
   collections = 0;
-  /** The next check; null once stopped. */
-  private timer: ReturnType<typeof setTimeout> | null = null;
   private lastCpu: number;
   /** Work was seen since the last collection. */
   private worked = false;
@@ -70,29 +61,19 @@ export class _IdleCollector implements IdleCollector {
   private readonly checkMs: number;
 
   constructor(
-    private readonly deps: _IdleCollectorDeps,
+    /** `collect` runs a full collection. */
+    private readonly deps: _CollectorDeps,
     private readonly quietMs: number,
     private readonly maxQuietShare: number,
   ) {
+    super();
     this.checkMs = Math.min(CHECK_MS, quietMs);
     this.lastCpu = deps.cpuMicros();
     this.schedule(this.checkMs);
   }
 
-  get active(): boolean {
-    return this.timer !== null;
-  }
-
-  stop(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-  }
-
   private schedule(delayMs: number): void {
-    const timer = setTimeout(() => this.check(delayMs), delayMs);
-    // Housekeeping: it must never keep a process alive.
-    (timer as { unref?: () => void }).unref?.();
-    this.timer = timer;
+    this.runIn(delayMs, () => this.check(delayMs));
   }
 
   private check(sinceMs: number): void {
@@ -127,9 +108,5 @@ export async function startIdleCollector(options: IdleCollectorOptions = {}): Pr
   if (!(maxQuietShare > 0 && maxQuietShare <= 1)) throw invalidOption(`maxQuietShare must be within (0, 1], got ${maxQuietShare}`);
   if (quietMs === 0 || process.versions.bun === undefined) return INACTIVE;
   const { fullGC } = await import("bun:jsc");
-  const cpuMicros = () => {
-    const used = process.cpuUsage();
-    return used.user + used.system;
-  };
-  return new _IdleCollector({ collect: fullGC, cpuMicros }, quietMs, maxQuietShare);
+  return new _IdleCollector({ collect: fullGC, cpuMicros: _processCpuMicros }, quietMs, maxQuietShare);
 }
