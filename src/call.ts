@@ -99,7 +99,10 @@ class _Call implements _ActiveCall {
     // Read after the work is done, it stays quiet, as a signal made up front would once its timer was stopped.
     if (this.disposed) return controller;
     const budget = this.budget;
-    this.timer = setTimeout(() => controller.abort(deadlineExceeded(budget)), _timerDelay(this.deadline - Date.now()));
+    const remaining = this.deadline - Date.now();
+    // Read after the deadline, it is aborted already, as a signal made up front would be by then.
+    if (remaining <= 0) controller.abort(deadlineExceeded(budget));
+    else this.timer = setTimeout(() => controller.abort(deadlineExceeded(budget)), _timerDelay(remaining));
     const parent = this.parent;
     if (parent !== undefined) {
       const onParentAbort = () => controller.abort(_cancellation(parent));

@@ -40,6 +40,12 @@ describe("_startCall", () => {
     expect((signal.reason as GCacheError).code).toBe("ERR_DEADLINE_EXCEEDED");
     expect((signal.reason as GCacheError).message).toContain("30 ms");
     call.dispose();
+    // Read only after its deadline, it is aborted at once.
+    const late = _startCall({ timeoutMs: 5 }, 5_000);
+    await Bun.sleep(15);
+    expect(late.signal.aborted).toBe(true);
+    expect((late.signal.reason as GCacheError).code).toBe("ERR_DEADLINE_EXCEEDED");
+    late.dispose();
   });
 
   test("the caller's cancellation reaches the signal, whether it came before the read or after", () => {
