@@ -29,15 +29,9 @@ export class SingleFlight<T> {
    * result is shared. A synchronous throw from `fn` behaves like a rejection.
    */
   do(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>, signal?: AbortSignal): Promise<T> {
-    let flight = this.inFlight.get(key);
-    if (flight === undefined) {
-      flight = this.start(key, fn);
-    } else {
-      this.deduped++;
-    }
-    flight.waiters++;
+    const flight = this.join(key, fn);
     if (signal === undefined) return flight.promise;
-    return this.wait(key, flight, signal);
+    return this.wait(key, flight, signal, reasonOf, Infinity, null);
   }
 
   /**
@@ -54,44 +48,7 @@ export class SingleFlight<T> {
     signal: AbortSignal | undefined,
     cancelled: (signal: AbortSignal) => unknown,
   ): Promise<T> {
-    let flight = this.inFlight.get(key);
-    if (flight === undefined) flight = this.start(key, fn);
-    else this.deduped++;
-    flight.waiters++;
-    if (signal?.aborted) {
-      this.leave(key, flight);
-      return Promise.reject(cancelled(signal));
-    }
-    const joined = flight;
-    return new Promise<T>((resolve, reject) => {
-      let left = false;
-      const end = () => {
-        left = true;
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-      };
-      const leaveWith = (reason: unknown) => {
-        if (left) return;
-        end();
-        this.leave(key, joined);
-        reject(reason);
-      };
-      const onAbort = () => leaveWith(cancelled(signal!));
-      const timer = setTimeout(() => leaveWith(expired()), _timerDelay(deadline - Date.now()));
-      signal?.addEventListener("abort", onAbort, { once: true });
-      joined.promise.then(
-        (value) => {
-          if (left) return;
-          end();
-          resolve(value);
-        },
-        (error: unknown) => {
-          if (left) return;
-          end();
-          reject(error);
-        },
-      );
-    });
+    return this.wait(key, this.join(key, fn), signal, cancelled, deadline, expired);
   }
 
   /** Whether a call for `key` is in flight. */
@@ -107,6 +64,15 @@ export class SingleFlight<T> {
   /** Calls that joined an in-flight call instead of running their own. */
   get dedupedCount(): number {
     return this.deduped;
+  }
+
+  /** The flight for `key`, started if none is in flight, with one more waiter. */
+  private join(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>): Flight<T> {
+    let flight = this.inFlight.get(key);
+    if (flight === undefined) flight = this.start(key, fn);
+    else this.deduped++;
+    flight.waiters++;
+    return flight;
   }
 
   private start(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>): Flight<T> {
@@ -128,24 +94,48 @@ export class SingleFlight<T> {
     return flight;
   }
 
-  private wait(key: string, flight: Flight<T>, signal: AbortSignal): Promise<T> {
-    if (signal.aborted) {
+  /**
+   * A waiter's share of `flight`: it leaves when `signal` aborts (with
+   * `cancelled(signal)`) or, when `expired` is given, at `deadline` (with
+   * `expired()`, on a timer); it is settled once, however things race.
+   */
+  private wait(
+    key: string,
+    flight: Flight<T>,
+    signal: AbortSignal | undefined,
+    cancelled: (signal: AbortSignal) => unknown,
+    deadline: number,
+    expired: (() => unknown) | null,
+  ): Promise<T> {
+    if (signal?.aborted) {
       this.leave(key, flight);
-      return Promise.reject(reasonOf(signal));
+      return Promise.reject(cancelled(signal));
     }
     return new Promise<T>((resolve, reject) => {
-      const onAbort = () => {
-        this.leave(key, flight);
-        reject(reasonOf(signal));
+      let left = false;
+      const end = () => {
+        left = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
       };
-      signal.addEventListener("abort", onAbort, { once: true });
+      const leaveWith = (reason: unknown) => {
+        if (left) return;
+        end();
+        this.leave(key, flight);
+        reject(reason);
+      };
+      const onAbort = () => leaveWith(cancelled(signal!));
+      const timer = expired === null ? undefined : setTimeout(() => leaveWith(expired()), _timerDelay(deadline - Date.now()));
+      signal?.addEventListener("abort", onAbort, { once: true });
       flight.promise.then(
         (value) => {
-          signal.removeEventListener("abort", onAbort);
+          if (left) return;
+          end();
           resolve(value);
         },
         (error: unknown) => {
-          signal.removeEventListener("abort", onAbort);
+          if (left) return;
+          end();
           reject(error);
         },
       );
