@@ -115,3 +115,71 @@ class _Call implements _ActiveCall {
     return controller;
   }
 }
+
+/**
+ * Cancellation of shared work (a load) whose AbortSignal is made only when
+ * something reads `signal`, for the same reason as a call's. Code of our own
+ * listens with `onCancel`, which needs no signal; a loader that reads the
+ * signal gets one, aborted already if the work was cancelled before.
+ */
+export class _CancelToken {
+  private controller: AbortController | null = null;
+  private listeners: ((reason: unknown) => void)[] | null = null;
+  private cancelledWith: unknown = undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private isCancelled = false;
+
+  get cancelled(): boolean {
+    return this.isCancelled;
+  }
+
+  /** Why the work was cancelled (undefined until it is). */
+  get reason(): unknown {
+    return this.cancelledWith;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.isCancelled) this.controller.abort(this.cancelledWith);
+    }
+    return this.controller.signal;
+  }
+
+  /** Cancels the work once; later calls do nothing. */
+  cancel(reason: unknown): void {
+    if (this.isCancelled) return;
+    this.isCancelled = true;
+    this.cancelledWith = reason;
+    clearTimeout(this.timer);
+    const listeners = this.listeners;
+    this.listeners = null;
+    if (listeners !== null) for (const listener of listeners) listener(reason);
+    this.controller?.abort(reason);
+  }
+
+  /** Cancels the work at `deadline` (epoch ms) with `expired()`, unless it is cancelled or disposed first. */
+  cancelAt(deadline: number, expired: () => unknown): void {
+    if (this.isCancelled) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.cancel(expired()), _timerDelay(deadline - Date.now()));
+  }
+
+  /** Stops the deadline timer; call once the work is done. */
+  dispose(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** Calls `listener` once, on cancellation: at once if the work is cancelled already. */
+  onCancel(listener: (reason: unknown) => void): void {
+    if (this.isCancelled) return listener(this.cancelledWith);
+    (this.listeners ??= []).push(listener);
+  }
+
+  offCancel(listener: (reason: unknown) => void): void {
+    const listeners = this.listeners;
+    if (listeners === null) return;
+    const at = listeners.indexOf(listener);
+    if (at >= 0) listeners.splice(at, 1);
+  }
+}

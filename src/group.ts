@@ -5,7 +5,7 @@
  * what they fetched in a small "hot" cache that writes invalidate.
  */
 import { Cache, type CacheStats } from "./cache.ts";
-import { _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type _ActiveCall, type CallOptions } from "./call.ts";
+import { _CancelToken, _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type _ActiveCall, type CallOptions } from "./call.ts";
 import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
 import { _Deadlines, type _Expiring } from "./deadlines.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
@@ -17,8 +17,12 @@ import type { CallContext } from "./wire/connection.ts";
 import { isServerVerdict } from "./wire/status.ts";
 
 export interface LoadContext {
-  /** Aborts when every caller waiting for this load has given up, or at the load's deadline. */
-  signal: AbortSignal;
+  /**
+   * Aborts when every caller waiting for this load has given up, or at the
+   * load's deadline. Made when first read: a loader that never reads it
+   * costs no AbortSignal.
+   */
+  readonly signal: AbortSignal;
   /** Absolute deadline (epoch ms) of the caller that started the load. */
   deadline: number;
   /** Name of the group loading. */
@@ -643,13 +647,15 @@ export class Group {
   /** The owner could not answer: serve the callers anyway, and keep the copy where writes will find and drop it. */
   private async fallBack(key: string, deadline: number, load: { stale: boolean }): Promise<Entry> {
     this.counters.fallbackLoads++;
-    const call = _startCall({ deadline }, this.timeoutMs);
+    const budget = Math.min(deadline - Date.now(), this.timeoutMs);
+    const token = new _CancelToken();
+    token.cancelAt(Date.now() + budget, () => deadlineExceeded(budget));
     try {
-      const entry = await this.loadLocally(key, deadline, call.signal);
+      const entry = await this.loadLocally(key, deadline, token);
       if (!load.stale && this.hot !== null) this.copyToHot(key, entry.value, entry.expiresAt);
       return entry;
     } finally {
-      call.dispose();
+      token.dispose();
     }
   }
 
@@ -664,7 +670,7 @@ export class Group {
     const loadDeadline = Math.max(deadline, now + this.timeoutMs);
     return this.flight._doUntil(
       key,
-      (signal) => this.loadOnce(key, fromPeer, loadDeadline, signal),
+      (token) => this.loadOnce(key, fromPeer, loadDeadline, token),
       deadline,
       () => deadlineExceeded(budget),
       options?.signal,
@@ -673,7 +679,7 @@ export class Group {
   }
 
   /** Runs once per key however many callers wait. */
-  private async loadOnce(key: string, fromPeer: boolean, deadline: number, signal: AbortSignal): Promise<Entry> {
+  private async loadOnce(key: string, fromPeer: boolean, deadline: number, token: _CancelToken): Promise<Entry> {
     this.counters.loadsDeduped++;
     // Another flight may have filled the cache between our miss and now.
     const again = this.main.peek(key) ?? this.hot?.peek(key);
@@ -683,7 +689,7 @@ export class Group {
     const load = { stale: false };
     this.pending.set(key, load);
     try {
-      const entry = await this.loadLocally(key, deadline, signal);
+      const entry = await this.loadLocally(key, deadline, token);
       // A peer asks the owner; the owner keeps what it loaded.
       if (!load.stale && (fromPeer || this.ownerOf(key) === null)) this.main.set(key, entry.value, { expiresAt: entry.expiresAt });
       return entry;
@@ -692,7 +698,7 @@ export class Group {
     }
   }
 
-  private async loadLocally(key: string, deadline: number, signal: AbortSignal): Promise<Entry> {
+  private async loadLocally(key: string, deadline: number, token: _CancelToken): Promise<Entry> {
     if (this.loader === null) {
       this.counters.localLoadErrors++;
       throw new GCacheError("ERR_NOT_FOUND", `key not found in group ${this.name}`);
@@ -704,7 +710,7 @@ export class Group {
     let loaded: Uint8Array | LoadedValue;
     this.loading++;
     try {
-      loaded = await raceSignal(this.loader(key, { signal, deadline, group: this.name, maxValueBytes: this.maxValueBytes }), signal);
+      loaded = await raceCancel(this.loader(key, new _LoadContext(token, deadline, this.name, this.maxValueBytes)), token);
     } catch (error) {
       this.counters.localLoadErrors++;
       if (isGCacheError(error)) throw error;
@@ -888,7 +894,49 @@ function leaveEarly<T>(shared: Promise<T>, budgetMs: number, signal: AbortSignal
   });
 }
 
-/** Settles with the signal's reason as soon as it aborts, even if the loader ignores the signal. */
+/** Settles with the load's cancellation as soon as it comes, even if the loader ignores its signal. */
+function raceCancel<T>(work: T | Promise<T>, token: _CancelToken): Promise<T> {
+  if (!(work instanceof Promise)) return Promise.resolve(work);
+  if (token.cancelled) return Promise.reject(cancellationOf(token.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onCancel = (reason: unknown) => reject(cancellationOf(reason));
+    token.onCancel(onCancel);
+    work.then(
+      (value) => {
+        token.offCancel(onCancel);
+        resolve(value);
+      },
+      (error: unknown) => {
+        token.offCancel(onCancel);
+        reject(error);
+      },
+    );
+  });
+}
+
+function cancellationOf(reason: unknown): GCacheError {
+  return reason instanceof GCacheError ? reason : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: reason });
+}
+
+/**
+ * What a loader is given. Its signal is the load's cancellation's, made when
+ * first read; `_cancel` lets the node's own loaders (the origin's) listen
+ * without one.
+ */
+export class _LoadContext implements LoadContext {
+  constructor(
+    readonly _cancel: _CancelToken,
+    readonly deadline: number,
+    readonly group: string,
+    readonly maxValueBytes: number,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this._cancel.signal;
+  }
+}
+
+/** Settles with the signal's reason as soon as it aborts, even if the waiter ignores the signal. */
 function raceSignal<T>(work: T | Promise<T>, signal: AbortSignal): Promise<T> {
   if (!(work instanceof Promise)) return Promise.resolve(work);
   if (signal.aborted) return Promise.reject(_cancellation(signal));

@@ -1,9 +1,10 @@
-import { _timerDelay } from "./call.ts";
+import { _CancelToken, _timerDelay } from "./call.ts";
 import { GCacheError } from "./errors.ts";
 
 interface Flight<T> {
   promise: Promise<T>;
-  readonly controller: AbortController;
+  /** Cancelled when every caller has left; its signal is made only if the work reads it. */
+  readonly token: _CancelToken;
   /** Callers still waiting; a caller without a signal can never leave. */
   waiters: number;
   settled: boolean;
@@ -29,7 +30,7 @@ export class SingleFlight<T> {
    * result is shared. A synchronous throw from `fn` behaves like a rejection.
    */
   do(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>, signal?: AbortSignal): Promise<T> {
-    const flight = this.join(key, fn);
+    const flight = this.join(key, (token) => fn(token.signal));
     if (signal === undefined) return flight.promise;
     return this.wait(key, flight, signal, reasonOf, Infinity, null);
   }
@@ -37,12 +38,15 @@ export class SingleFlight<T> {
   /**
    * @internal `do` for a caller that leaves at `deadline` (rejected with
    * `expired()`) or when `signal` aborts (rejected with `cancelled(signal)`),
-   * on a timer: a caller costs no AbortController of its own, which under
-   * load would outlive a young collection and cost every one after it.
+   * on a timer. `fn` gets the flight's cancellation, whose signal is made
+   * only if read: neither a caller nor the work costs an AbortController
+   * unless it needs one, which under load would outlive a young collection
+   * and cost every one after it (docs/benchmarks.md, "Young collections
+   * after a burst of loads").
    */
   _doUntil(
     key: string,
-    fn: (signal: AbortSignal) => T | PromiseLike<T>,
+    fn: (token: _CancelToken) => T | PromiseLike<T>,
     deadline: number,
     expired: () => unknown,
     signal: AbortSignal | undefined,
@@ -67,7 +71,7 @@ export class SingleFlight<T> {
   }
 
   /** The flight for `key`, started if none is in flight, with one more waiter. */
-  private join(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>): Flight<T> {
+  private join(key: string, fn: (token: _CancelToken) => T | PromiseLike<T>): Flight<T> {
     let flight = this.inFlight.get(key);
     if (flight === undefined) flight = this.start(key, fn);
     else this.deduped++;
@@ -75,16 +79,16 @@ export class SingleFlight<T> {
     return flight;
   }
 
-  private start(key: string, fn: (signal: AbortSignal) => T | PromiseLike<T>): Flight<T> {
-    const controller = new AbortController();
-    const flight: Flight<T> = { controller, waiters: 0, settled: false, promise: Promise.resolve() as Promise<T> };
+  private start(key: string, fn: (token: _CancelToken) => T | PromiseLike<T>): Flight<T> {
+    const token = new _CancelToken();
+    const flight: Flight<T> = { token, waiters: 0, settled: false, promise: Promise.resolve() as Promise<T> };
     flight.promise = (async () => {
       // Yield once so the flight is registered before `fn` runs; otherwise a
       // synchronous throw would reach `finally` before the registration and
       // leave a settled promise under the key for good.
       await undefined;
       try {
-        return await fn(controller.signal);
+        return await fn(token);
       } finally {
         flight.settled = true;
         if (this.inFlight.get(key) === flight) this.inFlight.delete(key);
@@ -145,7 +149,7 @@ export class SingleFlight<T> {
   private leave(key: string, flight: Flight<T>): void {
     if (--flight.waiters > 0 || flight.settled) return;
     if (this.inFlight.get(key) === flight) this.inFlight.delete(key);
-    flight.controller.abort(new GCacheError("ERR_CANCELLED", "every caller of this call gave up"));
+    flight.token.cancel(new GCacheError("ERR_CANCELLED", "every caller of this call gave up"));
     // Nobody listens to the shared promise any more; keep its rejection from surfacing as unhandled.
     flight.promise.catch(() => {});
   }

@@ -476,7 +476,7 @@ describe("Group", () => {
     expect(slow.gets).toBe(2);
   });
 
-  test("a write makes no AbortController unless it waits; a load makes one, the signal its loader gets", async () => {
+  test("a write makes no AbortController unless it waits; a load makes one only if its loader reads the signal", async () => {
     const owner = new FakePeer("B", async () => ({ value: bytes("b"), expiresAt: 0 }));
     const other = new FakePeer("C", async () => ({ value: bytes("c"), expiresAt: 0 }));
     const remote = group();
@@ -488,11 +488,23 @@ describe("Group", () => {
         return bytes(key);
       },
     });
+    let deadlineSeen = 0;
+    const quiet = group({
+      name: "quiet",
+      loader: async (key, context) => {
+        deadlineSeen = context.deadline;
+        await Bun.sleep(1);
+        return bytes(key);
+      },
+    });
     const counter = countAbortControllers();
     try {
       await remote.set("k", bytes("v"));
       await remote.delete("k");
       expect(other.invalidations).toEqual(["k", "k"]);
+      expect(counter.made).toBe(0);
+      expect(text(await quiet.get("y"))).toBe("y");
+      expect(deadlineSeen).toBeGreaterThan(Date.now());
       expect(counter.made).toBe(0);
       expect(text(await local.get("x"))).toBe("x");
       expect(counter.made).toBe(1);

@@ -1,5 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import type { _CancelToken } from "../src/call.ts";
 import { SingleFlight } from "../src/singleflight.ts";
+import { countAbortControllers } from "./_support/abort-count.ts";
 import { waitFor } from "./_support/wait.ts";
 
 describe("SingleFlight", () => {
@@ -162,9 +164,9 @@ describe("SingleFlight._doUntil: callers that leave at a deadline, on a timer", 
 
   test("when every caller has left, by deadline or signal, the shared call's signal aborts and the key is free", async () => {
     const flight = new SingleFlight<string>();
-    const seen: AbortSignal[] = [];
-    const hang = (signal: AbortSignal) => {
-      seen.push(signal);
+    const seen: _CancelToken[] = [];
+    const hang = (token: _CancelToken) => {
+      seen.push(token);
       return new Promise<string>(() => {});
     };
     const caller = new AbortController();
@@ -174,17 +176,20 @@ describe("SingleFlight._doUntil: callers that leave at a deadline, on a timer", 
     ];
     await waitFor(() => seen.length === 1);
     caller.abort();
-    expect(seen[0]!.aborted).toBe(false);
+    expect(seen[0]!.cancelled).toBe(false);
     await Promise.allSettled(calls);
-    expect(seen[0]!.aborted).toBe(true);
+    expect(seen[0]!.cancelled).toBe(true);
+    // Read only now, the signal is made aborted, with the reason the work was cancelled for.
+    expect(seen[0]!.signal.aborted).toBe(true);
+    expect((seen[0]!.signal.reason as Error).message).toBe("every caller of this call gave up");
     expect(flight.has("k")).toBe(false);
   });
 
   test("an answer before the deadline settles the caller once: no late rejection, no leaving", async () => {
     const flight = new SingleFlight<string>();
-    let sharedSignal: AbortSignal | undefined;
-    const fn = async (signal: AbortSignal) => {
-      sharedSignal = signal;
+    let shared: _CancelToken | undefined;
+    const fn = async (token: _CancelToken) => {
+      shared = token;
       await Bun.sleep(5);
       return "in time";
     };
@@ -192,7 +197,30 @@ describe("SingleFlight._doUntil: callers that leave at a deadline, on a timer", 
     expect(await flight._doUntil("k", fn, Date.now() + 40, expired, caller.signal, cancelled)).toBe("in time");
     caller.abort();
     await Bun.sleep(60);
-    expect(sharedSignal?.aborted).toBe(false);
+    expect(shared?.cancelled).toBe(false);
     expect(flight.has("k")).toBe(false);
+  });
+
+  test("neither the callers nor the work make an AbortController unless the work reads its signal", async () => {
+    const flight = new SingleFlight<string>();
+    const counted = countAbortControllers();
+    try {
+      const quiet = async (_token: _CancelToken) => {
+        await Bun.sleep(1);
+        return "v";
+      };
+      const caller = new AbortController();
+      const made = counted.made;
+      expect(await Promise.all([flight._doUntil("k", quiet, Date.now() + 1_000, expired, caller.signal, cancelled), flight._doUntil("k", quiet, Date.now() + 1_000, expired, undefined, cancelled)])).toEqual(["v", "v"]);
+      expect(counted.made - made).toBe(0);
+      const reading = async (token: _CancelToken) => {
+        expect(token.signal.aborted).toBe(false);
+        return "read";
+      };
+      expect(await flight._doUntil("j", reading, Date.now() + 1_000, expired, undefined, cancelled)).toBe("read");
+      expect(counted.made - made).toBe(1);
+    } finally {
+      counted.restore();
+    }
   });
 });

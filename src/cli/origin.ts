@@ -6,34 +6,84 @@
  * have arrived (by the decoded size: a small compressed body may decode to
  * gigabytes), so a wrong or endless answer cannot fill the node's memory.
  */
-import { _startCall } from "../call.ts";
+import { _timerDelay } from "../call.ts";
 import { GCacheError, NotFoundError } from "../errors.ts";
-import type { Loader, LoadedValue } from "../group.ts";
+import type { _LoadContext, Loader, LoadContext, LoadedValue } from "../group.ts";
 import { _ByteSink } from "../server/http-request.ts";
 
+/** Why a request was cut at --origin-timeout, told apart from a caller's reason. */
+const TIMED_OUT = Symbol("origin timeout");
+
 export function originLoader(template: string, timeoutMs: number): Loader {
-  return async (key, { signal, group, maxValueBytes }) => {
+  const requests = new _RequestSignals();
+  return async (key, context) => {
+    const { group, maxValueBytes } = context;
     const url = template.replaceAll("{group}", encodeURIComponent(group)).replaceAll("{key}", encodeURIComponent(key));
-    // A call with its own timer, stopped once the body is in. AbortSignal.timeout
+    const request = requests.take();
+    // One timer of its own, cleared once the body is in. AbortSignal.timeout
     // would leave every load's timer to fire `timeoutMs` later for nothing:
     // under a load of misses, thousands a second, each a wake-up of the
     // event loop that serves hits (docs/benchmarks.md, "Timers left behind
     // by origin loads").
-    const call = _startCall({ signal }, timeoutMs);
+    const timer = setTimeout(() => request.abort(TIMED_OUT), _timerDelay(timeoutMs));
+    const onCancel = (reason: unknown) => request.abort(reason);
+    const stopListening = listenForCancel(context, onCancel);
     try {
-      return await load(url, call.signal, key, group, maxValueBytes);
+      return await load(url, request.signal, key, group, maxValueBytes);
     } catch (error) {
-      if (signal.aborted) throw signal.reason;
-      if (call.signal.aborted) {
+      const reason: unknown = request.signal.reason;
+      if (request.signal.aborted && reason !== TIMED_OUT) throw reason;
+      if (reason === TIMED_OUT) {
         throw new GCacheError("ERR_LOAD_FAILED", `origin request for ${group}/${key} took longer than ${timeoutMs} ms (--origin-timeout)`, {
           cause: error,
         });
       }
       throw error;
     } finally {
-      call.dispose();
+      clearTimeout(timer);
+      stopListening();
+      requests.giveBack(request);
     }
   };
+}
+
+/**
+ * Listens for the load's cancellation: through the group's own hook when the
+ * context has one, so the load's signal is never made, else on its signal.
+ */
+function listenForCancel(context: LoadContext, onCancel: (reason: unknown) => void): () => void {
+  const token = (context as Partial<_LoadContext>)._cancel;
+  if (token !== undefined) {
+    token.onCancel(onCancel);
+    return () => token.offCancel(onCancel);
+  }
+  const signal = context.signal;
+  const onAbort = () => onCancel(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
+}
+
+/**
+ * AbortControllers for origin requests, used again once a request is done
+ * and its controller never aborted. fetch needs a signal to be cut, and one
+ * made for each request outlives young collections under a burst of loads
+ * and costs every later one until a full collection (docs/benchmarks.md,
+ * "Young collections after a burst of loads"); fetch lets go of the signal
+ * when its request is done, so one can serve the next.
+ */
+class _RequestSignals {
+  /** Enough for the requests a node runs at once; more are made and dropped. */
+  private static readonly KEPT = 256;
+  private readonly idle: AbortController[] = [];
+
+  take(): AbortController {
+    return this.idle.pop() ?? new AbortController();
+  }
+
+  giveBack(controller: AbortController): void {
+    if (!controller.signal.aborted && this.idle.length < _RequestSignals.KEPT) this.idle.push(controller);
+  }
 }
 
 async function load(url: string, signal: AbortSignal, key: string, group: string, maxValueBytes: number): Promise<Uint8Array | LoadedValue> {

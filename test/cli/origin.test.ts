@@ -5,7 +5,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { originLoader } from "../../src/cli/origin.ts";
 import { isGCacheError } from "../../src/errors.ts";
-import type { LoadContext, LoadedValue } from "../../src/group.ts";
+import { _CancelToken } from "../../src/call.ts";
+import { _LoadContext, type LoadContext, type LoadedValue } from "../../src/group.ts";
+import { countAbortControllers } from "../_support/abort-count.ts";
 import { waitFor } from "../_support/wait.ts";
 
 let origin: ReturnType<typeof Bun.serve>;
@@ -51,20 +53,23 @@ function stalled(requestSignal: AbortSignal): ReadableStream<Uint8Array> {
 }
 
 /**
- * Runs `work` with the global timer functions counting what is set and
- * cleared (then doing it), and puts them back: the loader's time limit is a
- * timer of its own, and every one it sets must be cleared.
+ * Runs `work` with the global timer functions counting what is set for
+ * `delayMs` and cleared (then doing it), and puts them back: the loader's
+ * time limit is a timer of its own, and every one it sets must be cleared.
+ * Only that delay counts: timers of other tests in this process may run.
  */
-async function countingTimers<T>(work: () => Promise<T>): Promise<{ result: T; set: number; cleared: number }> {
+async function countingTimers<T>(delayMs: number, work: () => Promise<T>): Promise<{ result: T; set: number; cleared: number }> {
   const realSet = globalThis.setTimeout;
   const realClear = globalThis.clearTimeout;
   const live = new Set<unknown>();
   let set = 0;
   let cleared = 0;
   globalThis.setTimeout = ((run: () => void, ms?: number) => {
-    set++;
     const handle = realSet(run, ms);
-    live.add(handle);
+    if (ms === delayMs) {
+      set++;
+      live.add(handle);
+    }
     return handle;
   }) as typeof setTimeout;
   globalThis.clearTimeout = ((handle: ReturnType<typeof setTimeout>) => {
@@ -171,7 +176,7 @@ describe("originLoader", () => {
 
   test("each request's time limit is one timer, cleared when the load settles, whatever its outcome", async () => {
     const load = originLoader(template(), 5_000);
-    const timers = await countingTimers(async () => [
+    const timers = await countingTimers(5_000, async () => [
       await outcome(load("fine", context())),
       await outcome(load("missing", context())),
       await outcome(load("broken", context())),
@@ -190,7 +195,7 @@ describe("originLoader", () => {
     for (const key of ["slow-head", "stalled-body"]) {
       const abandonedBefore = abandoned.count;
       const started = performance.now();
-      const counted = await countingTimers(() => outcome(load(key, context())));
+      const counted = await countingTimers(150, () => outcome(load(key, context())));
       const elapsed = performance.now() - started;
       const failure = counted.result;
       timers.set += counted.set;
@@ -210,11 +215,33 @@ describe("originLoader", () => {
     const reason = new Error("the caller left");
     setTimeout(() => caller.abort(reason), 50);
     const started = performance.now();
-    const timers = await countingTimers(() => outcome(load("slow-head", { ...context(), signal: caller.signal })));
+    const timers = await countingTimers(5_000, () => outcome(load("slow-head", { ...context(), signal: caller.signal })));
     const failure = timers.result;
     expect(failure).toBe(reason);
     expect(performance.now() - started).toBeLessThan(SLOW_MS);
     expect(timers.set).toBe(1);
     expect(timers.cleared).toBe(1);
+  });
+
+  test("requests use their signals again: loads make no AbortController each, and one that was aborted is not handed out again", async () => {
+    const load = originLoader(template(), 5_000);
+    const counted = countAbortControllers();
+    try {
+      // A group's context: the load's own signal is never read.
+      const groupContext = () => new _LoadContext(new _CancelToken(), Date.now() + 2_000, "things", 1 << 20);
+      for (let i = 0; i < 20; i++) expect(await load(`fine-${i}`, groupContext())).toBeInstanceOf(Uint8Array);
+      expect(await outcome(load("missing", groupContext()))).toBeInstanceOf(Error);
+      expect(counted.made).toBe(1);
+      const token = new _CancelToken();
+      const leaving = outcome(load("slow-head", new _LoadContext(token, Date.now() + 2_000, "things", 1 << 20)));
+      const reason = new Error("every caller left");
+      setTimeout(() => token.cancel(reason), 20);
+      expect(await leaving).toBe(reason);
+      expect(counted.made).toBe(1);
+      expect(await load("fine-after", groupContext())).toBeInstanceOf(Uint8Array);
+      expect(counted.made).toBe(2);
+    } finally {
+      counted.restore();
+    }
   });
 });
