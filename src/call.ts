@@ -37,9 +37,12 @@ export function deadlineExceeded(budgetMs: number): GCacheError {
 
 /** The error a caller's aborted signal stands for. */
 export function _cancellation(signal: AbortSignal): GCacheError {
-  return signal.reason instanceof GCacheError
-    ? signal.reason
-    : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: signal.reason });
+  return _cancellationFor(signal.reason);
+}
+
+/** The error a cancellation's reason stands for. */
+export function _cancellationFor(reason: unknown): GCacheError {
+  return reason instanceof GCacheError ? reason : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: reason });
 }
 
 /** The longest delay setTimeout takes: it runs anything longer after 1 ms. */

@@ -5,7 +5,7 @@
  * what they fetched in a small "hot" cache that writes invalidate.
  */
 import { Cache, type CacheStats } from "./cache.ts";
-import { _CancelToken, _cancellation, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type _ActiveCall, type CallOptions } from "./call.ts";
+import { _CancelToken, _cancellation, _cancellationFor, _deadlineOf, _startCall, _timerDelay, deadlineExceeded, type _ActiveCall, type CallOptions } from "./call.ts";
 import type { Entry, FetchDone, Membership, Peer } from "./cluster/peer.ts";
 import { _Deadlines, type _Expiring } from "./deadlines.ts";
 import { GCacheError, invalidArgument, invalidOption, isGCacheError } from "./errors.ts";
@@ -897,9 +897,9 @@ function leaveEarly<T>(shared: Promise<T>, budgetMs: number, signal: AbortSignal
 /** Settles with the load's cancellation as soon as it comes, even if the loader ignores its signal. */
 function raceCancel<T>(work: T | Promise<T>, token: _CancelToken): Promise<T> {
   if (!(work instanceof Promise)) return Promise.resolve(work);
-  if (token.cancelled) return Promise.reject(cancellationOf(token.reason));
+  if (token.cancelled) return Promise.reject(_cancellationFor(token.reason));
   return new Promise<T>((resolve, reject) => {
-    const onCancel = (reason: unknown) => reject(cancellationOf(reason));
+    const onCancel = (reason: unknown) => reject(_cancellationFor(reason));
     token.onCancel(onCancel);
     work.then(
       (value) => {
@@ -912,10 +912,6 @@ function raceCancel<T>(work: T | Promise<T>, token: _CancelToken): Promise<T> {
       },
     );
   });
-}
-
-function cancellationOf(reason: unknown): GCacheError {
-  return reason instanceof GCacheError ? reason : new GCacheError("ERR_CANCELLED", "cancelled by the caller", { cause: reason });
 }
 
 /**
