@@ -5,12 +5,14 @@
  * collection as live until the next full collection. Most of those are plain
  * objects and cost a young collection nothing; an AbortSignal is not: every
  * young collection revisits each one still marked, dead or alive (as it does
- * the runtime's other DOM-style objects, by all appearances). A load holds a few of them
- * for its whole time in flight, so a burst of loads leaves thousands marked,
- * and every young collection after it stops the process longer: 0.15 ms idle
- * before 20,000 origin loads, 0.6-2.1 ms after them, and 1.9-5.5 ms instead of
- * 0.6-0.9 ms under the hits that follow (docs/benchmarks.md, "Young
- * collections after a burst of loads"). Only a full collection clears them.
+ * the runtime's other DOM-style objects, by all appearances). The node's own
+ * loads make none now, but a loader that reads its signal (to hand it to
+ * fetch, say) holds one for its whole time in flight, so a burst of such
+ * loads leaves thousands marked, and every young collection after it stops
+ * the process longer: 0.15 ms idle before 20,000 origin loads, 0.6-2.1 ms
+ * after them, and 1.9-5.5 ms instead of 0.6-0.9 ms under the hits that
+ * follow, when the origin loader still made signals (docs/benchmarks.md,
+ * "Young collections after a burst of loads"). Only a full collection clears them.
  * The runtime runs its own, concurrently, once the process has been idle for
  * about a second; under hits that follow a burst sooner, it runs none, since
  * the heap no longer grows.
