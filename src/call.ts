@@ -14,8 +14,10 @@ export interface CallOptions {
 /** A call in progress: its absolute deadline and a signal that fires at the deadline or on cancellation. */
 export interface _ActiveCall {
   readonly deadline: number;
-  /** Made on first use (an AbortController, a timer and a listener on the caller's signal): read it only to wait on it. */
+  /** Made on first use (an AbortController, a timer and a listener on the caller's signal): read it only to hand it on. */
   readonly signal: AbortSignal;
+  /** Fires at the deadline or on cancellation; made on first use (a timer and a listener on the caller's signal), without an AbortSignal unless `signal` is read. */
+  readonly cancellation: _CancelToken;
   /** The deadline and the caller's own signal, for a callee that enforces the deadline itself (a peer call): no signal is made. */
   readonly context: CallContext;
   /** Stops the deadline timer; call once the work is done. */
@@ -73,8 +75,7 @@ class _Call implements _ActiveCall {
   readonly context: CallContext;
   private readonly budget: number;
   private readonly parent: AbortSignal | undefined;
-  private controller: AbortController | null = null;
-  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private token: _CancelToken | null = null;
   private onParentAbort: (() => void) | null = null;
   private disposed = false;
 
@@ -86,36 +87,38 @@ class _Call implements _ActiveCall {
     this.context = this.parent === undefined ? { deadline: this.deadline } : { deadline: this.deadline, signal: this.parent };
   }
 
+  get cancellation(): _CancelToken {
+    return (this.token ??= this.wire());
+  }
+
   get signal(): AbortSignal {
-    return (this.controller ??= this.wire()).signal;
+    return this.cancellation.signal;
   }
 
   dispose(): void {
     this.disposed = true;
-    clearTimeout(this.timer);
+    this.token?.dispose();
     if (this.onParentAbort !== null) this.parent!.removeEventListener("abort", this.onParentAbort);
   }
 
-  /** The signal's controller, aborted at the deadline (whenever it is read) or when the caller's signal aborts. */
-  private wire(): AbortController {
-    const controller = new AbortController();
-    // Read after the work is done, it stays quiet, as a signal made up front would once its timer was stopped.
-    if (this.disposed) return controller;
+  /** The call's cancellation, at the deadline (whenever it is read) or when the caller's signal aborts. */
+  private wire(): _CancelToken {
+    const token = new _CancelToken();
+    // Read after the work is done, it stays quiet, as one made up front would once its timer was stopped.
+    if (this.disposed) return token;
     const budget = this.budget;
-    const remaining = this.deadline - Date.now();
-    // Read after the deadline, it is aborted already, as a signal made up front would be by then.
-    if (remaining <= 0) controller.abort(deadlineExceeded(budget));
-    else this.timer = setTimeout(() => controller.abort(deadlineExceeded(budget)), _timerDelay(remaining));
+    // Read after the deadline, it is cancelled already, as one made up front would be by then.
+    token.cancelAt(this.deadline, () => deadlineExceeded(budget));
     const parent = this.parent;
     if (parent !== undefined) {
-      const onParentAbort = () => controller.abort(_cancellation(parent));
+      const onParentAbort = () => token.cancel(_cancellation(parent));
       if (parent.aborted) onParentAbort();
       else {
         parent.addEventListener("abort", onParentAbort, { once: true });
         this.onParentAbort = onParentAbort;
       }
     }
-    return controller;
+    return token;
   }
 }
 
@@ -161,11 +164,13 @@ export class _CancelToken {
     this.controller?.abort(reason);
   }
 
-  /** Cancels the work at `deadline` (epoch ms) with `expired()`, unless it is cancelled or disposed first. */
+  /** Cancels the work at `deadline` (epoch ms) with `expired()`, unless it is cancelled or disposed first; at once if that is past. */
   cancelAt(deadline: number, expired: () => unknown): void {
     if (this.isCancelled) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.cancel(expired()), _timerDelay(deadline - Date.now()));
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) this.cancel(expired());
+    else this.timer = setTimeout(() => this.cancel(expired()), _timerDelay(remaining));
   }
 
   /** Stops the deadline timer; call once the work is done. */

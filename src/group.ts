@@ -420,8 +420,8 @@ export class Group {
    * Runs a remote write of `key` in the key's line: after the write ahead of
    * it has reached its owner (or failed), or not at all when `signal` aborts
    * first. A write that gave up before its turn still holds back the ones
-   * behind it until the write ahead is done. The call's signal is made only
-   * when there is a write to wait for.
+   * behind it until the write ahead is done. Waiting listens on the call's
+   * cancellation, which makes no AbortSignal.
    */
   private async inWriteLine<T>(key: string, call: _ActiveCall, write: () => Promise<T>): Promise<T> {
     const ahead = this.writeLines.get(key) ?? null;
@@ -433,7 +433,7 @@ export class Group {
       if (this.writeLines.get(key) === done) this.writeLines.delete(key);
     };
     try {
-      if (ahead !== null) await raceSignal(ahead, call.signal);
+      if (ahead !== null) await raceCancel(ahead, call.cancellation);
       return await write();
     } finally {
       // `ahead` never rejects.
@@ -499,7 +499,7 @@ export class Group {
         await write(owner);
         return owner;
       } catch (error) {
-        owner = await this.ownerAfterFailure(key, owner, error, call.signal);
+        owner = await this.ownerAfterFailure(key, owner, error, call.cancellation);
       }
     }
     return null;
@@ -512,22 +512,22 @@ export class Group {
    * owner: a crash then costs writers latency, not errors. Rethrows `error`
    * when retrying elsewhere cannot help.
    */
-  private async ownerAfterFailure(key: string, owner: Peer, error: unknown, signal: AbortSignal): Promise<Peer | null> {
-    if (!(this.membership?.dropsDeadMembers ?? false) || !ownerIsUnreachable(error) || signal.aborted) throw error;
+  private async ownerAfterFailure(key: string, owner: Peer, error: unknown, cancellation: _CancelToken): Promise<Peer | null> {
+    if (!(this.membership?.dropsDeadMembers ?? false) || !ownerIsUnreachable(error) || cancellation.cancelled) throw error;
     const next = await new Promise<Peer | null | undefined>((resolve) => {
       const check = () => {
         const now = this.ownerOf(key);
         if (now === owner) return;
         finish(now);
       };
-      const onAbort = () => finish(undefined);
+      const onCancel = () => finish(undefined);
       const finish = (result: Peer | null | undefined) => {
         this.ringWaiters.delete(check);
-        signal.removeEventListener("abort", onAbort);
+        cancellation.offCancel(onCancel);
         resolve(result);
       };
       this.ringWaiters.add(check);
-      signal.addEventListener("abort", onAbort, { once: true });
+      cancellation.onCancel(onCancel);
       check();
     });
     if (next === undefined) throw error;
@@ -647,15 +647,13 @@ export class Group {
   /** The owner could not answer: serve the callers anyway, and keep the copy where writes will find and drop it. */
   private async fallBack(key: string, deadline: number, load: { stale: boolean }): Promise<Entry> {
     this.counters.fallbackLoads++;
-    const budget = Math.min(deadline - Date.now(), this.timeoutMs);
-    const token = new _CancelToken();
-    token.cancelAt(Date.now() + budget, () => deadlineExceeded(budget));
+    const call = _startCall({ deadline }, this.timeoutMs);
     try {
-      const entry = await this.loadLocally(key, deadline, token);
+      const entry = await this.loadLocally(key, deadline, call.cancellation);
       if (!load.stale && this.hot !== null) this.copyToHot(key, entry.value, entry.expiresAt);
       return entry;
     } finally {
-      token.dispose();
+      call.dispose();
     }
   }
 
@@ -894,7 +892,7 @@ function leaveEarly<T>(shared: Promise<T>, budgetMs: number, signal: AbortSignal
   });
 }
 
-/** Settles with the load's cancellation as soon as it comes, even if the loader ignores its signal. */
+/** Settles with `work`, or with the cancellation as soon as it comes, even if the work ignores it. */
 function raceCancel<T>(work: T | Promise<T>, token: _CancelToken): Promise<T> {
   if (!(work instanceof Promise)) return Promise.resolve(work);
   if (token.cancelled) return Promise.reject(_cancellationFor(token.reason));
@@ -930,13 +928,6 @@ export class _LoadContext implements LoadContext {
   get signal(): AbortSignal {
     return this._cancel.signal;
   }
-}
-
-/** Settles with the signal's reason as soon as it aborts, even if the waiter ignores the signal. */
-function raceSignal<T>(work: T | Promise<T>, signal: AbortSignal): Promise<T> {
-  if (!(work instanceof Promise)) return Promise.resolve(work);
-  if (signal.aborted) return Promise.reject(_cancellation(signal));
-  return leaveEarly(work, -1, signal);
 }
 
 function copyOf(value: Uint8Array): Uint8Array {

@@ -4,6 +4,18 @@ import { SingleFlight } from "../src/singleflight.ts";
 import { countAbortControllers } from "./_support/abort-count.ts";
 import { waitFor } from "./_support/wait.ts";
 
+/** Work that never settles, and what each run of it was given. */
+function neverSettling<Given>(): { seen: Given[]; hang: (given: Given) => Promise<string> } {
+  const seen: Given[] = [];
+  return {
+    seen,
+    hang: (given) => {
+      seen.push(given);
+      return new Promise<string>(() => {});
+    },
+  };
+}
+
 describe("SingleFlight", () => {
   test("concurrent calls for one key run the function once and share its result", async () => {
     const flight = new SingleFlight<string>();
@@ -95,11 +107,7 @@ describe("SingleFlight", () => {
 
   test("when every caller has left, the call's signal aborts and the key is free for a fresh call", async () => {
     const flight = new SingleFlight<string>();
-    const seen: AbortSignal[] = [];
-    const hang = (signal: AbortSignal) => {
-      seen.push(signal);
-      return new Promise<string>(() => {});
-    };
+    const { seen, hang } = neverSettling<AbortSignal>();
     const a = new AbortController();
     const b = new AbortController();
     const calls = [flight.do("k", hang, a.signal), flight.do("k", hang, b.signal)];
@@ -164,11 +172,7 @@ describe("SingleFlight._doUntil: callers that leave at a deadline, on a timer", 
 
   test("when every caller has left, by deadline or signal, the shared call's signal aborts and the key is free", async () => {
     const flight = new SingleFlight<string>();
-    const seen: _CancelToken[] = [];
-    const hang = (token: _CancelToken) => {
-      seen.push(token);
-      return new Promise<string>(() => {});
-    };
+    const { seen, hang } = neverSettling<_CancelToken>();
     const caller = new AbortController();
     const calls = [
       flight._doUntil("k", hang, Date.now() + 30, expired, undefined, cancelled),
