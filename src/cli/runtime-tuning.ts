@@ -8,6 +8,15 @@
  * collector runs a full collection every ~20 MB of them; a node lets its heap
  * grow to 128 MiB before collections come at the usual pace.
  *
+ * Between those, JavaScriptCore also runs a young collection on a timer
+ * that fires sooner the more was allocated since the last one, so that a
+ * young collection's cost stays near 0.25 % of the time per MB allocated.
+ * Under hits that is one every 100-300 ms, each stopping the node for about
+ * 0.6 ms whatever little it finds alive, and holding the 64 requests in
+ * flight and those queued behind them. A node lets that timer wait 25 times
+ * as long: about a third as many young collections, each of the same length
+ * (docs/benchmarks.md, "Fewer young collections").
+ *
  * The allocator, by default, hands memory back to the kernel twice over: whole
  * free pages 10 ms after they are freed, and every 100 ms the free gaps
  * ("holes") inside pages still in use. Whatever the next requests allocate
@@ -29,6 +38,8 @@
 export const RUNTIME_TUNING: Readonly<Record<string, string>> = {
   /** JavaScriptCore: the heap grows to this many bytes before collections come at the usual pace (8 MiB in this runtime without it). */
   BUN_JSC_largeHeapSize: String(128 * 1024 * 1024),
+  /** JavaScriptCore: the young-collection timer's share of time per MB allocated (default 0.0025). */
+  BUN_JSC_percentCPUPerMBForEdenTimer: "0.0001",
   /** mimalloc: milliseconds freed memory stays mapped for reuse before it goes back to the kernel (default 10). */
   MIMALLOC_PURGE_DELAY: String(60 * 1000),
   /** mimalloc: 0 keeps the free gaps inside pages in use mapped, instead of handing them back every 100 ms (default 1). */
