@@ -2,10 +2,10 @@
  * The compiled gcache-node executable in a 3-node loopback cluster, against
  * references measured in the same run: Redis (GET), memcached (get), two bare Bun.serve (a
  * fixed body; a Map of the same keys' values), a bare server on Bun's TCP
- * sockets (fixed bytes) and a bare grpc-js server; plus
+ * sockets (fixed bytes), nginx (a fixed body) and a bare grpc-js server; plus
  * the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 18 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 10 min
+ *   bun run bench:cluster             # 2 value sizes x 19 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 10 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -41,11 +41,11 @@
  * SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
  * --origin pointing at the origin), the origin (_cluster/origin.ts, its own
  * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
- * --appendonly no), memcached (UDP off), two bare Bun.serve, one bare socket server and one bare
+ * --appendonly no), memcached (UDP off), two bare Bun.serve, one bare socket server, one nginx and one bare
  * grpc-js server per value size, the gRPC load generator (_node/load.ts), the mixed-workload generator
  * (_cluster/mixed.ts), and wrk / redis-benchmark / tcp-get.ts runs. Missing wrk,
- * redis-server or memcached are installed with apt-get (Debian packages wrk,
- * redis-server, redis-tools, memcached).
+ * redis-server, memcached or nginx are installed with apt-get (Debian packages wrk,
+ * redis-server, redis-tools, memcached, nginx).
  *
  * Contenders, per value size, each with `concurrency` connections or calls in flight:
  *   http gcache   wrk GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
@@ -54,6 +54,9 @@
  *                 through the gateway's route (no goal: it shows what finding and sending distinct values costs)
  *   http bare sockets  the same wrk script against Bun's TCP sockets answering each request head with fixed
  *                 bytes, the request unread (no goal: the floor of any HTTP server on Bun, as the gateway is built)
+ *   http nginx    the same wrk script against nginx, one process, answering every request with a fixed body of the
+ *                 same size from its configuration (no goal: what a server in C gets under wrk on the same cores,
+ *                 next to Redis under redis-benchmark; and what Bun's sockets add, next to the bare socket server)
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
  *   one client    the http gcache and redis GET workloads again, and memcached's get over keys prefilled with set
  *                 of the same size, all loaded by _cluster/tcp-get.ts (raw TCP, HTTP/1.1, RESP or memcached's
@@ -102,6 +105,7 @@ import { keysOwnedBy, ownersOf } from "./_cluster/keys.ts";
 import type { MixedResult, MixedSpec } from "./_cluster/mixed.ts";
 import { getKeys, groupStats, putKeys, startCluster, type NodeProcess } from "./_cluster/nodes.ts";
 import { installCleanup, startWithReadyLine, stopAll, track, type Service } from "./_cluster/procs.ts";
+import { startNginx } from "./_cluster/nginx.ts";
 import { fillMemcached, memcachedHitCounters, memcachedKey, startMemcached, type Memcached } from "./_cluster/memcached.ts";
 import { fillRedis, redisHitCounters, redisKey, runRedisBenchmark, startRedis, type Redis } from "./_cluster/redis.ts";
 import { measureStarts, type StartSample } from "./_cluster/startup.ts";
@@ -198,6 +202,7 @@ type ContenderId =
   | "http-bare"
   | "http-bare-map"
   | "http-bare-sockets"
+  | "http-nginx"
   | "http-gcache"
   | "redis"
   | "http-gcache-tcp"
@@ -220,6 +225,7 @@ const LABELS: Record<ContenderId, string> = {
   "http-bare": "HTTP bare Bun.serve",
   "http-bare-map": "HTTP bare Bun.serve, Map",
   "http-bare-sockets": "HTTP bare Bun.listen",
+  "http-nginx": "HTTP nginx (C), fixed body",
   redis: "Redis GET (redis-benchmark)",
   "http-gcache-tcp": "HTTP gateway hit, one client",
   "redis-tcp": "Redis GET, one client",
@@ -242,6 +248,7 @@ const ORDER: ContenderId[] = [
   "http-bare",
   "http-bare-map",
   "http-bare-sockets",
+  "http-nginx",
   "http-gcache",
   "redis",
   "redis-tcp",
@@ -262,7 +269,7 @@ const ORDER: ContenderId[] = [
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) {
-  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "http-bare-sockets-rate", "redis-rate", "memcached-rate"] as const) {
+  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-nginx", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "http-bare-sockets-rate", "redis-rate", "memcached-rate"] as const) {
     wanted.add(id);
   }
 }
@@ -363,7 +370,9 @@ async function main(): Promise<void> {
         ? wanted.has("redis")
         : n.command === "memcached"
           ? wanted.has("memcached-tcp")
-          : false,
+          : n.command === "nginx"
+            ? wanted.has("http-nginx")
+            : false,
   );
   const tools = await ensureCommands(needed);
   const binary = await ensureBinary(ROOT, flags.build);
@@ -491,6 +500,7 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       const bare = await startWithReadyLine(`${label} ${size}`, [bun, here("./_cluster/bare-http.ts"), `--value-bytes=${size}`, ...extraArgs()]);
       setup.bareHttp.set(id, { service: bare.service, url: `http://${bare.address}` });
     }
+    if (wanted.has("http-nginx")) setup.bareHttp.set("http-nginx", await startNginx(tools.get("nginx")!, join(tmp!, `nginx${size}`), size));
     if (wanted.has("grpc-bare")) {
       setup.bareGrpc = spawnChild(`bare grpc ${size}`, [bun, here("./_node/bare.ts"), `--value-bytes=${size}`]);
       const address = await within(setup.bareGrpc.ready, 30_000, "starting the bare grpc-js server");
@@ -522,7 +532,8 @@ async function loadSections(binary: string, tools: Map<string, string>): Promise
       case "http-delete":
       case "http-bare":
       case "http-bare-map":
-      case "http-bare-sockets": {
+      case "http-bare-sockets":
+      case "http-nginx": {
         const bare = setup.bareHttp.get(id) ?? null;
         const url = bare === null ? A.http : bare.url;
         const peer = id === "http-peer";
@@ -908,7 +919,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         add("bare", "http-bare");
       }
       if (id === "http-bare-map") add("bare", "http-bare");
-      if (id === "http-bare-sockets") add("redis", "redis");
+      if (id === "http-bare-sockets" || id === "http-nginx") add("redis", "redis");
       if (id === "http-gcache-tcp") {
         add("redis", "redis-tcp");
         add("memcached", "memcached-tcp");
@@ -986,7 +997,7 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
       const runs = get(size, id).filter((m) => m.meanMs > 0 && m.rps > 0);
       return runs.length === 0 ? NaN : median(runs.map((m) => m.meanMs / ((concurrency / m.rps) * 1000)));
     };
-    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["bare sockets", "http-bare-sockets"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"], ["memcached", "memcached-tcp"]] as const)
+    const covered = ([["gateway", "http-gcache"], ["bare", "http-bare"], ["bare sockets", "http-bare-sockets"], ["nginx", "http-nginx"], ["Redis", "redis"], ["one client: gateway", "http-gcache-tcp"], ["Redis", "redis-tcp"], ["memcached", "memcached-tcp"]] as const)
       .map(([name, id]) => [name, coverage(id)] as const)
       .filter(([, c]) => !Number.isNaN(c));
     if (covered.length > 0) {
@@ -1010,6 +1021,8 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
     info("bare Bun.serve with a Map / with one fixed body", "http-bare-map", "http-bare");
     info("bare Bun.listen vs Redis (the floor on Bun's sockets)", "http-bare-sockets", "redis", "p99");
     info("gateway / bare Bun.listen (fixed bytes)", "http-gcache", "http-bare-sockets", "p99");
+    info("nginx vs Redis (a C server under wrk)", "http-nginx", "redis", "p99");
+    info("bare Bun.listen / nginx (what Bun's sockets add)", "http-bare-sockets", "http-nginx", "p99");
     info("one client for both (tcp-get.ts): gateway / Redis", "http-gcache-tcp", "redis-tcp");
     info("one client: gateway / memcached", "http-gcache-tcp", "memcached-tcp");
     info(`equal load (${fmtInt(equalRate)} req/s, one client): gateway / Redis`, "http-gcache-rate", "redis-rate", "p99");

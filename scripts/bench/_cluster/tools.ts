@@ -1,7 +1,8 @@
 /**
  * What the cluster benchmark needs outside the project: wrk, redis-server,
  * redis-benchmark and redis-cli (Debian packages `wrk`, `redis-server`, which
- * pulls in `redis-tools`), and the compiled gcache-node executable.
+ * pulls in `redis-tools`), memcached and nginx, and the compiled gcache-node
+ * executable.
  * Missing commands (and, for bench:groupcache, Go and groupcache's sources) are
  * installed with apt-get when that is possible (root on Debian or Ubuntu);
  * otherwise the error says what to install.
@@ -22,6 +23,7 @@ export const NEEDED_COMMANDS: NeededCommand[] = [
   { command: "redis-benchmark", pkg: "redis-tools" },
   { command: "redis-cli", pkg: "redis-tools" },
   { command: "memcached", pkg: "memcached" },
+  { command: "nginx", pkg: "nginx" },
 ];
 
 /** Resolves every needed command to its path, installing the missing ones with apt-get if it can. */
