@@ -57,7 +57,7 @@ export async function startNginx(nginx: string, dir: string, valueBytes: number)
   const service = new Service(`nginx ${valueBytes}`, [nginx, "-p", dir, "-c", config, "-e", join(dir, "error.log")]);
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/`, 10_000, service);
-  const body = await (await fetch(`${url}/`)).arrayBuffer();
+  const body = await (await fetch(`${url}/`, { signal: AbortSignal.timeout(5_000) })).arrayBuffer();
   if (body.byteLength !== valueBytes) throw new Error(`nginx answered ${body.byteLength} bytes, expected ${valueBytes}`);
   return { service, url };
 }
