@@ -278,6 +278,15 @@ if (sections.has("peer")) for (const id of ["http-peer", "http-gcache", "grpc-pe
 if (sections.has("writes")) for (const id of ["http-put", "http-delete"] as const) wanted.add(id);
 if (sections.has("mixed")) wanted.add("mixed");
 const contenders = ORDER.filter((id) => wanted.has(id));
+/** The outside commands, and the contenders whose runs need each (any one of them). */
+const NEEDED_BY: Record<string, ContenderId[]> = {
+  wrk: ["http-gcache", "http-put"],
+  "redis-server": ["redis"],
+  "redis-benchmark": ["redis"],
+  "redis-cli": ["redis"],
+  memcached: ["memcached-tcp"],
+  nginx: ["http-nginx"],
+};
 /** Contenders served by redis-server: their path is Redis's hit counters. */
 const isRedis = (id: ContenderId) => id === "redis" || id === "redis-tcp" || id === "redis-rate";
 const isMemcached = (id: ContenderId) => id === "memcached-tcp" || id === "memcached-rate";
@@ -363,17 +372,7 @@ async function main(): Promise<void> {
   });
   const started = performance.now();
   const needsLoad = contenders.length > 0 || sections.has("soak");
-  const needed = NEEDED_COMMANDS.filter((n) =>
-    n.command === "wrk"
-      ? wanted.has("http-gcache") || wanted.has("http-put")
-      : n.command.startsWith("redis")
-        ? wanted.has("redis")
-        : n.command === "memcached"
-          ? wanted.has("memcached-tcp")
-          : n.command === "nginx"
-            ? wanted.has("http-nginx")
-            : false,
-  );
+  const needed = NEEDED_COMMANDS.filter((n) => (NEEDED_BY[n.command] ?? []).some((id) => wanted.has(id)));
   const tools = await ensureCommands(needed);
   const binary = await ensureBinary(ROOT, flags.build);
   tmp = mkdtempSync(join(tmpdir(), "gcache-bench-"));
