@@ -5,7 +5,8 @@
  * sockets (fixed bytes), nginx (a fixed body) and a bare grpc-js server; plus
  * the executable's start time and memory.
  *
- *   bun run bench:cluster             # 2 value sizes x 19 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 10 min
+ *   bun run bench:cluster             # the goals' rows: 2 value sizes x 8 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 5 min
+ *   bun run bench:cluster --full      # also the rows that explain them, and writes: 20 contenders, about 10 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
  *
@@ -19,8 +20,10 @@
  *                       first seconds of load run slower (JIT tiers, the peers' streams; the hop's first round
  *                       came out 10-15 % below the later ones after 1 s)
  *   --sizes=B,B         value sizes in bytes (default 100,10240; quick 100)
- *   --only=LIST         sections among start,http,grpc,peer,writes,mixed (default all; peer brings the local-hit runs it
- *                       is compared with); soak is added by --soak
+ *   --only=LIST         sections among start,http,grpc,peer,writes,mixed (default all but writes, which --full adds;
+ *                       peer brings the local-hit runs it is compared with); soak is added by --soak
+ *   --full              also the contenders no goal names (marked --full below: bare Bun.serve with a Map, the bare
+ *                       socket server, nginx, memcached, the one-client and equal-load rows) and the writes section
  *   --soak              run the soak after the rest (--only=soak --soak: the soak alone)
  *   --soak-minutes=M    soak length (default 5); RSS is sampled every 10 s
  *   --concurrency=N     connections / calls in flight (default 64)
@@ -50,21 +53,21 @@
  * Contenders, per value size, each with `concurrency` connections or calls in flight:
  *   http gcache   wrk GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
  *   http bare     the same wrk script against a Bun.serve returning a fixed body of the same size
- *   http bare map the same wrk script against a Bun.serve serving each of those keys its own value from a Map,
+ *   http bare map (--full) the same wrk script against a Bun.serve serving each of those keys its own value from a Map,
  *                 through the gateway's route (no goal: it shows what finding and sending distinct values costs)
- *   http bare sockets  the same wrk script against Bun's TCP sockets answering each request head with fixed
+ *   http bare sockets (--full)  the same wrk script against Bun's TCP sockets answering each request head with fixed
  *                 bytes, the request unread (no goal: the floor of any HTTP server on Bun, as the gateway is built)
- *   http nginx    the same wrk script against nginx, one process, answering every request with a fixed body of the
+ *   http nginx    (--full) the same wrk script against nginx, one process, answering every request with a fixed body of the
  *                 same size from its configuration (no goal: what a server in C gets under wrk on the same cores,
  *                 next to Redis under redis-benchmark; and what Bun's sockets add, next to the bare socket server)
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
- *   one client    the http gcache and redis GET workloads again, and memcached's get over keys prefilled with set
+ *   one client    (--full; no goal) the http gcache and redis GET workloads again, and memcached's get over keys prefilled with set
  *                 of the same size, all loaded by _cluster/tcp-get.ts (raw TCP, HTTP/1.1, RESP or memcached's
  *                 text protocol, same connections, same clock): wrk and redis-benchmark differ in their own
  *                 cost and in what their latency covers, so these are the like-for-like comparisons (memcached
  *                 runs its default 4 worker threads, as a user gets it; Debian has no load tool that measures it
  *                 as the others are measured)
- *   equal load    the same three again in an open loop, and the bare sockets server: requests fall due at
+ *   equal load    (--full; no goal) the same three again in an open loop, and the bare sockets server: requests fall due at
  *                 --equal-rate per second (default 50,000, below what any of them serves here), latency counted
  *                 from when each fell due, so they are compared at the same load (a closed loop at full speed
  *                 compares throughput: the faster server also answers sooner); the bare server's tail is what
@@ -73,9 +76,9 @@
  *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
  *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
  *   grpc bare     the bare grpc-js server of bench:node, fixed value of the same size
- *   http put      wrk PUT /v1/groups/writes/keys/<key> on A, keys owned by A, B and C alike (group writes): each
+ *   http put      (--full, or --only=writes) wrk PUT /v1/groups/writes/keys/<key> on A, keys owned by A, B and C alike (group writes): each
  *                 PUT stores at the owner and drops the copies on the other nodes
- *   http delete   wrk DELETE of the same keys on A: each deletes at the owner and drops the copies on the other
+ *   http delete   (--full, or --only=writes) wrk DELETE of the same keys on A: each deletes at the owner and drops the copies on the other
  *                 nodes (after the first pass over the keys nobody holds them: 404, counted as an answer)
  *   mixed         Zipf(0.99) keys over 100,000, 90 % GET / 10 % PUT, round-robin over A, B, C; misses load
  *                 from the origin (1 ms)
@@ -119,6 +122,7 @@ import { runWrk, writeWrkScript, type WrkResult } from "./_cluster/wrk.ts";
 const { values: flags } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
+    full: { type: "boolean", default: false },
     rounds: { type: "string" },
     duration: { type: "string" },
     warmup: { type: "string" },
@@ -153,7 +157,8 @@ const sizes = (flags.sizes ?? (quick ? "100" : "100,10240")).split(",").map((s) 
 const SECTIONS = ["start", "http", "grpc", "peer", "writes", "mixed", "soak"] as const;
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>();
-for (const name of (flags.only ?? "start,http,grpc,peer,writes,mixed").split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+const full = flags.full;
+for (const name of (flags.only ?? (full ? "start,http,grpc,peer,writes,mixed" : "start,http,grpc,peer,mixed")).split(",").map((s) => s.trim()).filter((s) => s !== "")) {
   if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--only: unknown section ${name} (expected ${SECTIONS.join(", ")})`);
   sections.add(name as Section);
 }
@@ -269,8 +274,12 @@ const ORDER: ContenderId[] = [
 
 const wanted = new Set<ContenderId>();
 if (sections.has("http")) {
-  for (const id of ["http-bare", "http-bare-map", "http-bare-sockets", "http-nginx", "http-gcache", "redis", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "http-bare-sockets-rate", "redis-rate", "memcached-rate"] as const) {
-    wanted.add(id);
+  for (const id of ["http-bare", "http-gcache", "redis"] as const) wanted.add(id);
+  // Rows that explain the goals' figures but are none: the floor under the gateway, a server in C, like-for-like clients.
+  if (full) {
+    for (const id of ["http-bare-map", "http-bare-sockets", "http-nginx", "http-gcache-tcp", "redis-tcp", "memcached-tcp", "http-gcache-rate", "http-bare-sockets-rate", "redis-rate", "memcached-rate"] as const) {
+      wanted.add(id);
+    }
   }
 }
 if (sections.has("grpc")) for (const id of ["grpc-gcache", "grpc-bare"] as const) wanted.add(id);
