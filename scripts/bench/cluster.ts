@@ -1024,7 +1024,8 @@ function report(runs: Map<string, Measured[]>, keyOf: (size: number, id: Contend
         `  info  ${`${s}: ${label}`.padEnd(52)} req/s ${fmtRatio(median(rps))}, p99 ${fmtRatio(median(p99))}  ${perRoundOf} [${rounds.map(fmtRatio).join(" ")}]`,
       );
     };
-    info("bare Bun.serve vs Redis (what any Bun HTTP server gets here)", "http-bare", "redis");
+    info("bare Bun.serve vs Redis (what any Bun HTTP server gets here)", "http-bare", "redis", "p99");
+    info("gateway / bare Bun.serve (what the cache adds to its tail)", "http-gcache", "http-bare", "p99");
     info("gateway / bare Bun.serve with a Map of the same values", "http-gcache", "http-bare-map");
     info("bare Bun.serve with a Map / with one fixed body", "http-bare-map", "http-bare");
     info("bare Bun.listen vs Redis (the floor on Bun's sockets)", "http-bare-sockets", "redis", "p99");
