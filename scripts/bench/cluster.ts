@@ -1,11 +1,13 @@
 /**
  * The compiled gcache-node executable in a 3-node loopback cluster, against
- * references measured in the same run: Redis (GET), memcached (get), two bare Bun.serve (a
- * fixed body; a Map of the same keys' values), a bare server on Bun's TCP
- * sockets (fixed bytes), nginx (a fixed body) and a bare grpc-js server; plus
- * the executable's start time and memory.
+ * references measured in the same run: Redis (GET), a bare Bun.serve (a fixed
+ * body) and a bare grpc-js server; with --full also memcached (get), a second
+ * bare Bun.serve (a Map of the same keys' values), a bare server on Bun's TCP
+ * sockets (fixed bytes) and nginx (a fixed body); plus the executable's start
+ * time and memory.
  *
- *   bun run bench:cluster             # the goals' rows: 2 value sizes x 8 contenders x 3 rounds x (1 s warm-up + 3 s), 5 s first warm-ups: about 5 min
+ *   bun run bench:cluster             # the goals' rows: 2 value sizes x 8 contenders x 3 rounds
+ *                                     # x (1 s warm-up + 3 s), 5 s first warm-ups: about 4.5 min
  *   bun run bench:cluster --full      # also the rows that explain them, and writes: 20 contenders, about 10 min
  *   bun run bench:cluster --quick     # 100-byte values, 1 s runs, one warm-up pass: under a minute
  *   bun run bench:cluster --soak      # also: RSS every 10 s under the mixed workload for 5 minutes
@@ -40,7 +42,7 @@
  *   --build             rebuild dist/gcache-node first (it is built anyway when missing)
  *   --verbose           print every run as it ends
  *
- * Processes (all on 127.0.0.1, all stopped at the end, on errors and on
+ * Processes, those the contenders run need (all on 127.0.0.1, all stopped at the end, on errors and on
  * SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
  * --origin pointing at the origin), the origin (_cluster/origin.ts, its own
  * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
@@ -53,33 +55,36 @@
  * Contenders, per value size, each with `concurrency` connections or calls in flight:
  *   http gcache   wrk GET /v1/groups/default/keys/<key> on A, keys A owns, prefilled with PUT: main-cache hits
  *   http bare     the same wrk script against a Bun.serve returning a fixed body of the same size
- *   http bare map (--full) the same wrk script against a Bun.serve serving each of those keys its own value from a Map,
- *                 through the gateway's route (no goal: it shows what finding and sending distinct values costs)
- *   http bare sockets (--full)  the same wrk script against Bun's TCP sockets answering each request head with fixed
- *                 bytes, the request unread (no goal: the floor of any HTTP server on Bun, as the gateway is built)
- *   http nginx    (--full) the same wrk script against nginx, one process, answering every request with a fixed body of the
- *                 same size from its configuration (no goal: what a server in C gets under wrk on the same cores,
- *                 next to Redis under redis-benchmark; and what Bun's sockets add, next to the bare socket server)
+ *   http bare map the same wrk script against a Bun.serve serving each of those keys its own value from a Map,
+ *                 through the gateway's route (--full; no goal: what finding and sending distinct values costs)
+ *   http bare sockets  the same wrk script against Bun's TCP sockets answering each request head with fixed
+ *                 bytes, the request unread (--full; no goal: the floor of any HTTP server on Bun, as the gateway
+ *                 is built)
+ *   http nginx    the same wrk script against nginx, one process, answering every request with a fixed body of the
+ *                 same size from its configuration (--full; no goal: what a server in C gets under wrk on the same
+ *                 cores, next to Redis under redis-benchmark; and what Bun's sockets add, next to the bare socket
+ *                 server)
  *   redis GET     redis-benchmark -t get -r <keys> on keys prefilled with SET of the same size
- *   one client    (--full; no goal) the http gcache and redis GET workloads again, and memcached's get over keys prefilled with set
- *                 of the same size, all loaded by _cluster/tcp-get.ts (raw TCP, HTTP/1.1, RESP or memcached's
- *                 text protocol, same connections, same clock): wrk and redis-benchmark differ in their own
- *                 cost and in what their latency covers, so these are the like-for-like comparisons (memcached
- *                 runs its default 4 worker threads, as a user gets it; Debian has no load tool that measures it
- *                 as the others are measured)
- *   equal load    (--full; no goal) the same three again in an open loop, and the bare sockets server: requests fall due at
- *                 --equal-rate per second (default 50,000, below what any of them serves here), latency counted
- *                 from when each fell due, so they are compared at the same load (a closed loop at full speed
- *                 compares throughput: the faster server also answers sooner); the bare server's tail is what
- *                 Bun's sockets and collector leave any server at that load
+ *   one client    (--full; no goal) the http gcache and redis GET workloads again, and memcached's get over keys
+ *                 prefilled with set of the same size, all loaded by _cluster/tcp-get.ts (raw TCP, HTTP/1.1, RESP
+ *                 or memcached's text protocol, same connections, same clock): wrk and redis-benchmark differ in
+ *                 their own cost and in what their latency covers, so these are the like-for-like comparisons
+ *                 (memcached runs its default 4 worker threads, as a user gets it; Debian has no load tool that
+ *                 measures it as the others are measured)
+ *   equal load    (--full; no goal) the same three again in an open loop, and the bare sockets server: requests
+ *                 fall due at --equal-rate per second (default 50,000, below what any of them serves here), latency
+ *                 counted from when each fell due, so they are compared at the same load (a closed loop at full
+ *                 speed compares throughput: the faster server also answers sooner); the bare server's tail is
+ *                 what Bun's sockets and collector leave any server at that load
  *   http peer     wrk GET /v1/groups/cold/keys/<key> on A, keys B and C own: every request is one gRPC hop
  *   grpc peer     the same keys over gRPC Get (load generator of bench:node)
  *   grpc gcache   gRPC Get on A, keys A owns (the HTTP keys): main-cache hits
  *   grpc bare     the bare grpc-js server of bench:node, fixed value of the same size
- *   http put      (--full, or --only=writes) wrk PUT /v1/groups/writes/keys/<key> on A, keys owned by A, B and C alike (group writes): each
- *                 PUT stores at the owner and drops the copies on the other nodes
- *   http delete   (--full, or --only=writes) wrk DELETE of the same keys on A: each deletes at the owner and drops the copies on the other
- *                 nodes (after the first pass over the keys nobody holds them: 404, counted as an answer)
+ *   http put      (--full, or --only=writes) wrk PUT /v1/groups/writes/keys/<key> on A, keys owned by A, B and C
+ *                 alike (group writes): each PUT stores at the owner and drops the copies on the other nodes
+ *   http delete   (--full, or --only=writes) wrk DELETE of the same keys on A: each deletes at the owner and drops
+ *                 the copies on the other nodes (after the first pass over the keys nobody holds them: 404,
+ *                 counted as an answer)
  *   mixed         Zipf(0.99) keys over 100,000, 90 % GET / 10 % PUT, round-robin over A, B, C; misses load
  *                 from the origin (1 ms)
  * Every round runs every contender once, in an order reversed every other
