@@ -163,7 +163,9 @@ const SECTIONS = ["start", "http", "grpc", "peer", "writes", "mixed", "soak"] as
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>();
 const full = flags.full;
-for (const name of (flags.only ?? (full ? "start,http,grpc,peer,writes,mixed" : "start,http,grpc,peer,mixed")).split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+/** Sections without --only: every one a goal names, and with --full the writes too. */
+const defaultSections = full ? "start,http,grpc,peer,writes,mixed" : "start,http,grpc,peer,mixed";
+for (const name of (flags.only ?? defaultSections).split(",").map((s) => s.trim()).filter((s) => s !== "")) {
   if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--only: unknown section ${name} (expected ${SECTIONS.join(", ")})`);
   sections.add(name as Section);
 }
