@@ -42,8 +42,8 @@
  *   --build             rebuild dist/gcache-node first (it is built anyway when missing)
  *   --verbose           print every run as it ends
  *
- * Processes, those the contenders run need (all on 127.0.0.1, all stopped at the end, on errors and on
- * SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
+ * Processes, those the contenders run need (all on 127.0.0.1, all stopped at
+ * the end, on errors and on SIGINT/SIGTERM): nodes A, B, C (dist/gcache-node, static --peers,
  * --origin pointing at the origin), the origin (_cluster/origin.ts, its own
  * Bun process; 1 ms per answer for group `mixed`), redis-server (--save ""
  * --appendonly no), memcached (UDP off), two bare Bun.serve, one bare socket server, one nginx and one bare
@@ -163,8 +163,8 @@ const SECTIONS = ["start", "http", "grpc", "peer", "writes", "mixed", "soak"] as
 type Section = (typeof SECTIONS)[number];
 const sections = new Set<Section>();
 const full = flags.full;
-/** Sections without --only: every one a goal names, and with --full the writes too. */
-const defaultSections = full ? "start,http,grpc,peer,writes,mixed" : "start,http,grpc,peer,mixed";
+/** Sections without --only: all but the soak (--soak adds it), and the writes only with --full (no goal names them). */
+const defaultSections = SECTIONS.filter((name) => name !== "soak" && (full || name !== "writes")).join(",");
 for (const name of (flags.only ?? defaultSections).split(",").map((s) => s.trim()).filter((s) => s !== "")) {
   if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--only: unknown section ${name} (expected ${SECTIONS.join(", ")})`);
   sections.add(name as Section);
