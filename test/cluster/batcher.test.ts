@@ -39,23 +39,44 @@ class GatedTransport implements BatchTransport {
 const value = (key: string): Entry => ({ value: bytes(`v:${key}`), expiresAt: 0 });
 const far = () => ({ deadline: Date.now() + 10_000 });
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+/** The end of the event loop's turn, when a batcher sends what came in it. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("GetBatcher", () => {
-  test("at low load a get goes out at once, as a batch of one", async () => {
+  test("gets of one turn of the event loop leave together, at the end of it", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 4, 100);
     const results = [batcher.get("a", far()), batcher.get("b", far())];
-    expect(transport.batches).toEqual([["a"], ["b"]]);
+    expect(transport.batches).toEqual([]);
+    await turn();
+    expect(transport.batches).toEqual([["a", "b"]]);
     transport.release();
     expect((await Promise.all(results)).map((e) => text(e.value))).toEqual(["v:a", "v:b"]);
     expect(transport.singles).toEqual([]);
+  });
+
+  test("at low load a get goes out on its own turn, as a batch of one, while another is in flight", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 4, 100);
+    const a = batcher.get("a", far());
+    await turn();
+    const b = batcher.get("b", far());
+    await turn();
+    expect(transport.batches).toEqual([["a"], ["b"]]);
+    transport.release();
+    expect([text((await a).value), text((await b).value)]).toEqual(["v:a", "v:b"]);
   });
 
   test("while the slots are busy, gets queue and leave together as one batch", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 2, 100);
     const keys = Array.from({ length: 52 }, (_, i) => `k${i}`);
-    const results = keys.map((key) => batcher.get(key, far()));
+    const results = [batcher.get(keys[0]!, far())];
+    await turn();
+    results.push(batcher.get(keys[1]!, far()));
+    await turn();
+    for (const key of keys.slice(2)) results.push(batcher.get(key, far()));
+    await turn();
     expect(transport.batches).toEqual([["k0"], ["k1"]]);
     transport.release();
     await settle();
@@ -66,11 +87,26 @@ describe("GetBatcher", () => {
     expect(values).toEqual(keys.map((key) => `v:${key}`));
   });
 
+  test("one turn's gets beyond maxBatch fill the free slots in batches of maxBatch", async () => {
+    const transport = new GatedTransport();
+    const batcher = new _GetBatcher(transport, 2, 3);
+    const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+    const results = keys.map((key) => batcher.get(key, far()));
+    await turn();
+    expect(transport.batches).toEqual([keys.slice(0, 3), keys.slice(3, 6)]);
+    transport.release();
+    await settle();
+    expect(transport.batches.slice(2)).toEqual([keys.slice(6)]);
+    transport.release();
+    expect((await Promise.all(results)).map((e) => text(e.value))).toEqual(keys.map((key) => `v:${key}`));
+  });
+
   test("item errors reach only their caller; 'ask alone' items are fetched alone, outside the slots", async () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     transport.answer = (key) => (key === "missing" ? new GCacheError("ERR_NOT_FOUND", "nope") : key.startsWith("load") ? "alone" : value(key));
     const first = batcher.get("first", far());
+    await turn();
     const queued = ["ok", "missing", "load-1", "load-2"].map((key) =>
       batcher.get(key, far()).then(
         (e) => text(e.value),
@@ -85,6 +121,7 @@ describe("GetBatcher", () => {
     expect(transport.singles).toEqual(["load-1", "load-2"]);
     // The slow keys travel alone and hold no slot: a later get goes out at once.
     const later = batcher.get("later", far());
+    await turn();
     expect(transport.batches.at(-1)).toEqual(["later"]);
     transport.release();
     expect(text((await first).value)).toBe("v:first");
@@ -96,6 +133,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
+    await turn();
     const a = new AbortController();
     const b = new AbortController();
     const calls = [batcher.get("x", { ...far(), signal: a.signal }), batcher.get("y", { ...far(), signal: b.signal })].map((p) =>
@@ -117,6 +155,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
+    await turn();
     const a = new AbortController();
     const leaving = batcher.get("x", { ...far(), signal: a.signal }).catch((e: Error) => e.message);
     const staying = batcher.get("y", far());
@@ -136,6 +175,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
+    await turn();
     const hasty = batcher.get("hasty", { deadline: Date.now() + 20 }).catch((e: GCacheError) => e.code);
     const patient = batcher.get("patient", far());
     await new Promise((resolve) => setTimeout(resolve, 40));
@@ -152,6 +192,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
+    await turn();
     transport.getMany = async () => {
       throw new GCacheError("ERR_UNAVAILABLE", "connection reset");
     };
