@@ -5,9 +5,10 @@
  * and most writes go to another node's store, so under a write load each peer
  * receives a stream of one-item calls, and a gRPC call costs far more than
  * the work it carries. At most one call is in flight per peer and group;
- * items that come meanwhile queue and leave together when it returns. At low
- * load nothing waits: an item finds no call in flight and goes at once, as a
- * batch of one.
+ * items that come meanwhile queue and leave together when it returns. An
+ * item that finds no call in flight waits only for the end of the event
+ * loop's turn, so the items of one turn leave together; at low load that is
+ * a batch of one, a few microseconds later.
  *
  * A peer without the batched method (an older node) answers UNIMPLEMENTED:
  * its items go as plain calls from then on, each on its own.
@@ -47,6 +48,11 @@ interface Pending<Item, Result> {
 export class _CallBatcher<Item, Result = void> {
   private queue: Pending<Item, Result>[] = [];
   private inFlight = false;
+  private flushScheduled = false;
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    if (!this.inFlight) this.flush();
+  };
   private unsupported = false;
   private readonly maxItems: number;
   private readonly maxBytes: number;
@@ -73,9 +79,12 @@ export class _CallBatcher<Item, Result = void> {
         signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       this.queue.push(pending);
-      if (!this.inFlight) this.flush();
-      // Still queued behind a call in flight: it must not wait past its own deadline.
-      else this.leaveByDeadline(pending);
+      // Queued behind a call in flight, it must not wait past its own deadline.
+      if (this.inFlight) this.leaveByDeadline(pending);
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.scheduledFlush);
+      }
     });
   }
 

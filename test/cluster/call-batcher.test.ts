@@ -37,25 +37,44 @@ class GatedCalls implements BatchedCalls<string, string> {
 }
 
 const far = () => ({ deadline: Date.now() + 10_000 });
+/** The end of the event loop's turn, when a batcher sends what came in it. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
 const settled = <T>(promise: Promise<T>) => promise.then(() => "resolved", (error: unknown) => error);
 const batcher = (calls: GatedCalls, options: Partial<CallBatcherOptions<string>> = {}) =>
   new _CallBatcher(calls, { maxItems: 512, ...options });
 
 describe("CallBatcher", () => {
-  test("at low load an item goes out at once, as a batch of one", async () => {
+  test("at low load an item goes out at the end of the event loop's turn, as a batch of one", async () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const done = calls.submit("a", far());
+    expect(transport.batches).toEqual([]);
+    await turn();
     expect(transport.batches).toEqual([["a"]]);
     transport.release();
     expect(await settled(done)).toBe("resolved");
     expect(transport.singles).toEqual([]);
   });
 
+  test("the items of one turn of the event loop leave together, at most maxItems per call", async () => {
+    const transport = new GatedCalls();
+    const calls = batcher(transport, { maxItems: 3 });
+    const all = ["a", "b", "c", "d"].map((key) => calls.submit(key, far()));
+    await turn();
+    expect(transport.batches).toEqual([["a", "b", "c"]]);
+    transport.release();
+    await Bun.sleep(0);
+    expect(transport.batches).toEqual([["a", "b", "c"], ["d"]]);
+    transport.release();
+    expect(await Promise.all(all.map(settled))).toEqual(Array(4).fill("resolved"));
+  });
+
   test("items that come while a call is in flight leave together in the next one, at most maxItems per call", async () => {
     const transport = new GatedCalls();
     const calls = batcher(transport, { maxItems: 3 });
-    const all = ["a", "b", "c", "d", "e"].map((key) => calls.submit(key, far()));
+    const all = [calls.submit("a", far())];
+    await turn();
+    all.push(...["b", "c", "d", "e"].map((key) => calls.submit(key, far())));
     expect(transport.batches).toEqual([["a"]]);
     transport.release();
     await Bun.sleep(0);
@@ -70,7 +89,9 @@ describe("CallBatcher", () => {
   test("a batch stays within maxBytes; an item larger than that goes alone", async () => {
     const transport = new GatedCalls();
     const calls = batcher(transport, { maxBytes: 10, bytesOf: (item) => item.length });
-    const all = ["first", "aaaa", "bbbb", "cc", "dddddddddddddddd", "ee"].map((item) => calls.submit(item, far()));
+    const all = [calls.submit("first", far())];
+    await turn();
+    all.push(...["aaaa", "bbbb", "cc", "dddddddddddddddd", "ee"].map((item) => calls.submit(item, far())));
     for (let i = 0; i < 4; i++) {
       transport.release();
       await Bun.sleep(0);
@@ -86,6 +107,7 @@ describe("CallBatcher", () => {
     transport.outcome = (item) => (item === "bad" ? refused : `many:${item}`);
     const calls = batcher(transport);
     const first = calls.submit("first", far());
+    await turn();
     const rest = ["good", "bad", "fine"].map((item) => calls.submit(item, far()));
     transport.release();
     await Bun.sleep(0);
@@ -98,6 +120,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const first = calls.submit("a", far());
+    await turn();
     const second = calls.submit("b", far());
     const unavailable = new GCacheError("ERR_UNAVAILABLE", "peer gone");
     transport.fail(unavailable);
@@ -112,6 +135,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const stuck = calls.submit("a", far());
+    await turn();
     const started = Date.now();
     const hasty = calls.submit("b", { deadline: started + 50 });
     const error = await settled(hasty);
@@ -125,6 +149,7 @@ describe("CallBatcher", () => {
     expect(transport.batches).toEqual([["a"]]);
 
     const patient = calls.submit("c", { deadline: Date.now() + 60_000 });
+    await turn();
     const mixed = [patient, calls.submit("d", { deadline: Date.now() + 5_000 }), calls.submit("e", { deadline: Date.now() + 60_000 })];
     transport.release();
     await Bun.sleep(0);
@@ -138,6 +163,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const first = calls.submit("a", far());
+    await turn();
     const distant = calls.submit("b", { deadline: Date.now() + 30 * 24 * 3_600_000 });
     await Bun.sleep(20);
     transport.release();
@@ -153,6 +179,7 @@ describe("CallBatcher", () => {
     transport.outcome = (item) => (item === "held" ? "many:yes" : "many:no");
     const calls = batcher(transport);
     const first = calls.submit("first", far());
+    await turn();
     const rest = ["held", "gone", "held"].map((item) => calls.submit(item, far()));
     transport.release();
     await Bun.sleep(0);
@@ -161,6 +188,7 @@ describe("CallBatcher", () => {
     expect(await Promise.all(rest)).toEqual(["many:yes", "many:no", "many:yes"]);
     const unimplemented = Object.assign(new Error("12 UNIMPLEMENTED"), { code: status.UNIMPLEMENTED }) as ServiceError;
     const refusedBatch = calls.submit("x", far());
+    await turn();
     transport.fail(new GCacheError("ERR_INTERNAL", "/pb.GCache/DeleteMany: not here", { cause: unimplemented }));
     expect(await refusedBatch).toBe("one:x");
     expect(await calls.submit("y", far())).toBe("one:y");
@@ -183,6 +211,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const first = calls.submit("a", far());
+    await turn();
     const queued = calls.submit("b", far());
     const unimplemented = Object.assign(new Error("12 UNIMPLEMENTED"), { code: status.UNIMPLEMENTED }) as ServiceError;
     transport.fail(new GCacheError("ERR_INTERNAL", "/pb.GCache/InvalidateMany: not here", { cause: unimplemented }));
