@@ -51,7 +51,10 @@ export class _CallBatcher<Item, Result = void> {
   private flushScheduled = false;
   private readonly scheduledFlush = (): void => {
     this.flushScheduled = false;
-    if (!this.inFlight) this.flush();
+    if (this.inFlight) return;
+    this.flush();
+    // What did not fit in the call now waits behind it, and must not wait past its own deadline.
+    for (const pending of this.queue) if (pending.timer === undefined && !pending.done) this.leaveByDeadline(pending);
   };
   private unsupported = false;
   private readonly maxItems: number;

@@ -159,6 +159,23 @@ describe("CallBatcher", () => {
     expect(await Promise.all(mixed.map(settled))).toEqual(["resolved", "resolved", "resolved"]);
   });
 
+  test("an item of a turn that did not fit in the call fails by its own deadline while the call is stuck", async () => {
+    const transport = new GatedCalls();
+    const calls = batcher(transport, { maxItems: 2 });
+    const started = Date.now();
+    const stuck = [calls.submit("a", far()), calls.submit("b", far())];
+    const hasty = calls.submit("c", { deadline: started + 50 });
+    await turn();
+    expect(transport.batches).toEqual([["a", "b"]]);
+    const error = await settled(hasty);
+    expect((error as GCacheError).code).toBe("ERR_DEADLINE_EXCEEDED");
+    expect(Date.now() - started).toBeLessThan(2_000);
+    transport.release();
+    expect(await Promise.all(stuck.map(settled))).toEqual(["resolved", "resolved"]);
+    await Bun.sleep(0);
+    expect(transport.batches).toEqual([["a", "b"]]);
+  });
+
   test("an item queued with a deadline beyond what a timer takes (about 24.8 days) waits for its call, not failing at once", async () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
