@@ -6,3 +6,8 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, timeo
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
+
+/** Resolves after the event loop's current turn, once what was deferred to its end (`setImmediate`) has run. */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

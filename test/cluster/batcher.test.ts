@@ -4,6 +4,7 @@ import type { Entry } from "../../src/cluster/peer.ts";
 import { GCacheError } from "../../src/errors.ts";
 import type { CallContext } from "../../src/wire/connection.ts";
 import { bytes, text, startCluster, keyOwnedBy } from "../_support/cluster.ts";
+import { nextTurn } from "../_support/wait.ts";
 
 /** A transport whose calls stay open until the test releases them. */
 class GatedTransport implements BatchTransport {
@@ -39,8 +40,6 @@ class GatedTransport implements BatchTransport {
 const value = (key: string): Entry => ({ value: bytes(`v:${key}`), expiresAt: 0 });
 const far = () => ({ deadline: Date.now() + 10_000 });
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
-/** The end of the event loop's turn, when a batcher sends what came in it. */
-const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("GetBatcher", () => {
   test("gets of one turn of the event loop leave together, at the end of it", async () => {
@@ -48,7 +47,7 @@ describe("GetBatcher", () => {
     const batcher = new _GetBatcher(transport, 4, 100);
     const results = [batcher.get("a", far()), batcher.get("b", far())];
     expect(transport.batches).toEqual([]);
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([["a", "b"]]);
     transport.release();
     expect((await Promise.all(results)).map((e) => text(e.value))).toEqual(["v:a", "v:b"]);
@@ -59,9 +58,9 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 4, 100);
     const a = batcher.get("a", far());
-    await turn();
+    await nextTurn();
     const b = batcher.get("b", far());
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([["a"], ["b"]]);
     transport.release();
     expect([text((await a).value), text((await b).value)]).toEqual(["v:a", "v:b"]);
@@ -72,11 +71,11 @@ describe("GetBatcher", () => {
     const batcher = new _GetBatcher(transport, 2, 100);
     const keys = Array.from({ length: 52 }, (_, i) => `k${i}`);
     const results = [batcher.get(keys[0]!, far())];
-    await turn();
+    await nextTurn();
     results.push(batcher.get(keys[1]!, far()));
-    await turn();
+    await nextTurn();
     for (const key of keys.slice(2)) results.push(batcher.get(key, far()));
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([["k0"], ["k1"]]);
     transport.release();
     await settle();
@@ -92,7 +91,7 @@ describe("GetBatcher", () => {
     const batcher = new _GetBatcher(transport, 2, 3);
     const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
     const results = keys.map((key) => batcher.get(key, far()));
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([keys.slice(0, 3), keys.slice(3, 6)]);
     transport.release();
     await settle();
@@ -106,7 +105,7 @@ describe("GetBatcher", () => {
     const batcher = new _GetBatcher(transport, 1, 100);
     transport.answer = (key) => (key === "missing" ? new GCacheError("ERR_NOT_FOUND", "nope") : key.startsWith("load") ? "alone" : value(key));
     const first = batcher.get("first", far());
-    await turn();
+    await nextTurn();
     const queued = ["ok", "missing", "load-1", "load-2"].map((key) =>
       batcher.get(key, far()).then(
         (e) => text(e.value),
@@ -121,7 +120,7 @@ describe("GetBatcher", () => {
     expect(transport.singles).toEqual(["load-1", "load-2"]);
     // The slow keys travel alone and hold no slot: a later get goes out at once.
     const later = batcher.get("later", far());
-    await turn();
+    await nextTurn();
     expect(transport.batches.at(-1)).toEqual(["later"]);
     transport.release();
     expect(text((await first).value)).toBe("v:first");
@@ -133,7 +132,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
-    await turn();
+    await nextTurn();
     const a = new AbortController();
     const b = new AbortController();
     const calls = [batcher.get("x", { ...far(), signal: a.signal }), batcher.get("y", { ...far(), signal: b.signal })].map((p) =>
@@ -155,7 +154,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
-    await turn();
+    await nextTurn();
     const a = new AbortController();
     const leaving = batcher.get("x", { ...far(), signal: a.signal }).catch((e: Error) => e.message);
     const staying = batcher.get("y", far());
@@ -175,7 +174,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
-    await turn();
+    await nextTurn();
     const hasty = batcher.get("hasty", { deadline: Date.now() + 20 }).catch((e: GCacheError) => e.code);
     const patient = batcher.get("patient", far());
     await new Promise((resolve) => setTimeout(resolve, 40));
@@ -192,7 +191,7 @@ describe("GetBatcher", () => {
     const transport = new GatedTransport();
     const batcher = new _GetBatcher(transport, 1, 100);
     const first = batcher.get("first", far());
-    await turn();
+    await nextTurn();
     transport.getMany = async () => {
       throw new GCacheError("ERR_UNAVAILABLE", "connection reset");
     };

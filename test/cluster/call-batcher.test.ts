@@ -5,6 +5,7 @@ import { GrpcPeer } from "../../src/cluster/peer.ts";
 import { GCacheError } from "../../src/errors.ts";
 import type { CallContext } from "../../src/wire/connection.ts";
 import { GCACHE_SERVICE, type InvalidateRequest, type Request } from "../../src/wire/messages.ts";
+import { nextTurn } from "../_support/wait.ts";
 
 /** Calls that stay open until the test ends them. A plain call answers `one:<item>`. */
 class GatedCalls implements BatchedCalls<string, string> {
@@ -37,8 +38,6 @@ class GatedCalls implements BatchedCalls<string, string> {
 }
 
 const far = () => ({ deadline: Date.now() + 10_000 });
-/** The end of the event loop's turn, when a batcher sends what came in it. */
-const turn = () => new Promise((resolve) => setImmediate(resolve));
 const settled = <T>(promise: Promise<T>) => promise.then(() => "resolved", (error: unknown) => error);
 const batcher = (calls: GatedCalls, options: Partial<CallBatcherOptions<string>> = {}) =>
   new _CallBatcher(calls, { maxItems: 512, ...options });
@@ -49,7 +48,7 @@ describe("CallBatcher", () => {
     const calls = batcher(transport);
     const done = calls.submit("a", far());
     expect(transport.batches).toEqual([]);
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([["a"]]);
     transport.release();
     expect(await settled(done)).toBe("resolved");
@@ -60,7 +59,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport, { maxItems: 3 });
     const all = ["a", "b", "c", "d"].map((key) => calls.submit(key, far()));
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([["a", "b", "c"]]);
     transport.release();
     await Bun.sleep(0);
@@ -73,7 +72,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport, { maxItems: 3 });
     const all = [calls.submit("a", far())];
-    await turn();
+    await nextTurn();
     all.push(...["b", "c", "d", "e"].map((key) => calls.submit(key, far())));
     expect(transport.batches).toEqual([["a"]]);
     transport.release();
@@ -90,7 +89,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport, { maxBytes: 10, bytesOf: (item) => item.length });
     const all = [calls.submit("first", far())];
-    await turn();
+    await nextTurn();
     all.push(...["aaaa", "bbbb", "cc", "dddddddddddddddd", "ee"].map((item) => calls.submit(item, far())));
     for (let i = 0; i < 4; i++) {
       transport.release();
@@ -107,7 +106,7 @@ describe("CallBatcher", () => {
     transport.outcome = (item) => (item === "bad" ? refused : `many:${item}`);
     const calls = batcher(transport);
     const first = calls.submit("first", far());
-    await turn();
+    await nextTurn();
     const rest = ["good", "bad", "fine"].map((item) => calls.submit(item, far()));
     transport.release();
     await Bun.sleep(0);
@@ -120,7 +119,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const first = calls.submit("a", far());
-    await turn();
+    await nextTurn();
     const second = calls.submit("b", far());
     const unavailable = new GCacheError("ERR_UNAVAILABLE", "peer gone");
     transport.fail(unavailable);
@@ -135,7 +134,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const stuck = calls.submit("a", far());
-    await turn();
+    await nextTurn();
     const started = Date.now();
     const hasty = calls.submit("b", { deadline: started + 50 });
     const error = await settled(hasty);
@@ -149,7 +148,7 @@ describe("CallBatcher", () => {
     expect(transport.batches).toEqual([["a"]]);
 
     const patient = calls.submit("c", { deadline: Date.now() + 60_000 });
-    await turn();
+    await nextTurn();
     const mixed = [patient, calls.submit("d", { deadline: Date.now() + 5_000 }), calls.submit("e", { deadline: Date.now() + 60_000 })];
     transport.release();
     await Bun.sleep(0);
@@ -165,7 +164,7 @@ describe("CallBatcher", () => {
     const started = Date.now();
     const stuck = [calls.submit("a", far()), calls.submit("b", far())];
     const hasty = calls.submit("c", { deadline: started + 50 });
-    await turn();
+    await nextTurn();
     expect(transport.batches).toEqual([["a", "b"]]);
     const error = await settled(hasty);
     expect((error as GCacheError).code).toBe("ERR_DEADLINE_EXCEEDED");
@@ -180,7 +179,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const first = calls.submit("a", far());
-    await turn();
+    await nextTurn();
     const distant = calls.submit("b", { deadline: Date.now() + 30 * 24 * 3_600_000 });
     await Bun.sleep(20);
     transport.release();
@@ -196,7 +195,7 @@ describe("CallBatcher", () => {
     transport.outcome = (item) => (item === "held" ? "many:yes" : "many:no");
     const calls = batcher(transport);
     const first = calls.submit("first", far());
-    await turn();
+    await nextTurn();
     const rest = ["held", "gone", "held"].map((item) => calls.submit(item, far()));
     transport.release();
     await Bun.sleep(0);
@@ -205,7 +204,7 @@ describe("CallBatcher", () => {
     expect(await Promise.all(rest)).toEqual(["many:yes", "many:no", "many:yes"]);
     const unimplemented = Object.assign(new Error("12 UNIMPLEMENTED"), { code: status.UNIMPLEMENTED }) as ServiceError;
     const refusedBatch = calls.submit("x", far());
-    await turn();
+    await nextTurn();
     transport.fail(new GCacheError("ERR_INTERNAL", "/pb.GCache/DeleteMany: not here", { cause: unimplemented }));
     expect(await refusedBatch).toBe("one:x");
     expect(await calls.submit("y", far())).toBe("one:y");
@@ -228,7 +227,7 @@ describe("CallBatcher", () => {
     const transport = new GatedCalls();
     const calls = batcher(transport);
     const first = calls.submit("a", far());
-    await turn();
+    await nextTurn();
     const queued = calls.submit("b", far());
     const unimplemented = Object.assign(new Error("12 UNIMPLEMENTED"), { code: status.UNIMPLEMENTED }) as ServiceError;
     transport.fail(new GCacheError("ERR_INTERNAL", "/pb.GCache/InvalidateMany: not here", { cause: unimplemented }));
