@@ -2,11 +2,9 @@
  * Coalesces concurrent gets to one peer (for one group) into batched RPCs.
  * At most `maxInFlight` batches run at once; while they do, new gets queue
  * and leave together as one batch when a slot frees up. A get that finds a
- * slot free waits only for the end of the event loop's turn, so the gets of
- * one turn (an HTTP server's reads from one poll) leave together instead of
- * the first alone and the rest queued behind it; at low load that is a
- * batch of one, a few microseconds later. Under load batches grow by
- * themselves.
+ * slot free waits only for the end of the event loop's turn (`_EndOfTurn`),
+ * and the gets of that turn leave together; at low load that is a batch of
+ * one, a few microseconds later. Under load batches grow by themselves.
  *
  * A slot is held only as long as the owner needs to look in its cache: the
  * owner answers a batch at once, and the keys it has to load come "later"
@@ -16,6 +14,7 @@
  */
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
+import { _EndOfTurn } from "./_end-of-turn.ts";
 import type { Entry, FetchDone } from "./peer.ts";
 
 /** What a batch answers for one key: its entry, its error, "ask for it alone", or "answered later". */
@@ -54,11 +53,7 @@ export const DEFAULT_BATCH_OPTIONS = {
 export class _GetBatcher {
   private queue: Pending[] = [];
   private inFlight = 0;
-  private flushScheduled = false;
-  private readonly scheduledFlush = (): void => {
-    this.flushScheduled = false;
-    this.flush();
-  };
+  private readonly flushAtEndOfTurn = new _EndOfTurn(() => this.flush());
 
   constructor(
     private readonly transport: BatchTransport,
@@ -83,10 +78,7 @@ export class _GetBatcher {
       signal.addEventListener("abort", pending.onAbort, { once: true });
     }
     this.queue.push(pending);
-    if (this.inFlight < this.maxInFlight && !this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.scheduledFlush);
-    }
+    if (this.inFlight < this.maxInFlight) this.flushAtEndOfTurn.request();
   }
 
   /** A key the owner must load travels alone, outside the slots. */

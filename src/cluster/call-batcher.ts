@@ -7,8 +7,8 @@
  * the work it carries. At most one call is in flight per peer and group;
  * items that come meanwhile queue and leave together when it returns. An
  * item that finds no call in flight waits only for the end of the event
- * loop's turn, so the items of one turn leave together; at low load that is
- * a batch of one, a few microseconds later.
+ * loop's turn (`_EndOfTurn`), and the items of that turn leave together; at
+ * low load that is a batch of one, a few microseconds later.
  *
  * A peer without the batched method (an older node) answers UNIMPLEMENTED:
  * its items go as plain calls from then on, each on its own.
@@ -17,6 +17,7 @@ import { status, type ServiceError } from "@grpc/grpc-js";
 import { _cancellation, _timerDelay } from "../call.ts";
 import { GCacheError } from "../errors.ts";
 import type { CallContext } from "../wire/connection.ts";
+import { _EndOfTurn } from "./_end-of-turn.ts";
 
 /** `Result`: what the peer answers for an item it applied (nothing for sets and invalidations; for deletes, whether it held the key). */
 export interface BatchedCalls<Item, Result = void> {
@@ -48,14 +49,7 @@ interface Pending<Item, Result> {
 export class _CallBatcher<Item, Result = void> {
   private queue: Pending<Item, Result>[] = [];
   private inFlight = false;
-  private flushScheduled = false;
-  private readonly scheduledFlush = (): void => {
-    this.flushScheduled = false;
-    if (this.inFlight) return;
-    this.flush();
-    // What did not fit in the call now waits behind it, and must not wait past its own deadline.
-    for (const pending of this.queue) if (pending.timer === undefined && !pending.done) this.leaveByDeadline(pending);
-  };
+  private readonly flushAtEndOfTurn = new _EndOfTurn(() => this.flush());
   private unsupported = false;
   private readonly maxItems: number;
   private readonly maxBytes: number;
@@ -84,10 +78,7 @@ export class _CallBatcher<Item, Result = void> {
       this.queue.push(pending);
       // Queued behind a call in flight, it must not wait past its own deadline.
       if (this.inFlight) this.leaveByDeadline(pending);
-      else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.scheduledFlush);
-      }
+      else this.flushAtEndOfTurn.request();
     });
   }
 
@@ -96,6 +87,8 @@ export class _CallBatcher<Item, Result = void> {
     if (batch.length === 0) return;
     this.inFlight = true;
     void this.send(batch);
+    // What did not fit in the call now waits behind it, and must not wait past its own deadline.
+    for (const pending of this.queue) if (pending.timer === undefined && !pending.done) this.leaveByDeadline(pending);
   }
 
   /** The next batch: live items from the head of the queue, within the item and byte bounds. */
